@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"strconv"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -102,13 +101,6 @@ func (cs *countingServer) port(t *testing.T) string {
 	_, p, err := net.SplitHostPort(cs.Listener.Addr().String())
 	require.NoError(t, err)
 	return p
-}
-
-func (cs *countingServer) portNum(t *testing.T) int {
-	t.Helper()
-	n, err := strconv.Atoi(cs.port(t))
-	require.NoError(t, err)
-	return n
 }
 
 func okHandler(body string) http.HandlerFunc {

@@ -29,9 +29,9 @@ type FetchRequest struct {
 	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
 	// "GET" (default) or "HEAD".
 	Method string `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
-	// Request headers. Only Accept, Accept-Language, Cache-Control,
-	// If-Modified-Since, If-None-Match, Range and User-Agent are sent; other
-	// names are rejected with INVALID_ARGUMENT.
+	// Request headers. Only Accept, Accept-Language, If-Modified-Since,
+	// If-None-Match, Range and User-Agent may be set; other names are rejected
+	// with INVALID_ARGUMENT.
 	Headers map[string]string `protobuf:"bytes,3,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Upper bound on body bytes returned; 0 means the server's limit. Longer
 	// bodies are cut and marked truncated.

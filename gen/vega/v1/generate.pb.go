@@ -87,8 +87,9 @@ func (CacheMode) EnumDescriptor() ([]byte, []int) {
 // messages.
 type GenerateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Model name. "sim" (or any name starting with "sim") is the built-in
-	// simulated model; other names go to the backend configured for them.
+	// Model name. "sim" and "sim:<variant>" are the built-in simulated model;
+	// other names go to the backend configured for them, else to the default
+	// backend.
 	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
 	// A single prompt (Ollama /api/generate; a single user message elsewhere).
 	Prompt string `protobuf:"bytes,2,opt,name=prompt,proto3" json:"prompt,omitempty"`

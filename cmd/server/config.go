@@ -1,0 +1,458 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration of the gateway: a YAML file (--config or
+// VEGA_CONFIG) overridden by environment variables. Zero values mean the
+// defaults set in defaultConfig; Validate names the first bad key.
+type Config struct {
+	GRPCAddr        string        `yaml:"grpc_addr"`        // VEGA_GRPC_ADDR, default ":50051"
+	HTTPAddr        string        `yaml:"http_addr"`        // VEGA_HTTP_ADDR, default ":8080"; "" or "off" disables
+	AdminAPIKey     string        `yaml:"admin_api_key"`    // VEGA_ADMIN_API_KEY
+	APIKeys         []string      `yaml:"api_keys"`         // VEGA_API_KEYS: "key" or "key=tenant"
+	DataDir         string        `yaml:"data_dir"`         // VEGA_DATA_DIR, default "./data"
+	RedisURL        string        `yaml:"redis_url"`        // REDIS_URL
+	LogLevel        string        `yaml:"log_level"`        // VEGA_LOG_LEVEL: debug, info, warn, error
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"` // VEGA_SHUTDOWN_TIMEOUT, default 15s
+	DrainDelay      time.Duration `yaml:"drain_delay"`      // VEGA_DRAIN_DELAY, default 0
+
+	TLS    TLSConfig    `yaml:"tls"`
+	LLM    LLMConfig    `yaml:"llm"`
+	Fetch  FetchConfig  `yaml:"fetch"`
+	Notify NotifyConfig `yaml:"notify"`
+	Cache  CacheConfig  `yaml:"cache"`
+	Pool   PoolConfig   `yaml:"pool"`
+	Limits LimitConfig  `yaml:"rate_limit"`
+}
+
+// TLSConfig turns on TLS (cert and key) and mTLS (client_ca as well).
+type TLSConfig struct {
+	CertFile     string `yaml:"cert_file"`      // VEGA_TLS_CERT
+	KeyFile      string `yaml:"key_file"`       // VEGA_TLS_KEY
+	ClientCAFile string `yaml:"client_ca_file"` // VEGA_TLS_CLIENT_CA
+}
+
+// LLMConfig lists model backends and which models go where.
+type LLMConfig struct {
+	// DefaultBackend serves every model not in Models. Default: "ollama" when
+	// VEGA_OLLAMA_URL is set, else "openai" when VEGA_OPENAI_BASE_URL is set,
+	// else "sim".
+	DefaultBackend string            `yaml:"default_backend"`
+	Backends       []BackendConfig   `yaml:"backends"`
+	Models         map[string]string `yaml:"models"` // model name → backend name
+	Sim            SimConfig         `yaml:"sim"`
+}
+
+// BackendConfig is one model server.
+type BackendConfig struct {
+	Name   string `yaml:"name"`
+	Type   string `yaml:"type"` // "ollama" or "openai"
+	URL    string `yaml:"url"`
+	APIKey string `yaml:"api_key"`
+}
+
+// SimConfig tunes the built-in simulated model.
+type SimConfig struct {
+	Latency         time.Duration `yaml:"latency"`           // VEGA_SIM_LATENCY
+	TokensPerSecond float64       `yaml:"tokens_per_second"` // VEGA_SIM_TOKENS_PER_SECOND, 0 = unlimited
+}
+
+// FetchConfig bounds the guarded fetcher.
+type FetchConfig struct {
+	Allow        []string      `yaml:"allow"`          // VEGA_FETCH_ALLOW: hosts and CIDRs exempt from the SSRF guard
+	MaxBodyBytes int64         `yaml:"max_body_bytes"` // default 10 MiB
+	Timeout      time.Duration `yaml:"timeout"`        // default 30s
+	MaxRedirects int           `yaml:"max_redirects"`  // default 5
+}
+
+// NotifyConfig lists chat channels.
+type NotifyConfig struct {
+	Channels []ChannelConfig `yaml:"channels"`
+	// IdempotencyRetention is how long idempotency keys are remembered.
+	IdempotencyRetention time.Duration `yaml:"idempotency_retention"` // default 24h
+}
+
+// ChannelConfig is one notification channel.
+type ChannelConfig struct {
+	Name string `yaml:"name"`
+	Type string `yaml:"type"` // "slack" or "webhook"
+	URL  string `yaml:"url"`
+}
+
+// CacheConfig holds the seed's cache TTLs.
+type CacheConfig struct {
+	GenerateTTL time.Duration `yaml:"generate_ttl"` // COALESCE_CACHE_TTL (seconds), default 300s
+	FetchTTL    time.Duration `yaml:"fetch_ttl"`    // INTEGRATION_CACHE_TTL (seconds), default 60s
+}
+
+// PoolConfig bounds the shared outbound connection pool (seed names).
+type PoolConfig struct {
+	MaxConnectionsPerHost int           `yaml:"max_connections_per_host"` // MAX_CONNECTIONS_PER_HOST, default 10
+	MaxTotalConnections   int           `yaml:"max_total_connections"`    // MAX_TOTAL_CONNECTIONS, default 100
+	ConnectionTTL         time.Duration `yaml:"connection_ttl"`           // CONNECTION_TTL (seconds), default 300s
+	IdleTimeout           time.Duration `yaml:"idle_timeout"`             // IDLE_TIMEOUT (seconds), default 60s
+}
+
+// LimitConfig holds the adaptive rate limiter bounds in requests per second.
+type LimitConfig struct {
+	Initial float64 `yaml:"initial"` // INITIAL_RATE_LIMIT, default 10
+	Min     float64 `yaml:"min"`     // MIN_RATE_LIMIT, default 1
+	Max     float64 `yaml:"max"`     // MAX_RATE_LIMIT, default 100
+}
+
+func defaultConfig() Config {
+	return Config{
+		GRPCAddr:        ":50051",
+		HTTPAddr:        ":8080",
+		DataDir:         "./data",
+		LogLevel:        "info",
+		ShutdownTimeout: 15 * time.Second,
+		Fetch:           FetchConfig{MaxBodyBytes: 10 << 20, Timeout: 30 * time.Second, MaxRedirects: 5},
+		Notify:          NotifyConfig{IdempotencyRetention: 24 * time.Hour},
+		Cache:           CacheConfig{GenerateTTL: 300 * time.Second, FetchTTL: 60 * time.Second},
+		Pool: PoolConfig{
+			MaxConnectionsPerHost: 10, MaxTotalConnections: 100,
+			ConnectionTTL: 300 * time.Second, IdleTimeout: 60 * time.Second,
+		},
+		Limits: LimitConfig{Initial: 10, Min: 1, Max: 100},
+	}
+}
+
+// LoadConfig reads the YAML file at path (none when "") over the defaults,
+// then applies the environment through getenv. Unknown YAML keys are errors.
+func LoadConfig(path string, getenv func(string) string) (Config, error) {
+	cfg := defaultConfig()
+	if path != "" {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("config file: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(raw))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			return cfg, fmt.Errorf("config file %s: %w", path, err)
+		}
+	}
+	if err := applyEnv(&cfg, getenv); err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.Validate()
+}
+
+
+// applyEnv overrides cfg with the environment variables of SPEC §5.
+func applyEnv(cfg *Config, getenv func(string) string) error {
+	str := func(key string, dst *string) {
+		if v := getenv(key); v != "" {
+			*dst = v
+		}
+	}
+	list := func(key string, dst *[]string) {
+		if v := getenv(key); v != "" {
+			*dst = splitList(v)
+		}
+	}
+	str("VEGA_GRPC_ADDR", &cfg.GRPCAddr)
+	str("VEGA_HTTP_ADDR", &cfg.HTTPAddr)
+	str("VEGA_ADMIN_API_KEY", &cfg.AdminAPIKey)
+	list("VEGA_API_KEYS", &cfg.APIKeys)
+	str("VEGA_DATA_DIR", &cfg.DataDir)
+	str("REDIS_URL", &cfg.RedisURL)
+	str("VEGA_LOG_LEVEL", &cfg.LogLevel)
+	str("VEGA_TLS_CERT", &cfg.TLS.CertFile)
+	str("VEGA_TLS_KEY", &cfg.TLS.KeyFile)
+	str("VEGA_TLS_CLIENT_CA", &cfg.TLS.ClientCAFile)
+	list("VEGA_FETCH_ALLOW", &cfg.Fetch.Allow)
+
+	if v := getenv("VEGA_OLLAMA_URL"); v != "" {
+		cfg.LLM.Backends = upsertBackend(cfg.LLM.Backends, BackendConfig{Name: "ollama", Type: "ollama", URL: v})
+	}
+	if v := getenv("VEGA_OPENAI_BASE_URL"); v != "" {
+		cfg.LLM.Backends = upsertBackend(cfg.LLM.Backends, BackendConfig{Name: "openai", Type: "openai", URL: v, APIKey: getenv("VEGA_OPENAI_API_KEY")})
+	}
+	if v := getenv("SLACK_WEBHOOK_URL"); v != "" {
+		cfg.Notify.Channels = upsertChannel(cfg.Notify.Channels, ChannelConfig{Name: "slack", Type: "slack", URL: v})
+	}
+	if v := getenv("VEGA_WEBHOOK_URL"); v != "" {
+		cfg.Notify.Channels = upsertChannel(cfg.Notify.Channels, ChannelConfig{Name: "webhook", Type: "webhook", URL: v})
+	}
+	if cfg.LLM.DefaultBackend == "" {
+		switch {
+		case getenv("VEGA_OLLAMA_URL") != "":
+			cfg.LLM.DefaultBackend = "ollama"
+		case getenv("VEGA_OPENAI_BASE_URL") != "":
+			cfg.LLM.DefaultBackend = "openai"
+		case len(cfg.LLM.Backends) > 0:
+			cfg.LLM.DefaultBackend = cfg.LLM.Backends[0].Name
+		default:
+			cfg.LLM.DefaultBackend = "sim"
+		}
+	}
+
+	durations := []struct {
+		key     string
+		dst     *time.Duration
+		seconds bool // the seed's names take plain seconds
+	}{
+		{"VEGA_SHUTDOWN_TIMEOUT", &cfg.ShutdownTimeout, false},
+		{"VEGA_DRAIN_DELAY", &cfg.DrainDelay, false},
+		{"VEGA_SIM_LATENCY", &cfg.LLM.Sim.Latency, false},
+		{"COALESCE_CACHE_TTL", &cfg.Cache.GenerateTTL, true},
+		{"INTEGRATION_CACHE_TTL", &cfg.Cache.FetchTTL, true},
+		{"CONNECTION_TTL", &cfg.Pool.ConnectionTTL, true},
+		{"IDLE_TIMEOUT", &cfg.Pool.IdleTimeout, true},
+	}
+	for _, d := range durations {
+		v := getenv(d.key)
+		if v == "" {
+			continue
+		}
+		parsed, err := parseDuration(v, d.seconds)
+		if err != nil {
+			return fmt.Errorf("%s: %w", d.key, err)
+		}
+		*d.dst = parsed
+	}
+	ints := []struct {
+		key string
+		dst *int
+	}{
+		{"MAX_CONNECTIONS_PER_HOST", &cfg.Pool.MaxConnectionsPerHost},
+		{"MAX_TOTAL_CONNECTIONS", &cfg.Pool.MaxTotalConnections},
+	}
+	for _, n := range ints {
+		if v := getenv(n.key); v != "" {
+			i, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("%s: %q is not a whole number", n.key, v)
+			}
+			*n.dst = i
+		}
+	}
+	floats := []struct {
+		key string
+		dst *float64
+	}{
+		{"INITIAL_RATE_LIMIT", &cfg.Limits.Initial},
+		{"MIN_RATE_LIMIT", &cfg.Limits.Min},
+		{"MAX_RATE_LIMIT", &cfg.Limits.Max},
+		{"VEGA_SIM_TOKENS_PER_SECOND", &cfg.LLM.Sim.TokensPerSecond},
+	}
+	for _, f := range floats {
+		if v := getenv(f.key); v != "" {
+			x, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return fmt.Errorf("%s: %q is not a number", f.key, v)
+			}
+			*f.dst = x
+		}
+	}
+	return nil
+}
+
+// parseDuration accepts Go durations ("1.5s", "2m") and, where seconds is
+// set, plain numbers of seconds ("300").
+func parseDuration(v string, seconds bool) (time.Duration, error) {
+	if seconds {
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			return time.Duration(f * float64(time.Second)), nil
+		}
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		if seconds {
+			return 0, fmt.Errorf("%q is not a number of seconds", v)
+		}
+		return 0, fmt.Errorf("%q is not a duration (e.g. 500ms, 10s)", v)
+	}
+	return d, nil
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func upsertBackend(list []BackendConfig, b BackendConfig) []BackendConfig {
+	for i := range list {
+		if list[i].Name == b.Name {
+			list[i] = b
+			return list
+		}
+	}
+	return append(list, b)
+}
+
+func upsertChannel(list []ChannelConfig, c ChannelConfig) []ChannelConfig {
+	for i := range list {
+		if list[i].Name == c.Name {
+			list[i] = c
+			return list
+		}
+	}
+	return append(list, c)
+}
+
+// Validate reports the first bad setting, naming its key. Messages never
+// include secrets (webhook URLs, API keys).
+func (c *Config) Validate() error {
+	if err := checkAddr("VEGA_GRPC_ADDR", c.GRPCAddr, false); err != nil {
+		return err
+	}
+	if err := checkAddr("VEGA_HTTP_ADDR", c.HTTPAddr, true); err != nil {
+		return err
+	}
+	if c.DataDir == "" {
+		return errors.New("VEGA_DATA_DIR: must not be empty")
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("VEGA_LOG_LEVEL: %q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	if c.ShutdownTimeout <= 0 {
+		return errors.New("VEGA_SHUTDOWN_TIMEOUT: must be positive")
+	}
+	if c.DrainDelay < 0 {
+		return errors.New("VEGA_DRAIN_DELAY: must not be negative")
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return errors.New("VEGA_TLS_CERT / VEGA_TLS_KEY: set both or neither")
+	}
+	if c.TLS.ClientCAFile != "" && c.TLS.CertFile == "" {
+		return errors.New("VEGA_TLS_CLIENT_CA: mTLS needs VEGA_TLS_CERT and VEGA_TLS_KEY too")
+	}
+	if c.RedisURL != "" {
+		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+			return errors.New("REDIS_URL: must look like redis://host:6379/0")
+		}
+	}
+	names := map[string]bool{"sim": true}
+	for i, b := range c.LLM.Backends {
+		key := fmt.Sprintf("llm.backends[%d]", i)
+		switch {
+		case b.Name == "":
+			return fmt.Errorf("%s.name: required", key)
+		case names[b.Name]:
+			return fmt.Errorf("%s.name: %q is used twice (or is the reserved name \"sim\")", key, b.Name)
+		case b.Type != "ollama" && b.Type != "openai":
+			return fmt.Errorf("%s.type: %q is not one of ollama, openai", key, b.Type)
+		}
+		if err := checkURL(backendURLKey(b), b.URL); err != nil {
+			return err
+		}
+		names[b.Name] = true
+	}
+	if !names[c.LLM.DefaultBackend] {
+		return fmt.Errorf("llm.default_backend: %q is not a configured backend", c.LLM.DefaultBackend)
+	}
+	for model, b := range c.LLM.Models {
+		if !names[b] {
+			return fmt.Errorf("llm.models[%s]: backend %q is not configured", model, b)
+		}
+	}
+	if c.LLM.Sim.Latency < 0 || c.LLM.Sim.TokensPerSecond < 0 {
+		return errors.New("VEGA_SIM_LATENCY / VEGA_SIM_TOKENS_PER_SECOND: must not be negative")
+	}
+	chans := map[string]bool{}
+	for i, ch := range c.Notify.Channels {
+		key := fmt.Sprintf("notify.channels[%d]", i)
+		switch {
+		case ch.Name == "":
+			return fmt.Errorf("%s.name: required", key)
+		case chans[ch.Name]:
+			return fmt.Errorf("%s.name: %q is used twice", key, ch.Name)
+		case ch.Type != "slack" && ch.Type != "webhook":
+			return fmt.Errorf("%s.type: %q is not one of slack, webhook", key, ch.Type)
+		}
+		if err := checkURL(channelURLKey(ch), ch.URL); err != nil {
+			return err
+		}
+		chans[ch.Name] = true
+	}
+	if c.Notify.IdempotencyRetention <= 0 {
+		return errors.New("notify.idempotency_retention: must be positive")
+	}
+	if c.Fetch.MaxBodyBytes <= 0 || c.Fetch.Timeout <= 0 || c.Fetch.MaxRedirects < 0 {
+		return errors.New("fetch: max_body_bytes and timeout must be positive, max_redirects not negative")
+	}
+	switch {
+	case c.Cache.GenerateTTL <= 0:
+		return errors.New("COALESCE_CACHE_TTL: must be positive")
+	case c.Cache.FetchTTL <= 0:
+		return errors.New("INTEGRATION_CACHE_TTL: must be positive")
+	case c.Pool.MaxConnectionsPerHost <= 0:
+		return errors.New("MAX_CONNECTIONS_PER_HOST: must be positive")
+	case c.Pool.MaxTotalConnections < c.Pool.MaxConnectionsPerHost:
+		return errors.New("MAX_TOTAL_CONNECTIONS: must be at least MAX_CONNECTIONS_PER_HOST")
+	case c.Pool.ConnectionTTL <= 0:
+		return errors.New("CONNECTION_TTL: must be positive")
+	case c.Pool.IdleTimeout <= 0:
+		return errors.New("IDLE_TIMEOUT: must be positive")
+	case c.Limits.Min <= 0:
+		return errors.New("MIN_RATE_LIMIT: must be positive")
+	case c.Limits.Max < c.Limits.Min:
+		return errors.New("MAX_RATE_LIMIT: must be at least MIN_RATE_LIMIT")
+	case c.Limits.Initial < c.Limits.Min || c.Limits.Initial > c.Limits.Max:
+		return errors.New("INITIAL_RATE_LIMIT: must be between MIN_RATE_LIMIT and MAX_RATE_LIMIT")
+	}
+	return nil
+}
+
+func backendURLKey(b BackendConfig) string {
+	switch {
+	case b.Name == "ollama" && b.Type == "ollama":
+		return "VEGA_OLLAMA_URL"
+	case b.Name == "openai" && b.Type == "openai":
+		return "VEGA_OPENAI_BASE_URL"
+	}
+	return "llm.backends[" + b.Name + "].url"
+}
+
+func channelURLKey(c ChannelConfig) string {
+	switch {
+	case c.Name == "slack" && c.Type == "slack":
+		return "SLACK_WEBHOOK_URL"
+	case c.Name == "webhook" && c.Type == "webhook":
+		return "VEGA_WEBHOOK_URL"
+	}
+	return "notify.channels[" + c.Name + "].url"
+}
+
+// checkURL accepts absolute http(s) URLs. The message never repeats the
+// value: webhook URLs carry secrets.
+func checkURL(key, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%s: must be an absolute http:// or https:// URL", key)
+	}
+	return nil
+}
+
+func checkAddr(key, addr string, optional bool) error {
+	if optional && (addr == "" || addr == "off") {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("%s: %q is not host:port (e.g. :50051)", key, addr)
+	}
+	return nil
+}

@@ -1,0 +1,348 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	vegav1 "github.com/vega-gateway/vega/gen/vega/v1"
+	"github.com/vega-gateway/vega/integrations"
+	"github.com/vega-gateway/vega/integrations/fetch"
+	"github.com/vega-gateway/vega/integrations/llm/ollama"
+	"github.com/vega-gateway/vega/integrations/llm/openai"
+	"github.com/vega-gateway/vega/integrations/llm/sim"
+	"github.com/vega-gateway/vega/integrations/notify"
+	"github.com/vega-gateway/vega/service"
+)
+
+// gRPC server bounds (SPEC §8).
+const (
+	maxConcurrentStreams = 256
+	maxRecvMsgBytes      = 4 << 20
+	maxSendMsgBytes      = 64 << 20 // a Fetch body of up to max_body_bytes plus headers
+)
+
+// Server is the whole gateway: the gRPC server with its services and the
+// HTTP server for health and metrics. NewServer builds it, Listen binds the
+// ports, Serve runs until its context ends and then shuts down in order.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	grpc      *grpc.Server
+	health    *health.Server
+	http      *http.Server
+	transport *http.Transport // shared by LLM backends and webhooks
+	fetcher   *fetch.Client
+	router    *service.Router
+
+	grpcLn, httpLn net.Listener
+	ready          chan struct{} // closed when shutdown begins; readyz fails from then
+	readyOnce      sync.Once
+}
+
+// NewServer builds every part of the gateway from cfg. It opens no port.
+func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
+	s := &Server{cfg: cfg, log: log, ready: make(chan struct{})}
+	s.transport = integrations.NewTransport(integrations.PoolSettings{
+		MaxConnsPerHost: cfg.Pool.MaxConnectionsPerHost,
+		MaxIdleConns:    cfg.Pool.MaxTotalConnections,
+		IdleTimeout:     cfg.Pool.IdleTimeout,
+	})
+	shared := &http.Client{Transport: s.transport}
+	backends := service.NewBackends()
+
+	// LLM backends: the built-in sim always, then the configured servers.
+	s.router = service.NewRouter(cfg.LLM.DefaultBackend)
+	s.router.Add(service.SimBackend, sim.New(service.SimBackend, sim.Settings{
+		Latency: cfg.LLM.Sim.Latency, TokensPerSecond: cfg.LLM.Sim.TokensPerSecond,
+	}))
+	backends.Register(service.SimBackend, "llm", "sim", "")
+	for _, b := range cfg.LLM.Backends {
+		var (
+			client service.LLM
+			err    error
+		)
+		switch b.Type {
+		case "ollama":
+			client, err = ollama.New(b.Name, b.URL, shared)
+		case "openai":
+			client, err = openai.New(b.Name, b.URL, b.APIKey, shared)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", backendURLKey(b), err)
+		}
+		s.router.Add(b.Name, client)
+		backends.Register(b.Name, "llm", b.Type, hostOf(b.URL))
+	}
+	for model, b := range cfg.LLM.Models {
+		s.router.Map(model, b)
+	}
+	if err := s.router.Check(); err != nil {
+		return nil, fmt.Errorf("llm: %w", err)
+	}
+
+	fetcher, err := fetch.New(fetch.Settings{
+		Allow:        cfg.Fetch.Allow,
+		MaxBodyBytes: cfg.Fetch.MaxBodyBytes,
+		Timeout:      cfg.Fetch.Timeout,
+		MaxRedirects: cfg.Fetch.MaxRedirects,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("VEGA_FETCH_ALLOW: %w", err)
+	}
+	s.fetcher = fetcher
+	backends.Register(service.FetchBackend, "fetch", "http", "")
+
+	channels := map[string]service.Sender{}
+	for _, ch := range cfg.Notify.Channels {
+		var (
+			sender service.Sender
+			err    error
+		)
+		switch ch.Type {
+		case "slack":
+			sender, err = notify.NewSlack(ch.Name, ch.URL, shared)
+		case "webhook":
+			sender, err = notify.NewWebhook(ch.Name, ch.URL, shared)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", channelURLKey(ch), err)
+		}
+		channels[ch.Name] = sender
+		backends.Register(ch.Name, "notify", ch.Type, hostOf(ch.URL))
+	}
+
+	auth, err := service.NewAuth(cfg.AdminAPIKey, cfg.APIKeys)
+	if err != nil {
+		return nil, err
+	}
+	streams := &service.StreamStats{}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	reg.MustRegister(metrics)
+
+	opts, err := s.serverOptions(metrics, auth, streams)
+	if err != nil {
+		return nil, err
+	}
+	s.grpc = grpc.NewServer(opts...)
+	vegav1.RegisterGenerateServiceServer(s.grpc, service.NewGenerateService(s.router, backends, log))
+	vegav1.RegisterFetchServiceServer(s.grpc, service.NewFetchService(fetcher, backends, log))
+	vegav1.RegisterNotifyServiceServer(s.grpc, service.NewNotifyService(channels,
+		service.NewIdempotency(cfg.Notify.IdempotencyRetention), backends, log))
+	vegav1.RegisterPerfAdminServiceServer(s.grpc, service.NewPerfAdminService(log,
+		service.Section{ID: vegav1.StatsSection_STATS_SECTION_INTEGRATIONS, Reporter: backends},
+		service.Section{ID: vegav1.StatsSection_STATS_SECTION_STREAMING, Reporter: streams},
+	))
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	metrics.InitializeMetrics(s.grpc)
+	for name := range s.grpc.GetServiceInfo() {
+		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	return s, nil
+}
+
+// serverOptions sets the gRPC bounds and the interceptor chain. The chain
+// composes like an onion, the first interceptor outermost:
+//
+//	metrics → logging → recovery → auth → (stream stats) → handler
+//
+// Metrics and logging sit outside recovery so that they record a panic as
+// the INTERNAL it becomes; auth sits inside recovery so that nothing the
+// caller sends can crash the process.
+func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics, auth *service.Auth, streams *service.StreamStats) ([]grpc.ServerOption, error) {
+	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		s.log.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	onPanic := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		s.log.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		return status.Error(codes.Internal, "internal error")
+	})
+	opts := []grpc.ServerOption{
+		grpc.MaxConcurrentStreams(maxConcurrentStreams),
+		grpc.MaxRecvMsgSize(maxRecvMsgBytes),
+		grpc.MaxSendMsgSize(maxSendMsgBytes),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle:     15 * time.Minute,
+			MaxConnectionAge:      30 * time.Minute,
+			MaxConnectionAgeGrace: time.Minute,
+			Time:                  2 * time.Minute,
+			Timeout:               20 * time.Second,
+		}),
+		grpc.ChainUnaryInterceptor(
+			metrics.UnaryServerInterceptor(),
+			logging.UnaryServerInterceptor(logger, logOpts...),
+			recovery.UnaryServerInterceptor(onPanic),
+			auth.UnaryServerInterceptor(),
+		),
+		grpc.ChainStreamInterceptor(
+			metrics.StreamServerInterceptor(),
+			logging.StreamServerInterceptor(logger, logOpts...),
+			recovery.StreamServerInterceptor(onPanic),
+			auth.StreamServerInterceptor(),
+			streams.StreamServerInterceptor(),
+		),
+	}
+	if s.cfg.TLS.CertFile != "" {
+		creds, err := s.tlsCredentials()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, grpc.Creds(creds))
+	}
+	return opts, nil
+}
+
+func (s *Server) tlsCredentials() (credentials.TransportCredentials, error) {
+	cert, err := tls.LoadX509KeyPair(s.cfg.TLS.CertFile, s.cfg.TLS.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("VEGA_TLS_CERT / VEGA_TLS_KEY: %w", err)
+	}
+	conf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if s.cfg.TLS.ClientCAFile != "" {
+		pem, err := os.ReadFile(s.cfg.TLS.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("VEGA_TLS_CLIENT_CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, errors.New("VEGA_TLS_CLIENT_CA: no PEM certificate found")
+		}
+		conf.ClientCAs = pool
+		conf.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return credentials.NewTLS(conf), nil
+}
+
+// Listen binds the gRPC and HTTP ports.
+func (s *Server) Listen() error {
+	var err error
+	if s.grpcLn, err = net.Listen("tcp", s.cfg.GRPCAddr); err != nil {
+		return fmt.Errorf("VEGA_GRPC_ADDR: %w", err)
+	}
+	if s.cfg.HTTPAddr != "" && s.cfg.HTTPAddr != "off" {
+		if s.httpLn, err = net.Listen("tcp", s.cfg.HTTPAddr); err != nil {
+			s.grpcLn.Close()
+			return fmt.Errorf("VEGA_HTTP_ADDR: %w", err)
+		}
+	}
+	return nil
+}
+
+// GRPCAddr is the bound gRPC address (after Listen).
+func (s *Server) GRPCAddr() string { return s.grpcLn.Addr().String() }
+
+// HTTPAddr is the bound HTTP address, "" when the HTTP port is off.
+func (s *Server) HTTPAddr() string {
+	if s.httpLn == nil {
+		return ""
+	}
+	return s.httpLn.Addr().String()
+}
+
+// Serve runs both servers until ctx ends or one of them fails, then shuts
+// down: health NOT_SERVING and readyz 503 → drain delay → GracefulStop with
+// a deadline → Stop → HTTP shutdown → idle outbound connections closed.
+func (s *Server) Serve(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() { errc <- s.grpc.Serve(s.grpcLn) }()
+	if s.httpLn != nil {
+		go func() {
+			if err := s.http.Serve(s.httpLn); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+				return
+			}
+			errc <- nil
+		}()
+	}
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	s.shutdown()
+	return serveErr
+}
+
+func (s *Server) shutdown() {
+	s.log.Info("shutting down", "drain_delay", s.cfg.DrainDelay, "timeout", s.cfg.ShutdownTimeout)
+	s.readyOnce.Do(func() { close(s.ready) })
+	s.health.Shutdown()
+	time.Sleep(s.cfg.DrainDelay)
+
+	stopped := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	timer := time.NewTimer(s.cfg.ShutdownTimeout)
+	select {
+	case <-stopped:
+		timer.Stop()
+	case <-timer.C:
+		s.log.Warn("graceful stop timed out; closing remaining RPCs")
+		s.grpc.Stop()
+		<-stopped
+	}
+	if s.httpLn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.http.Shutdown(ctx)
+	}
+	s.transport.CloseIdleConnections()
+	s.fetcher.CloseIdleConnections()
+	s.log.Info("stopped")
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	select {
+	case <-s.ready:
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+	default:
+		fmt.Fprintln(w, "ready")
+	}
+}
+
+// hostOf returns the host of a configured URL for display; never the path
+// (a Slack webhook path is a secret).
+func hostOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return u.Host
+}
