@@ -152,7 +152,6 @@ func LoadConfig(path string, getenv func(string) string) (Config, error) {
 	return cfg, cfg.Validate()
 }
 
-
 // applyEnv overrides cfg with the environment variables of SPEC §5.
 func applyEnv(cfg *Config, getenv func(string) string) error {
 	str := func(key string, dst *string) {

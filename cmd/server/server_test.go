@@ -71,10 +71,14 @@ func startGateway(t *testing.T, env map[string]string) *gateway {
 	return &gateway{srv: srv, conn: conn, logs: logs}
 }
 
-func (g *gateway) generate() vegav1.GenerateServiceClient { return vegav1.NewGenerateServiceClient(g.conn) }
-func (g *gateway) fetch() vegav1.FetchServiceClient       { return vegav1.NewFetchServiceClient(g.conn) }
-func (g *gateway) notify() vegav1.NotifyServiceClient     { return vegav1.NewNotifyServiceClient(g.conn) }
-func (g *gateway) admin() vegav1.PerfAdminServiceClient   { return vegav1.NewPerfAdminServiceClient(g.conn) }
+func (g *gateway) generate() vegav1.GenerateServiceClient {
+	return vegav1.NewGenerateServiceClient(g.conn)
+}
+func (g *gateway) fetch() vegav1.FetchServiceClient   { return vegav1.NewFetchServiceClient(g.conn) }
+func (g *gateway) notify() vegav1.NotifyServiceClient { return vegav1.NewNotifyServiceClient(g.conn) }
+func (g *gateway) admin() vegav1.PerfAdminServiceClient {
+	return vegav1.NewPerfAdminServiceClient(g.conn)
+}
 
 type syncBuffer struct {
 	mu sync.Mutex
