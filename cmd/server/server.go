@@ -302,7 +302,7 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 func (s *Server) shutdown() {
-	s.log.Info("shutting down", "drain_delay", s.cfg.DrainDelay, "timeout", s.cfg.ShutdownTimeout)
+	s.log.Info("shutting down", "drain_delay", s.cfg.DrainDelay.String(), "timeout", s.cfg.ShutdownTimeout.String())
 	s.readyOnce.Do(func() { close(s.ready) })
 	s.health.Shutdown()
 	time.Sleep(s.cfg.DrainDelay)

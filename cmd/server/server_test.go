@@ -43,6 +43,14 @@ type gateway struct {
 // loopback ports) and stops it when the test ends.
 func startGateway(t *testing.T, env map[string]string) *gateway {
 	t.Helper()
+	g, _ := startGatewayWith(t, env, nil)
+	return g
+}
+
+// startGatewayWith also lets the test change the built server before it
+// serves, and returns a function that stops it and reports Serve's result.
+func startGatewayWith(t *testing.T, env map[string]string, adjust func(*Server)) (*gateway, func() error) {
+	t.Helper()
 	full := map[string]string{"VEGA_GRPC_ADDR": "127.0.0.1:0", "VEGA_HTTP_ADDR": "127.0.0.1:0", "VEGA_DATA_DIR": t.TempDir()}
 	for k, v := range env {
 		full[k] = v
@@ -52,23 +60,35 @@ func startGateway(t *testing.T, env map[string]string) *gateway {
 	logs := &syncBuffer{}
 	srv, err := NewServer(cfg, slog.New(slog.NewJSONHandler(logs, nil)))
 	require.NoError(t, err)
+	if adjust != nil {
+		adjust(srv)
+	}
 	require.NoError(t, srv.Listen())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx) }()
 	conn, err := grpc.NewClient(srv.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
+	var (
+		once    sync.Once
+		stopErr error
+	)
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case stopErr = <-done:
+			case <-time.After(30 * time.Second):
+				stopErr = errors.New("server did not stop within 30s")
+			}
+		})
+		return stopErr
+	}
 	t.Cleanup(func() {
 		conn.Close()
-		cancel()
-		select {
-		case err := <-done:
-			assert.NoError(t, err)
-		case <-time.After(30 * time.Second):
-			t.Error("server did not stop")
-		}
+		assert.NoError(t, stop())
 	})
-	return &gateway{srv: srv, conn: conn, logs: logs}
+	return &gateway{srv: srv, conn: conn, logs: logs}, stop
 }
 
 func (g *gateway) generate() vegav1.GenerateServiceClient {
