@@ -1,0 +1,126 @@
+package policy
+
+import (
+	"context"
+	"sync"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"time"
+)
+
+// UnaryServerInterceptor plans each request of a method in table, stores the
+// Decision in the context and sends x-vega-served-from with the response.
+// Methods not in table go straight to the handler.
+func UnaryServerInterceptor(table Table) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		rule := table[info.FullMethod]
+		if rule == nil {
+			return handler(ctx, req)
+		}
+		msg, _ := req.(proto.Message)
+		d, err := plan(ctx, rule, info.FullMethod, msg)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := handler(NewContext(ctx, d), req)
+		if err == nil {
+			_ = grpc.SetHeader(ctx, metadata.Pairs(ServedFromHeader, d.ServedFrom))
+		}
+		return resp, err
+	}
+}
+
+// StreamServerInterceptor does the same for server-streaming methods: it
+// reads the request before the handler (which then receives it from its
+// first RecvMsg) and sends the header before the first message.
+func StreamServerInterceptor(table Table) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		rule := table[info.FullMethod]
+		if rule == nil || rule.NewRequest == nil {
+			return handler(srv, ss)
+		}
+		req := rule.NewRequest()
+		if err := ss.RecvMsg(req); err != nil {
+			return err
+		}
+		ctx := ss.Context()
+		d, err := plan(ctx, rule, info.FullMethod, req)
+		if err != nil {
+			return err
+		}
+		ps := &PlannedStream{ServerStream: ss, ctx: NewContext(ctx, d), req: req, d: d}
+		err = handler(srv, ps)
+		ps.sendHeader()
+		return err
+	}
+}
+
+func plan(ctx context.Context, rule *Rule, method string, req proto.Message) (*Decision, error) {
+	d, err := rule.Plan(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	d.Method, d.Request, d.rule = method, req, rule
+	if d.ServedFrom == "" {
+		d.ServedFrom = FromBackend
+	}
+	return d, nil
+}
+
+// PlannedStream is the stream the handler of a planned streaming method
+// sees: its context carries the Decision and its first RecvMsg yields the
+// request the interceptor already read.
+type PlannedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+	req proto.Message
+	d   *Decision
+
+	once     sync.Once // sends the served-from header once
+	received bool      // the request was handed out; only the handler's goroutine touches it
+}
+
+// Context carries the Decision.
+func (s *PlannedStream) Context() context.Context { return s.ctx }
+
+// RecvMsg hands out the already-read request once, then reports the end of
+// the (server-streaming) input.
+func (s *PlannedStream) RecvMsg(m any) error {
+	if !s.received {
+		s.received = true
+		dst, ok := m.(proto.Message)
+		if !ok {
+			return s.ServerStream.RecvMsg(m)
+		}
+		proto.Reset(dst)
+		proto.Merge(dst, s.req)
+		return nil
+	}
+	return s.ServerStream.RecvMsg(m)
+}
+
+// SendMsg sends the served-from header before the first message.
+func (s *PlannedStream) SendMsg(m any) error {
+	s.sendHeader()
+	return s.ServerStream.SendMsg(m)
+}
+
+func (s *PlannedStream) sendHeader() {
+	s.once.Do(func() {
+		_ = s.ServerStream.SetHeader(metadata.Pairs(ServedFromHeader, s.d.ServedFrom))
+	})
+}
+
+// RetryDelay returns the RetryInfo delay carried by st, or 0.
+func RetryDelay(st *status.Status) time.Duration {
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			return ri.GetRetryDelay().AsDuration()
+		}
+	}
+	return 0
+}

@@ -1,0 +1,211 @@
+package policy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// ServedFromHeader is the response header metadata key that says how a
+// response was served.
+const ServedFromHeader = "x-vega-served-from"
+
+// How a response was served.
+const (
+	FromBackend   = "backend"   // this call reached the backend
+	FromCache     = "cache"     // a fresh cached answer
+	FromCoalesced = "coalesced" // another identical call's answer
+	FromStale     = "stale"     // an expired answer while a refresh runs
+)
+
+// Outcome is what one backend call says about the backend's health.
+type Outcome int
+
+const (
+	// Success: the backend answered. The limiter may rise.
+	Success Outcome = iota
+	// Neutral: nothing learned about the backend (the caller cancelled or
+	// gave up, the request was bad, the limiter itself refused).
+	Neutral
+	// Overload: the backend asked us to slow down (429). The limiter falls;
+	// the breaker does not count it.
+	Overload
+	// Failure: the backend failed (5xx, unreachable, its own timeout). The
+	// limiter falls and the breaker counts it.
+	Failure
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Success:
+		return "success"
+	case Neutral:
+		return "neutral"
+	case Overload:
+		return "overload"
+	case Failure:
+		return "failure"
+	}
+	return "unknown"
+}
+
+// Result is the classified outcome of one call.
+type Result struct {
+	Outcome    Outcome
+	RetryAfter time.Duration // the backend's Retry-After, 0 when none
+}
+
+// Rule is one row of the policy table.
+type Rule struct {
+	// NewRequest returns an empty request message of the method. Stream
+	// interceptors use it to read the request before the handler does.
+	NewRequest func() proto.Message
+	// Plan derives the decision for one request. It validates the request
+	// (so bad input is refused before it can spend a token or join a
+	// flight) and returns a gRPC status error when it is bad.
+	Plan func(ctx context.Context, req proto.Message) (*Decision, error)
+	// Classify maps a finished call to its outcome; nil means ClassifyError.
+	Classify func(resp any, err error) Result
+	// Store says whether a successful response may be cached and for how
+	// long: ttl 0 means the decision's TTL. negative marks a short-lived
+	// "not found" answer. nil means every successful response is stored.
+	Store func(d *Decision, resp any) (ttl time.Duration, negative, ok bool)
+}
+
+// Table maps full method names ("/vega.v1.GenerateService/Generate") to
+// rules.
+type Table map[string]*Rule
+
+// Decision is what the chain does with one request. Plan fills the exported
+// fields; the mechanisms read them. A Decision belongs to one caller and is
+// only written on that caller's goroutine.
+type Decision struct {
+	Method  string        // full method name
+	Request proto.Message // the request (read-only)
+
+	// Key identifies identical requests for coalescing and caching; it
+	// includes the caller's tenant. "" disables both.
+	Key string
+	// Backend is the limiter and breaker key ("ollama", "host:example.com",
+	// "channel:slack"); "" disables both.
+	Backend string
+
+	Coalesce   bool          // identical in-flight requests share one call
+	ReadCache  bool          // may be answered from the cache
+	WriteCache bool          // the answer may be stored
+	TTL        time.Duration // how long a stored answer is fresh (0: cache default)
+	Limit      bool          // passes the adaptive limiter
+	Break      bool          // passes the circuit breaker
+
+	// ServedFrom is how the response was served (one of the From…
+	// constants); the policy interceptor sends it as a header.
+	ServedFrom string
+
+	rule *Rule
+}
+
+// Classify maps a finished call to its outcome using the rule's classifier.
+func (d *Decision) Classify(resp any, err error) Result {
+	if d.rule != nil && d.rule.Classify != nil {
+		return d.rule.Classify(resp, err)
+	}
+	return ClassifyError(err)
+}
+
+// Storable reports whether resp may be cached and for how long.
+func (d *Decision) Storable(resp any) (ttl time.Duration, negative, ok bool) {
+	if !d.WriteCache || d.Key == "" {
+		return 0, false, false
+	}
+	if d.rule != nil && d.rule.Store != nil {
+		ttl, negative, ok = d.rule.Store(d, resp)
+	} else {
+		ok = true
+	}
+	if ttl == 0 {
+		ttl = d.TTL
+	}
+	return ttl, negative, ok
+}
+
+// Clone returns a copy for a shared flight, so that what the flight reports
+// never races with what the caller reads.
+func (d *Decision) Clone() *Decision {
+	c := *d
+	c.ServedFrom = FromBackend
+	return &c
+}
+
+type decisionKey struct{}
+
+// NewContext returns ctx carrying d.
+func NewContext(ctx context.Context, d *Decision) context.Context {
+	return context.WithValue(ctx, decisionKey{}, d)
+}
+
+// FromContext returns the request's decision, or nil outside the data path.
+func FromContext(ctx context.Context) *Decision {
+	d, _ := ctx.Value(decisionKey{}).(*Decision)
+	return d
+}
+
+// ClassifyError maps an error by its gRPC code: OK is Success; UNAVAILABLE,
+// INTERNAL, UNKNOWN, DATA_LOSS and DEADLINE_EXCEEDED are Failure;
+// RESOURCE_EXHAUSTED is Overload (with the RetryInfo delay); the caller's own
+// cancellation and every caller mistake are Neutral.
+func ClassifyError(err error) Result {
+	if err == nil {
+		return Result{Outcome: Success}
+	}
+	if errors.Is(err, context.Canceled) {
+		return Result{Outcome: Neutral}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return Result{Outcome: Failure}
+	}
+	st, _ := status.FromError(err)
+	switch st.Code() {
+	case codes.Unavailable, codes.Internal, codes.Unknown, codes.DataLoss, codes.DeadlineExceeded:
+		return Result{Outcome: Failure}
+	case codes.ResourceExhausted:
+		return Result{Outcome: Overload, RetryAfter: RetryDelay(st)}
+	}
+	return Result{Outcome: Neutral}
+}
+
+// ClassifyCall is ClassifyError that also treats a deadline or cancellation
+// of ctx (the caller, or every waiter of a flight, gave up) as Neutral: a
+// caller's short deadline says nothing about the backend.
+func ClassifyCall(ctx context.Context, d *Decision, resp any, err error) Result {
+	if err != nil && ctx.Err() != nil {
+		return Result{Outcome: Neutral}
+	}
+	if d == nil {
+		return ClassifyError(err)
+	}
+	return d.Classify(resp, err)
+}
+
+// HashKey returns a fixed-size, collision-resistant digest of the request as
+// seen by tenant on method. The encoding is deterministic protobuf, so equal
+// requests give equal keys whatever the field order on the wire.
+func HashKey(tenant, method string, m proto.Message) (string, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	h.Write([]byte(tenant))
+	h.Write([]byte{0})
+	h.Write([]byte(method))
+	h.Write([]byte{0})
+	h.Write(b)
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(h.Sum(sum[:0])), nil
+}
