@@ -1,0 +1,42 @@
+// Package cache is the gateway's result cache: a bounded, in-memory map from
+// a request's policy key (policy.Decision.Key, which already includes the
+// caller's tenant) to the answer the backend gave for it. A unary answer is
+// stored as the response message; a server-streaming answer as the ordered
+// messages of a stream that completed.
+//
+// Two interceptors share one Cache. Lookup sits before the coalescer and
+// answers from the cache; Fill sits inside the coalesced flight, looks again
+// (a flight may have stored the answer between this caller's miss and now,
+// as groupcache's load does) and stores what the flight brought back:
+//
+//	policy → cache.Lookup → coalesce → cache.Fill → breaker → ratelimit → handler
+//
+// The rules:
+//
+//   - Only successful answers are stored, and only when the Decision allows
+//     it (WriteCache, and the rule's Store func: it refuses truncated bodies
+//     and 5xx fetches). Errors — 5xx, UNAVAILABLE, timeouts, cancellations —
+//     are never cached, so an outage is never replayed after it ends.
+//     Refused answers count as Stats.Rejected.
+//   - The key is the Decision's, so entries are scoped per tenant; a hit
+//     never crosses tenants. Values are shared by every reader and must be
+//     treated as immutable.
+//   - Every entry is fresh for its TTL (the rule's, else the Decision's, else
+//     Settings.DefaultTTL) randomised by ±Jitter/2, so entries written
+//     together do not expire together.
+//   - Negative answers (404/410) live at most Settings.NegativeTTL and are
+//     never served stale.
+//   - Stale-while-revalidate: for Settings.StaleFor after it expires, an
+//     entry is still served, marked "stale", while exactly one background
+//     refresh per key (at most Settings.MaxRefreshes in all) asks the backend
+//     again through the rest of the chain. StaleFor 0 turns this off.
+//   - The cache is bounded by bytes, not entries: each entry weighs its key,
+//     its value's encoded size and a fixed per-entry overhead (measured, see
+//     entryOverhead), and the total stays under Settings.MaxBytes.
+//
+// The store is github.com/maypok86/otter/v2: a concurrent W-TinyLFU cache
+// whose hit ratio on skewed (Zipf) traffic beats LRU, with weights,
+// per-entry expiry and an injectable clock. This package adds the fresh and
+// stale deadlines, the refresh bookkeeping, the stats and the interceptors;
+// BenchmarkZipfHitRatio compares its hit ratio with raw otter's.
+package cache
