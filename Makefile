@@ -6,7 +6,7 @@ BIN := $(abspath .tmp/bin)
 export PATH := $(BIN):$(PATH)
 # Tools are pinned in tools/go.mod (buf, protoc-gen-go-grpc, staticcheck,
 # grpcurl) and go.mod (protoc-gen-go) and built into .tmp/bin.
-TOOLS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/staticcheck $(BIN)/grpcurl
+TOOLS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/staticcheck $(BIN)/grpcurl $(BIN)/ghz
 
 .PHONY: help
 help: ## Describe the make targets
@@ -38,6 +38,9 @@ $(BIN)/protoc-gen-go: go.mod
 $(BIN)/buf $(BIN)/protoc-gen-go-grpc $(BIN)/staticcheck $(BIN)/grpcurl &: tools/go.mod
 	cd tools && go build -o $(BIN)/ github.com/bufbuild/buf/cmd/buf google.golang.org/grpc/cmd/protoc-gen-go-grpc honnef.co/go/tools/cmd/staticcheck github.com/fullstorydev/grpcurl/cmd/grpcurl
 	@touch $(BIN)/buf $(BIN)/protoc-gen-go-grpc $(BIN)/staticcheck $(BIN)/grpcurl
+
+$(BIN)/ghz: tools/ghz/go.mod
+	cd tools/ghz && go build -o $(BIN)/ghz github.com/bojand/ghz/cmd/ghz
 
 .PHONY: generate
 generate: $(TOOLS) ## Regenerate gen/ from proto/

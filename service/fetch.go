@@ -9,6 +9,7 @@ import (
 
 	vegav1 "github.com/vega-gateway/vega/gen/vega/v1"
 	"github.com/vega-gateway/vega/integrations/fetch"
+	"github.com/vega-gateway/vega/perf/policy"
 )
 
 const maxURLLen = 8192
@@ -46,6 +47,7 @@ func (s *FetchService) Fetch(ctx context.Context, in *vegav1.FetchRequest) (*veg
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}
+	applyCacheHeaders(policy.FromContext(ctx), resp.Header)
 	return &vegav1.FetchResponse{
 		StatusCode:  int32(resp.StatusCode),
 		Headers:     flattenHeader(resp.Header),

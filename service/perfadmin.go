@@ -42,6 +42,8 @@ type PerfAdminService struct {
 	sections []Section
 	started  time.Time
 	log      *slog.Logger
+	breakers breakerModes // nil until WithActions
+	cache    cachePurger  // nil until WithActions
 }
 
 // NewPerfAdminService serves the given sections. The runtime section is

@@ -92,10 +92,17 @@ type ChannelConfig struct {
 	URL  string `yaml:"url"`
 }
 
-// CacheConfig holds the seed's cache TTLs.
+// CacheConfig holds the seed's cache TTLs and the cache's bounds.
 type CacheConfig struct {
 	GenerateTTL time.Duration `yaml:"generate_ttl"` // COALESCE_CACHE_TTL (seconds), default 300s
 	FetchTTL    time.Duration `yaml:"fetch_ttl"`    // INTEGRATION_CACHE_TTL (seconds), default 60s
+	MaxBytes    int64         `yaml:"max_bytes"`    // VEGA_CACHE_MAX_BYTES, default 64 MiB
+	// StaleFor is how long after expiry an answer may still be served while
+	// one refresh runs (stale-while-revalidate); VEGA_CACHE_STALE_FOR, default 30s.
+	StaleFor time.Duration `yaml:"stale_for"`
+	// Nondeterministic makes CACHE_MODE_AUTO cache every Generate answer, as
+	// the seed did; VEGA_CACHE_NONDETERMINISTIC=true. Default false.
+	Nondeterministic bool `yaml:"nondeterministic"`
 }
 
 // PoolConfig bounds the shared outbound connection pool (seed names).
@@ -111,6 +118,10 @@ type LimitConfig struct {
 	Initial float64 `yaml:"initial"` // INITIAL_RATE_LIMIT, default 10
 	Min     float64 `yaml:"min"`     // MIN_RATE_LIMIT, default 1
 	Max     float64 `yaml:"max"`     // MAX_RATE_LIMIT, default 100
+	// MaxWait bounds how long a call waits for its turn (its own deadline
+	// bounds it too); VEGA_RATE_LIMIT_MAX_WAIT, default 30s (the seed's
+	// acquire timeout).
+	MaxWait time.Duration `yaml:"max_wait"`
 }
 
 func defaultConfig() Config {
@@ -122,12 +133,12 @@ func defaultConfig() Config {
 		ShutdownTimeout: 15 * time.Second,
 		Fetch:           FetchConfig{MaxBodyBytes: 10 << 20, Timeout: 30 * time.Second, MaxRedirects: 5},
 		Notify:          NotifyConfig{IdempotencyRetention: 24 * time.Hour},
-		Cache:           CacheConfig{GenerateTTL: 300 * time.Second, FetchTTL: 60 * time.Second},
+		Cache:           CacheConfig{GenerateTTL: 300 * time.Second, FetchTTL: 60 * time.Second, MaxBytes: 64 << 20, StaleFor: 30 * time.Second},
 		Pool: PoolConfig{
 			MaxConnectionsPerHost: 10, MaxTotalConnections: 100,
 			ConnectionTTL: 300 * time.Second, IdleTimeout: 60 * time.Second,
 		},
-		Limits: LimitConfig{Initial: 10, Min: 1, Max: 100},
+		Limits: LimitConfig{Initial: 10, Min: 1, Max: 100, MaxWait: 30 * time.Second},
 	}
 }
 
@@ -213,6 +224,8 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 		{"INTEGRATION_CACHE_TTL", &cfg.Cache.FetchTTL, true},
 		{"CONNECTION_TTL", &cfg.Pool.ConnectionTTL, true},
 		{"IDLE_TIMEOUT", &cfg.Pool.IdleTimeout, true},
+		{"VEGA_CACHE_STALE_FOR", &cfg.Cache.StaleFor, false},
+		{"VEGA_RATE_LIMIT_MAX_WAIT", &cfg.Limits.MaxWait, false},
 	}
 	for _, d := range durations {
 		v := getenv(d.key)
@@ -224,6 +237,20 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 			return fmt.Errorf("%s: %w", d.key, err)
 		}
 		*d.dst = parsed
+	}
+	if v := getenv("VEGA_CACHE_NONDETERMINISTIC"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("VEGA_CACHE_NONDETERMINISTIC: %q is not true or false", v)
+		}
+		cfg.Cache.Nondeterministic = b
+	}
+	if v := getenv("VEGA_CACHE_MAX_BYTES"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("VEGA_CACHE_MAX_BYTES: %q is not a whole number", v)
+		}
+		cfg.Cache.MaxBytes = n
 	}
 	ints := []struct {
 		key string
@@ -398,6 +425,10 @@ func (c *Config) Validate() error {
 		return errors.New("COALESCE_CACHE_TTL: must be positive")
 	case c.Cache.FetchTTL <= 0:
 		return errors.New("INTEGRATION_CACHE_TTL: must be positive")
+	case c.Cache.MaxBytes <= 0:
+		return errors.New("VEGA_CACHE_MAX_BYTES: must be positive")
+	case c.Cache.StaleFor < 0:
+		return errors.New("VEGA_CACHE_STALE_FOR: must not be negative")
 	case c.Pool.MaxConnectionsPerHost <= 0:
 		return errors.New("MAX_CONNECTIONS_PER_HOST: must be positive")
 	case c.Pool.MaxTotalConnections < c.Pool.MaxConnectionsPerHost:
@@ -410,6 +441,8 @@ func (c *Config) Validate() error {
 		return errors.New("MIN_RATE_LIMIT: must be positive")
 	case c.Limits.Max < c.Limits.Min:
 		return errors.New("MAX_RATE_LIMIT: must be at least MIN_RATE_LIMIT")
+	case c.Limits.MaxWait <= 0:
+		return errors.New("VEGA_RATE_LIMIT_MAX_WAIT: must be positive")
 	case c.Limits.Initial < c.Limits.Min || c.Limits.Initial > c.Limits.Max:
 		return errors.New("INITIAL_RATE_LIMIT: must be between MIN_RATE_LIMIT and MAX_RATE_LIMIT")
 	}

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // Behaviour of the fake LLM servers is chosen by the model name, so one
@@ -18,6 +20,7 @@ import (
 //	"ratelimited" 429 with Retry-After: 3
 //	"broken"      500
 //	"missing"     404 (model not found)
+//	"wait-<ms>"   answers normally after <ms> milliseconds
 //	anything else answers "<backend> says: <prompt>"
 type fakeLLM struct {
 	*httptest.Server
@@ -26,6 +29,18 @@ type fakeLLM struct {
 }
 
 func (f *fakeLLM) failure(w http.ResponseWriter, r *http.Request, model string) bool {
+	if ms, ok := strings.CutPrefix(model, "wait-"); ok {
+		d, _ := strconv.Atoi(ms)
+		t := time.NewTimer(time.Duration(d) * time.Millisecond)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			f.cancelled.Add(1)
+			return true
+		}
+		return false
+	}
 	switch model {
 	case "slow":
 		<-r.Context().Done()

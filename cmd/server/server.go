@@ -31,12 +31,16 @@ import (
 	"google.golang.org/grpc/status"
 
 	vegav1 "github.com/vega-gateway/vega/gen/vega/v1"
-	"github.com/vega-gateway/vega/integrations"
 	"github.com/vega-gateway/vega/integrations/fetch"
 	"github.com/vega-gateway/vega/integrations/llm/ollama"
 	"github.com/vega-gateway/vega/integrations/llm/openai"
 	"github.com/vega-gateway/vega/integrations/llm/sim"
 	"github.com/vega-gateway/vega/integrations/notify"
+	"github.com/vega-gateway/vega/perf/breaker"
+	"github.com/vega-gateway/vega/perf/cache"
+	"github.com/vega-gateway/vega/perf/coalesce"
+	"github.com/vega-gateway/vega/perf/connpool"
+	"github.com/vega-gateway/vega/perf/ratelimit"
 	"github.com/vega-gateway/vega/service"
 )
 
@@ -54,12 +58,13 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 
-	grpc      *grpc.Server
-	health    *health.Server
-	http      *http.Server
-	transport *http.Transport // shared by LLM backends and webhooks
-	fetcher   *fetch.Client
-	router    *service.Router
+	grpc    *grpc.Server
+	health  *health.Server
+	http    *http.Server
+	pool    *connpool.Pool // the transport shared by LLM backends and webhooks
+	fetcher *fetch.Client
+	router  *service.Router
+	cache   *cache.Cache
 
 	grpcLn, httpLn net.Listener
 	ready          chan struct{} // closed when shutdown begins; readyz fails from then
@@ -69,12 +74,17 @@ type Server struct {
 // NewServer builds every part of the gateway from cfg. It opens no port.
 func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, ready: make(chan struct{})}
-	s.transport = integrations.NewTransport(integrations.PoolSettings{
+	pool, err := connpool.New(connpool.Settings{
 		MaxConnsPerHost: cfg.Pool.MaxConnectionsPerHost,
-		MaxIdleConns:    cfg.Pool.MaxTotalConnections,
+		MaxTotalConns:   cfg.Pool.MaxTotalConnections,
+		ConnTTL:         cfg.Pool.ConnectionTTL,
 		IdleTimeout:     cfg.Pool.IdleTimeout,
 	})
-	shared := &http.Client{Transport: s.transport}
+	if err != nil {
+		return nil, err
+	}
+	s.pool = pool
+	shared := &http.Client{Transport: pool}
 	backends := service.NewBackends()
 
 	// LLM backends: the built-in sim always, then the configured servers.
@@ -142,25 +152,57 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	generateSvc := service.NewGenerateService(s.router, backends, log)
+	fetchSvc := service.NewFetchService(fetcher, backends, log)
+	notifySvc := service.NewNotifyService(channels, service.NewIdempotency(cfg.Notify.IdempotencyRetention), backends, log)
+
+	// The perf core.
+	s.cache, err = cache.New(cache.Settings{MaxBytes: cfg.Cache.MaxBytes, DefaultTTL: cfg.Cache.FetchTTL, StaleFor: cfg.Cache.StaleFor})
+	if err != nil {
+		return nil, err
+	}
+	group := coalesce.New(coalesce.WithPanicHandler(func(key string, p *coalesce.PanicError) {
+		log.Error("panic in a shared call", "key", key, "panic", fmt.Sprint(p.Value), "goexit", p.Goexit, "stack", string(p.Stack))
+	}))
+	breakers, err := breaker.NewSet(breaker.Settings{OnStateChange: func(e breaker.Event) {
+		log.Warn("circuit breaker state change", "backend", e.Key, "from", e.From, "to", e.To)
+	}})
+	if err != nil {
+		return nil, err
+	}
+	limiters, err := ratelimit.NewSet(ratelimit.Settings{
+		Initial: cfg.Limits.Initial, Min: cfg.Limits.Min, Max: cfg.Limits.Max, MaxWait: cfg.Limits.MaxWait,
+	})
+	if err != nil {
+		return nil, err
+	}
+	table := service.PolicyTable(service.PolicySettings{
+		GenerateTTL: cfg.Cache.GenerateTTL, FetchTTL: cfg.Cache.FetchTTL, CacheNondeterministic: cfg.Cache.Nondeterministic,
+	}, s.router, notifySvc)
+	chain := perfChain{table: table, cache: s.cache, group: group, breakers: breakers, limiters: limiters}
 	streams := &service.StreamStats{}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	reg.MustRegister(metrics)
 
-	opts, err := s.serverOptions(metrics, auth, streams)
+	opts, err := s.serverOptions(metrics, auth, streams, chain)
 	if err != nil {
 		return nil, err
 	}
 	s.grpc = grpc.NewServer(opts...)
-	vegav1.RegisterGenerateServiceServer(s.grpc, service.NewGenerateService(s.router, backends, log))
-	vegav1.RegisterFetchServiceServer(s.grpc, service.NewFetchService(fetcher, backends, log))
-	vegav1.RegisterNotifyServiceServer(s.grpc, service.NewNotifyService(channels,
-		service.NewIdempotency(cfg.Notify.IdempotencyRetention), backends, log))
+	vegav1.RegisterGenerateServiceServer(s.grpc, generateSvc)
+	vegav1.RegisterFetchServiceServer(s.grpc, fetchSvc)
+	vegav1.RegisterNotifyServiceServer(s.grpc, notifySvc)
 	vegav1.RegisterPerfAdminServiceServer(s.grpc, service.NewPerfAdminService(log,
 		service.Section{ID: vegav1.StatsSection_STATS_SECTION_INTEGRATIONS, Reporter: backends},
 		service.Section{ID: vegav1.StatsSection_STATS_SECTION_STREAMING, Reporter: streams},
-	))
+		service.Section{ID: vegav1.StatsSection_STATS_SECTION_REQUEST_COALESCING, Reporter: service.CoalesceReporter{Group: group}},
+		service.Section{ID: vegav1.StatsSection_STATS_SECTION_CACHE, Reporter: service.CacheReporter{Cache: s.cache}},
+		service.Section{ID: vegav1.StatsSection_STATS_SECTION_CIRCUIT_BREAKERS, Reporter: service.BreakerReporter{Set: breakers}},
+		service.Section{ID: vegav1.StatsSection_STATS_SECTION_RATE_LIMITERS, Reporter: service.LimiterReporter{Set: limiters}},
+		service.Section{ID: vegav1.StatsSection_STATS_SECTION_CONNECTION_POOL, Reporter: service.PoolReporter{Pool: pool}},
+	).WithActions(breakers, s.cache))
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
@@ -180,12 +222,14 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 // serverOptions sets the gRPC bounds and the interceptor chain. The chain
 // composes like an onion, the first interceptor outermost:
 //
-//	metrics → logging → recovery → auth → (stream stats) → handler
+//	metrics → logging → recovery → auth → (stream stats) → perf chain → handler
 //
 // Metrics and logging sit outside recovery so that they record a panic as
 // the INTERNAL it becomes; auth sits inside recovery so that nothing the
-// caller sends can crash the process.
-func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics, auth *service.Auth, streams *service.StreamStats) ([]grpc.ServerOption, error) {
+// caller sends can crash the process, and before the perf chain so that
+// cache keys know the caller's tenant and unauthenticated calls spend
+// nothing. The perf chain is described at perfChain.
+func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics, auth *service.Auth, streams *service.StreamStats, chain perfChain) ([]grpc.ServerOption, error) {
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		s.log.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
@@ -194,6 +238,19 @@ func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics, auth *service.Au
 		s.log.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
 	})
+	unary := append([]grpc.UnaryServerInterceptor{
+		metrics.UnaryServerInterceptor(),
+		logging.UnaryServerInterceptor(logger, logOpts...),
+		recovery.UnaryServerInterceptor(onPanic),
+		auth.UnaryServerInterceptor(),
+	}, chain.unary()...)
+	stream := append([]grpc.StreamServerInterceptor{
+		metrics.StreamServerInterceptor(),
+		logging.StreamServerInterceptor(logger, logOpts...),
+		recovery.StreamServerInterceptor(onPanic),
+		auth.StreamServerInterceptor(),
+		streams.StreamServerInterceptor(),
+	}, chain.stream()...)
 	opts := []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
 		grpc.MaxRecvMsgSize(maxRecvMsgBytes),
@@ -206,19 +263,8 @@ func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics, auth *service.Au
 			Time:                  2 * time.Minute,
 			Timeout:               20 * time.Second,
 		}),
-		grpc.ChainUnaryInterceptor(
-			metrics.UnaryServerInterceptor(),
-			logging.UnaryServerInterceptor(logger, logOpts...),
-			recovery.UnaryServerInterceptor(onPanic),
-			auth.UnaryServerInterceptor(),
-		),
-		grpc.ChainStreamInterceptor(
-			metrics.StreamServerInterceptor(),
-			logging.StreamServerInterceptor(logger, logOpts...),
-			recovery.StreamServerInterceptor(onPanic),
-			auth.StreamServerInterceptor(),
-			streams.StreamServerInterceptor(),
-		),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 	}
 	if s.cfg.TLS.CertFile != "" {
 		creds, err := s.tlsCredentials()
@@ -323,7 +369,8 @@ func (s *Server) shutdown() {
 		defer cancel()
 		_ = s.http.Shutdown(ctx)
 	}
-	s.transport.CloseIdleConnections()
+	s.cache.Close()
+	_ = s.pool.Close()
 	s.fetcher.CloseIdleConnections()
 	s.log.Info("stopped")
 }

@@ -301,18 +301,6 @@ func TestGenerateBackendFailures(t *testing.T) {
 		st := requireCode(t, err, codes.Unavailable)
 		assert.NotContains(t, st.Message(), strings.TrimPrefix(down.URL, "http://"), "no upstream address in the message")
 	})
-	t.Run("429", func(t *testing.T) {
-		_, err := g.generate().Generate(ctxTimeout(t, 10*time.Second), &vegav1.GenerateRequest{Model: "ratelimited", Prompt: "hi"})
-		st := requireCode(t, err, codes.ResourceExhausted)
-		var retry *errdetails.RetryInfo
-		for _, d := range st.Details() {
-			if r, ok := d.(*errdetails.RetryInfo); ok {
-				retry = r
-			}
-		}
-		require.NotNil(t, retry, "RetryInfo detail")
-		assert.Equal(t, 3*time.Second, retry.GetRetryDelay().AsDuration())
-	})
 	t.Run("500", func(t *testing.T) {
 		_, err := g.generate().Generate(ctxTimeout(t, 10*time.Second), &vegav1.GenerateRequest{Model: "broken", Prompt: "hi"})
 		requireCode(t, err, codes.Unavailable)
@@ -335,6 +323,31 @@ func TestGenerateBackendFailures(t *testing.T) {
 		_, err = stream.Recv()
 		requireCode(t, err, codes.Unavailable)
 	})
+}
+
+func TestGenerateBackend429(t *testing.T) {
+	// Its own gateway: a 429 with Retry-After holds every call to that
+	// backend back for the delay, which would slow the other cases down.
+	ollama := newFakeOllama(t)
+	g := startGateway(t, map[string]string{"VEGA_OLLAMA_URL": ollama.URL})
+	_, err := g.generate().Generate(ctxTimeout(t, 10*time.Second), &vegav1.GenerateRequest{Model: "ratelimited", Prompt: "hi"})
+	st := requireCode(t, err, codes.ResourceExhausted)
+	var retry *errdetails.RetryInfo
+	for _, d := range st.Details() {
+		if r, ok := d.(*errdetails.RetryInfo); ok {
+			retry = r
+		}
+	}
+	require.NotNil(t, retry, "RetryInfo detail")
+	assert.Equal(t, 3*time.Second, retry.GetRetryDelay().AsDuration())
+
+	// Retry-After is a floor: a call that cannot wait 3 s is refused at
+	// once, without reaching the backend.
+	start := time.Now()
+	_, err = g.generate().Generate(ctxTimeout(t, time.Second), &vegav1.GenerateRequest{Model: "llama3", Prompt: "hi"})
+	requireCode(t, err, codes.ResourceExhausted)
+	assert.Less(t, time.Since(start), 500*time.Millisecond, "refused at once, not after waiting")
+	assert.Equal(t, int64(1), ollama.calls.Load())
 }
 
 func TestGenerateBadInput(t *testing.T) {

@@ -23,6 +23,63 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// BreakerMode is how a circuit breaker decides.
+type BreakerMode int32
+
+const (
+	// Not set.
+	BreakerMode_BREAKER_MODE_UNSPECIFIED BreakerMode = 0
+	// The breaker opens and closes on the backend's failures.
+	BreakerMode_BREAKER_MODE_AUTO BreakerMode = 1
+	// Every call is refused with UNAVAILABLE.
+	BreakerMode_BREAKER_MODE_FORCE_OPEN BreakerMode = 2
+	// Every call is admitted.
+	BreakerMode_BREAKER_MODE_FORCE_CLOSED BreakerMode = 3
+)
+
+// Enum value maps for BreakerMode.
+var (
+	BreakerMode_name = map[int32]string{
+		0: "BREAKER_MODE_UNSPECIFIED",
+		1: "BREAKER_MODE_AUTO",
+		2: "BREAKER_MODE_FORCE_OPEN",
+		3: "BREAKER_MODE_FORCE_CLOSED",
+	}
+	BreakerMode_value = map[string]int32{
+		"BREAKER_MODE_UNSPECIFIED":  0,
+		"BREAKER_MODE_AUTO":         1,
+		"BREAKER_MODE_FORCE_OPEN":   2,
+		"BREAKER_MODE_FORCE_CLOSED": 3,
+	}
+)
+
+func (x BreakerMode) Enum() *BreakerMode {
+	p := new(BreakerMode)
+	*p = x
+	return p
+}
+
+func (x BreakerMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BreakerMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_vega_v1_perfadmin_proto_enumTypes[0].Descriptor()
+}
+
+func (BreakerMode) Type() protoreflect.EnumType {
+	return &file_vega_v1_perfadmin_proto_enumTypes[0]
+}
+
+func (x BreakerMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BreakerMode.Descriptor instead.
+func (BreakerMode) EnumDescriptor() ([]byte, []int) {
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{0}
+}
+
 // StatsSection names one section of Stats.
 type StatsSection int32
 
@@ -92,11 +149,11 @@ func (x StatsSection) String() string {
 }
 
 func (StatsSection) Descriptor() protoreflect.EnumDescriptor {
-	return file_vega_v1_perfadmin_proto_enumTypes[0].Descriptor()
+	return file_vega_v1_perfadmin_proto_enumTypes[1].Descriptor()
 }
 
 func (StatsSection) Type() protoreflect.EnumType {
-	return &file_vega_v1_perfadmin_proto_enumTypes[0]
+	return &file_vega_v1_perfadmin_proto_enumTypes[1]
 }
 
 func (x StatsSection) Number() protoreflect.EnumNumber {
@@ -105,7 +162,201 @@ func (x StatsSection) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StatsSection.Descriptor instead.
 func (StatsSection) EnumDescriptor() ([]byte, []int) {
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{1}
+}
+
+// SetBreakerModeRequest names a breaker and its new mode.
+type SetBreakerModeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Breaker key as GetStats shows it ("ollama", "fetch:example.com",
+	// "notify:slack").
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The new mode.
+	Mode          BreakerMode `protobuf:"varint,2,opt,name=mode,proto3,enum=vega.v1.BreakerMode" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetBreakerModeRequest) Reset() {
+	*x = SetBreakerModeRequest{}
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetBreakerModeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetBreakerModeRequest) ProtoMessage() {}
+
+func (x *SetBreakerModeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetBreakerModeRequest.ProtoReflect.Descriptor instead.
+func (*SetBreakerModeRequest) Descriptor() ([]byte, []int) {
 	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *SetBreakerModeRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *SetBreakerModeRequest) GetMode() BreakerMode {
+	if x != nil {
+		return x.Mode
+	}
+	return BreakerMode_BREAKER_MODE_UNSPECIFIED
+}
+
+// SetBreakerModeResponse shows the breaker after the change.
+type SetBreakerModeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The breaker.
+	Breaker       *BreakerStats `protobuf:"bytes,1,opt,name=breaker,proto3" json:"breaker,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetBreakerModeResponse) Reset() {
+	*x = SetBreakerModeResponse{}
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetBreakerModeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetBreakerModeResponse) ProtoMessage() {}
+
+func (x *SetBreakerModeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetBreakerModeResponse.ProtoReflect.Descriptor instead.
+func (*SetBreakerModeResponse) Descriptor() ([]byte, []int) {
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SetBreakerModeResponse) GetBreaker() *BreakerStats {
+	if x != nil {
+		return x.Breaker
+	}
+	return nil
+}
+
+// PurgeCacheRequest chooses what to purge.
+type PurgeCacheRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Key prefix; empty purges everything.
+	Prefix        string `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeCacheRequest) Reset() {
+	*x = PurgeCacheRequest{}
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeCacheRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeCacheRequest) ProtoMessage() {}
+
+func (x *PurgeCacheRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeCacheRequest.ProtoReflect.Descriptor instead.
+func (*PurgeCacheRequest) Descriptor() ([]byte, []int) {
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PurgeCacheRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+// PurgeCacheResponse counts what was removed.
+type PurgeCacheResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Entries removed.
+	Purged        int64 `protobuf:"varint,1,opt,name=purged,proto3" json:"purged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeCacheResponse) Reset() {
+	*x = PurgeCacheResponse{}
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeCacheResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeCacheResponse) ProtoMessage() {}
+
+func (x *PurgeCacheResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeCacheResponse.ProtoReflect.Descriptor instead.
+func (*PurgeCacheResponse) Descriptor() ([]byte, []int) {
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PurgeCacheResponse) GetPurged() int64 {
+	if x != nil {
+		return x.Purged
+	}
+	return 0
 }
 
 // GetStatsRequest chooses sections.
@@ -119,7 +370,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[0]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -131,7 +382,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[0]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -144,7 +395,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{0}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetStatsRequest) GetSections() []StatsSection {
@@ -165,7 +416,7 @@ type GetStatsResponse struct {
 
 func (x *GetStatsResponse) Reset() {
 	*x = GetStatsResponse{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[1]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -177,7 +428,7 @@ func (x *GetStatsResponse) String() string {
 func (*GetStatsResponse) ProtoMessage() {}
 
 func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[1]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -190,7 +441,7 @@ func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetStatsResponse) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{1}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetStatsResponse) GetStats() *Stats {
@@ -213,7 +464,7 @@ type WatchStatsRequest struct {
 
 func (x *WatchStatsRequest) Reset() {
 	*x = WatchStatsRequest{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[2]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -225,7 +476,7 @@ func (x *WatchStatsRequest) String() string {
 func (*WatchStatsRequest) ProtoMessage() {}
 
 func (x *WatchStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[2]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -238,7 +489,7 @@ func (x *WatchStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchStatsRequest.ProtoReflect.Descriptor instead.
 func (*WatchStatsRequest) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{2}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *WatchStatsRequest) GetInterval() *durationpb.Duration {
@@ -266,7 +517,7 @@ type WatchStatsResponse struct {
 
 func (x *WatchStatsResponse) Reset() {
 	*x = WatchStatsResponse{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[3]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -278,7 +529,7 @@ func (x *WatchStatsResponse) String() string {
 func (*WatchStatsResponse) ProtoMessage() {}
 
 func (x *WatchStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[3]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -291,7 +542,7 @@ func (x *WatchStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchStatsResponse.ProtoReflect.Descriptor instead.
 func (*WatchStatsResponse) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{3}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *WatchStatsResponse) GetStats() *Stats {
@@ -312,7 +563,7 @@ type ResetStatsRequest struct {
 
 func (x *ResetStatsRequest) Reset() {
 	*x = ResetStatsRequest{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[4]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -324,7 +575,7 @@ func (x *ResetStatsRequest) String() string {
 func (*ResetStatsRequest) ProtoMessage() {}
 
 func (x *ResetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[4]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -337,7 +588,7 @@ func (x *ResetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetStatsRequest.ProtoReflect.Descriptor instead.
 func (*ResetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{4}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ResetStatsRequest) GetSections() []StatsSection {
@@ -358,7 +609,7 @@ type ResetStatsResponse struct {
 
 func (x *ResetStatsResponse) Reset() {
 	*x = ResetStatsResponse{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[5]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -370,7 +621,7 @@ func (x *ResetStatsResponse) String() string {
 func (*ResetStatsResponse) ProtoMessage() {}
 
 func (x *ResetStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[5]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -383,7 +634,7 @@ func (x *ResetStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetStatsResponse.ProtoReflect.Descriptor instead.
 func (*ResetStatsResponse) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{5}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ResetStatsResponse) GetResetTime() *timestamppb.Timestamp {
@@ -426,7 +677,7 @@ type Stats struct {
 
 func (x *Stats) Reset() {
 	*x = Stats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[6]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -438,7 +689,7 @@ func (x *Stats) String() string {
 func (*Stats) ProtoMessage() {}
 
 func (x *Stats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[6]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -451,7 +702,7 @@ func (x *Stats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stats.ProtoReflect.Descriptor instead.
 func (*Stats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{6}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Stats) GetTime() *timestamppb.Timestamp {
@@ -538,16 +789,20 @@ func (x *Stats) GetIntegrations() *IntegrationsStats {
 	return nil
 }
 
-// CircuitBreakersStats: filled by the perf core.
+// CircuitBreakersStats lists the breaker of every backend that has been called.
 type CircuitBreakersStats struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One entry per backend key, sorted by key.
+	Breakers []*BreakerStats `protobuf:"bytes,1,rep,name=breakers,proto3" json:"breakers,omitempty"`
+	// Breakers open now.
+	Open          int64 `protobuf:"varint,2,opt,name=open,proto3" json:"open,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CircuitBreakersStats) Reset() {
 	*x = CircuitBreakersStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[7]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +814,7 @@ func (x *CircuitBreakersStats) String() string {
 func (*CircuitBreakersStats) ProtoMessage() {}
 
 func (x *CircuitBreakersStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[7]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,19 +827,186 @@ func (x *CircuitBreakersStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitBreakersStats.ProtoReflect.Descriptor instead.
 func (*CircuitBreakersStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{7}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{11}
 }
 
-// CacheStats: filled by the perf core.
+func (x *CircuitBreakersStats) GetBreakers() []*BreakerStats {
+	if x != nil {
+		return x.Breakers
+	}
+	return nil
+}
+
+func (x *CircuitBreakersStats) GetOpen() int64 {
+	if x != nil {
+		return x.Open
+	}
+	return 0
+}
+
+// BreakerStats is one circuit breaker.
+type BreakerStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Backend key ("ollama", "fetch:example.com", "notify:slack").
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// "closed", "open" or "half-open".
+	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// "auto", "force-open" or "force-closed".
+	Mode string `protobuf:"bytes,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	// Calls admitted in the current counting window.
+	Requests int64 `protobuf:"varint,4,opt,name=requests,proto3" json:"requests,omitempty"`
+	// Successes in the current counting window.
+	Successes int64 `protobuf:"varint,5,opt,name=successes,proto3" json:"successes,omitempty"`
+	// Failures in the current counting window.
+	Failures int64 `protobuf:"varint,6,opt,name=failures,proto3" json:"failures,omitempty"`
+	// Consecutive failures now.
+	ConsecutiveFailures int64 `protobuf:"varint,7,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
+	// Calls refused since start or reset.
+	Rejected int64 `protobuf:"varint,8,opt,name=rejected,proto3" json:"rejected,omitempty"`
+	// State changes since start or reset.
+	StateChanges int64 `protobuf:"varint,9,opt,name=state_changes,json=stateChanges,proto3" json:"state_changes,omitempty"`
+	// When the state last changed.
+	LastChange    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=last_change,json=lastChange,proto3" json:"last_change,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BreakerStats) Reset() {
+	*x = BreakerStats{}
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BreakerStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BreakerStats) ProtoMessage() {}
+
+func (x *BreakerStats) ProtoReflect() protoreflect.Message {
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BreakerStats.ProtoReflect.Descriptor instead.
+func (*BreakerStats) Descriptor() ([]byte, []int) {
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *BreakerStats) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *BreakerStats) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *BreakerStats) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *BreakerStats) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *BreakerStats) GetSuccesses() int64 {
+	if x != nil {
+		return x.Successes
+	}
+	return 0
+}
+
+func (x *BreakerStats) GetFailures() int64 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *BreakerStats) GetConsecutiveFailures() int64 {
+	if x != nil {
+		return x.ConsecutiveFailures
+	}
+	return 0
+}
+
+func (x *BreakerStats) GetRejected() int64 {
+	if x != nil {
+		return x.Rejected
+	}
+	return 0
+}
+
+func (x *BreakerStats) GetStateChanges() int64 {
+	if x != nil {
+		return x.StateChanges
+	}
+	return 0
+}
+
+func (x *BreakerStats) GetLastChange() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastChange
+	}
+	return nil
+}
+
+// CacheStats describes the result cache.
 type CacheStats struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Entries now.
+	Entries int64 `protobuf:"varint,1,opt,name=entries,proto3" json:"entries,omitempty"`
+	// Bytes held (weighted size of keys and answers).
+	Bytes int64 `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// Upper bound on bytes.
+	CapacityBytes int64 `protobuf:"varint,3,opt,name=capacity_bytes,json=capacityBytes,proto3" json:"capacity_bytes,omitempty"`
+	// Fresh hits since start or reset.
+	Hits int64 `protobuf:"varint,4,opt,name=hits,proto3" json:"hits,omitempty"`
+	// Stale answers served while a refresh ran.
+	StaleHits int64 `protobuf:"varint,5,opt,name=stale_hits,json=staleHits,proto3" json:"stale_hits,omitempty"`
+	// Lookups that found nothing usable.
+	Misses int64 `protobuf:"varint,6,opt,name=misses,proto3" json:"misses,omitempty"`
+	// Percent of lookups answered from the cache, fresh or stale.
+	CacheHitRate float64 `protobuf:"fixed64,7,opt,name=cache_hit_rate,json=cacheHitRate,proto3" json:"cache_hit_rate,omitempty"`
+	// Answers stored.
+	Stores int64 `protobuf:"varint,8,opt,name=stores,proto3" json:"stores,omitempty"`
+	// Answers not stored because they were not cacheable.
+	Rejected int64 `protobuf:"varint,9,opt,name=rejected,proto3" json:"rejected,omitempty"`
+	// Entries evicted to respect the capacity.
+	Evictions int64 `protobuf:"varint,10,opt,name=evictions,proto3" json:"evictions,omitempty"`
+	// Entries that expired.
+	Expirations int64 `protobuf:"varint,11,opt,name=expirations,proto3" json:"expirations,omitempty"`
+	// Background refreshes started.
+	Refreshes int64 `protobuf:"varint,12,opt,name=refreshes,proto3" json:"refreshes,omitempty"`
+	// Entries removed by PurgeCache.
+	Purged        int64 `protobuf:"varint,13,opt,name=purged,proto3" json:"purged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CacheStats) Reset() {
 	*x = CacheStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[8]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +1018,7 @@ func (x *CacheStats) String() string {
 func (*CacheStats) ProtoMessage() {}
 
 func (x *CacheStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[8]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +1031,98 @@ func (x *CacheStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheStats.ProtoReflect.Descriptor instead.
 func (*CacheStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{8}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CacheStats) GetEntries() int64 {
+	if x != nil {
+		return x.Entries
+	}
+	return 0
+}
+
+func (x *CacheStats) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *CacheStats) GetCapacityBytes() int64 {
+	if x != nil {
+		return x.CapacityBytes
+	}
+	return 0
+}
+
+func (x *CacheStats) GetHits() int64 {
+	if x != nil {
+		return x.Hits
+	}
+	return 0
+}
+
+func (x *CacheStats) GetStaleHits() int64 {
+	if x != nil {
+		return x.StaleHits
+	}
+	return 0
+}
+
+func (x *CacheStats) GetMisses() int64 {
+	if x != nil {
+		return x.Misses
+	}
+	return 0
+}
+
+func (x *CacheStats) GetCacheHitRate() float64 {
+	if x != nil {
+		return x.CacheHitRate
+	}
+	return 0
+}
+
+func (x *CacheStats) GetStores() int64 {
+	if x != nil {
+		return x.Stores
+	}
+	return 0
+}
+
+func (x *CacheStats) GetRejected() int64 {
+	if x != nil {
+		return x.Rejected
+	}
+	return 0
+}
+
+func (x *CacheStats) GetEvictions() int64 {
+	if x != nil {
+		return x.Evictions
+	}
+	return 0
+}
+
+func (x *CacheStats) GetExpirations() int64 {
+	if x != nil {
+		return x.Expirations
+	}
+	return 0
+}
+
+func (x *CacheStats) GetRefreshes() int64 {
+	if x != nil {
+		return x.Refreshes
+	}
+	return 0
+}
+
+func (x *CacheStats) GetPurged() int64 {
+	if x != nil {
+		return x.Purged
+	}
+	return 0
 }
 
 // MemoryLeaksStats: filled by the runtime monitor.
@@ -621,7 +1134,7 @@ type MemoryLeaksStats struct {
 
 func (x *MemoryLeaksStats) Reset() {
 	*x = MemoryLeaksStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[9]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +1146,7 @@ func (x *MemoryLeaksStats) String() string {
 func (*MemoryLeaksStats) ProtoMessage() {}
 
 func (x *MemoryLeaksStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[9]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +1159,7 @@ func (x *MemoryLeaksStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryLeaksStats.ProtoReflect.Descriptor instead.
 func (*MemoryLeaksStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{9}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{14}
 }
 
 // BatchStats: filled by the notification outbox.
@@ -658,7 +1171,7 @@ type BatchStats struct {
 
 func (x *BatchStats) Reset() {
 	*x = BatchStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[10]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -670,7 +1183,7 @@ func (x *BatchStats) String() string {
 func (*BatchStats) ProtoMessage() {}
 
 func (x *BatchStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[10]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -683,19 +1196,37 @@ func (x *BatchStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchStats.ProtoReflect.Descriptor instead.
 func (*BatchStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{10}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{15}
 }
 
-// RequestCoalescingStats: filled by the perf core.
+// RequestCoalescingStats describes request coalescing.
 type RequestCoalescingStats struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Requests that could be coalesced, since start or reset.
+	Requests int64 `protobuf:"varint,1,opt,name=requests,proto3" json:"requests,omitempty"`
+	// Requests that joined an identical call in flight.
+	Coalesced int64 `protobuf:"varint,2,opt,name=coalesced,proto3" json:"coalesced,omitempty"`
+	// Percent of requests that were coalesced.
+	CoalesceRate float64 `protobuf:"fixed64,3,opt,name=coalesce_rate,json=coalesceRate,proto3" json:"coalesce_rate,omitempty"`
+	// Shared calls started (one backend call each).
+	Flights int64 `protobuf:"varint,4,opt,name=flights,proto3" json:"flights,omitempty"`
+	// Shared calls running now.
+	InFlightCount int64 `protobuf:"varint,5,opt,name=in_flight_count,json=inFlightCount,proto3" json:"in_flight_count,omitempty"`
+	// Callers waiting now.
+	Waiting int64 `protobuf:"varint,6,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	// Mean time a coalesced caller waited, in milliseconds.
+	AvgWaitTimeMs float64 `protobuf:"fixed64,7,opt,name=avg_wait_time_ms,json=avgWaitTimeMs,proto3" json:"avg_wait_time_ms,omitempty"`
+	// Shared calls that panicked (their callers got INTERNAL).
+	Panics int64 `protobuf:"varint,8,opt,name=panics,proto3" json:"panics,omitempty"`
+	// Shared calls cancelled because every caller left.
+	Abandoned     int64 `protobuf:"varint,9,opt,name=abandoned,proto3" json:"abandoned,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RequestCoalescingStats) Reset() {
 	*x = RequestCoalescingStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[11]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -707,7 +1238,7 @@ func (x *RequestCoalescingStats) String() string {
 func (*RequestCoalescingStats) ProtoMessage() {}
 
 func (x *RequestCoalescingStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[11]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -720,19 +1251,120 @@ func (x *RequestCoalescingStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestCoalescingStats.ProtoReflect.Descriptor instead.
 func (*RequestCoalescingStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{11}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{16}
 }
 
-// ConnectionPoolStats: filled by the perf core.
+func (x *RequestCoalescingStats) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *RequestCoalescingStats) GetCoalesced() int64 {
+	if x != nil {
+		return x.Coalesced
+	}
+	return 0
+}
+
+func (x *RequestCoalescingStats) GetCoalesceRate() float64 {
+	if x != nil {
+		return x.CoalesceRate
+	}
+	return 0
+}
+
+func (x *RequestCoalescingStats) GetFlights() int64 {
+	if x != nil {
+		return x.Flights
+	}
+	return 0
+}
+
+func (x *RequestCoalescingStats) GetInFlightCount() int64 {
+	if x != nil {
+		return x.InFlightCount
+	}
+	return 0
+}
+
+func (x *RequestCoalescingStats) GetWaiting() int64 {
+	if x != nil {
+		return x.Waiting
+	}
+	return 0
+}
+
+func (x *RequestCoalescingStats) GetAvgWaitTimeMs() float64 {
+	if x != nil {
+		return x.AvgWaitTimeMs
+	}
+	return 0
+}
+
+func (x *RequestCoalescingStats) GetPanics() int64 {
+	if x != nil {
+		return x.Panics
+	}
+	return 0
+}
+
+func (x *RequestCoalescingStats) GetAbandoned() int64 {
+	if x != nil {
+		return x.Abandoned
+	}
+	return 0
+}
+
+// ConnectionPoolStats describes the shared outbound connection pool.
 type ConnectionPoolStats struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Open connections.
+	TotalConnections int64 `protobuf:"varint,1,opt,name=total_connections,json=totalConnections,proto3" json:"total_connections,omitempty"`
+	// Connections carrying a request now.
+	ActiveConnections int64 `protobuf:"varint,2,opt,name=active_connections,json=activeConnections,proto3" json:"active_connections,omitempty"`
+	// Idle connections.
+	IdleConnections int64 `protobuf:"varint,3,opt,name=idle_connections,json=idleConnections,proto3" json:"idle_connections,omitempty"`
+	// Connections opened since start or reset.
+	ConnectionsCreated int64 `protobuf:"varint,4,opt,name=connections_created,json=connectionsCreated,proto3" json:"connections_created,omitempty"`
+	// Connections closed since start or reset.
+	ConnectionsClosed int64 `protobuf:"varint,5,opt,name=connections_closed,json=connectionsClosed,proto3" json:"connections_closed,omitempty"`
+	// Requests sent.
+	Requests int64 `protobuf:"varint,6,opt,name=requests,proto3" json:"requests,omitempty"`
+	// Requests sent on a reused connection (from the socket, not bookkeeping).
+	ReusedRequests int64 `protobuf:"varint,7,opt,name=reused_requests,json=reusedRequests,proto3" json:"reused_requests,omitempty"`
+	// Percent of requests on a reused connection.
+	ReuseRate float64 `protobuf:"fixed64,8,opt,name=reuse_rate,json=reuseRate,proto3" json:"reuse_rate,omitempty"`
+	// Transport errors and 5xx answers.
+	Errors int64 `protobuf:"varint,9,opt,name=errors,proto3" json:"errors,omitempty"`
+	// Percent of requests that failed.
+	ErrorRate float64 `protobuf:"fixed64,10,opt,name=error_rate,json=errorRate,proto3" json:"error_rate,omitempty"`
+	// Connections retired for age (CONNECTION_TTL).
+	RetiredByAge int64 `protobuf:"varint,11,opt,name=retired_by_age,json=retiredByAge,proto3" json:"retired_by_age,omitempty"`
+	// Connections retired for errors (>50 % over 10 requests).
+	RetiredByErrors int64 `protobuf:"varint,12,opt,name=retired_by_errors,json=retiredByErrors,proto3" json:"retired_by_errors,omitempty"`
+	// Connections closed after IDLE_TIMEOUT.
+	RetiredIdle int64 `protobuf:"varint,13,opt,name=retired_idle,json=retiredIdle,proto3" json:"retired_idle,omitempty"`
+	// Age of open connections: median, 90th percentile, oldest.
+	AgeP50 *durationpb.Duration `protobuf:"bytes,14,opt,name=age_p50,json=ageP50,proto3" json:"age_p50,omitempty"`
+	// See age_p50.
+	AgeP90 *durationpb.Duration `protobuf:"bytes,15,opt,name=age_p90,json=ageP90,proto3" json:"age_p90,omitempty"`
+	// See age_p50.
+	AgeMax *durationpb.Duration `protobuf:"bytes,16,opt,name=age_max,json=ageMax,proto3" json:"age_max,omitempty"`
+	// Idle time of idle connections: median and longest.
+	IdleP50 *durationpb.Duration `protobuf:"bytes,17,opt,name=idle_p50,json=idleP50,proto3" json:"idle_p50,omitempty"`
+	// See idle_p50.
+	IdleMax *durationpb.Duration `protobuf:"bytes,18,opt,name=idle_max,json=idleMax,proto3" json:"idle_max,omitempty"`
+	// Per backend host.
+	Hosts         []*HostPoolStats `protobuf:"bytes,19,rep,name=hosts,proto3" json:"hosts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConnectionPoolStats) Reset() {
 	*x = ConnectionPoolStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[12]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -744,7 +1376,7 @@ func (x *ConnectionPoolStats) String() string {
 func (*ConnectionPoolStats) ProtoMessage() {}
 
 func (x *ConnectionPoolStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[12]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -757,19 +1389,254 @@ func (x *ConnectionPoolStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionPoolStats.ProtoReflect.Descriptor instead.
 func (*ConnectionPoolStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{12}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{17}
 }
 
-// RateLimitersStats: filled by the perf core.
+func (x *ConnectionPoolStats) GetTotalConnections() int64 {
+	if x != nil {
+		return x.TotalConnections
+	}
+	return 0
+}
+
+func (x *ConnectionPoolStats) GetActiveConnections() int64 {
+	if x != nil {
+		return x.ActiveConnections
+	}
+	return 0
+}
+
+func (x *ConnectionPoolStats) GetIdleConnections() int64 {
+	if x != nil {
+		return x.IdleConnections
+	}
+	return 0
+}
+
+func (x *ConnectionPoolStats) GetConnectionsCreated() int64 {
+	if x != nil {
+		return x.ConnectionsCreated
+	}
+	return 0
+}
+
+func (x *ConnectionPoolStats) GetConnectionsClosed() int64 {
+	if x != nil {
+		return x.ConnectionsClosed
+	}
+	return 0
+}
+
+func (x *ConnectionPoolStats) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *ConnectionPoolStats) GetReusedRequests() int64 {
+	if x != nil {
+		return x.ReusedRequests
+	}
+	return 0
+}
+
+func (x *ConnectionPoolStats) GetReuseRate() float64 {
+	if x != nil {
+		return x.ReuseRate
+	}
+	return 0
+}
+
+func (x *ConnectionPoolStats) GetErrors() int64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *ConnectionPoolStats) GetErrorRate() float64 {
+	if x != nil {
+		return x.ErrorRate
+	}
+	return 0
+}
+
+func (x *ConnectionPoolStats) GetRetiredByAge() int64 {
+	if x != nil {
+		return x.RetiredByAge
+	}
+	return 0
+}
+
+func (x *ConnectionPoolStats) GetRetiredByErrors() int64 {
+	if x != nil {
+		return x.RetiredByErrors
+	}
+	return 0
+}
+
+func (x *ConnectionPoolStats) GetRetiredIdle() int64 {
+	if x != nil {
+		return x.RetiredIdle
+	}
+	return 0
+}
+
+func (x *ConnectionPoolStats) GetAgeP50() *durationpb.Duration {
+	if x != nil {
+		return x.AgeP50
+	}
+	return nil
+}
+
+func (x *ConnectionPoolStats) GetAgeP90() *durationpb.Duration {
+	if x != nil {
+		return x.AgeP90
+	}
+	return nil
+}
+
+func (x *ConnectionPoolStats) GetAgeMax() *durationpb.Duration {
+	if x != nil {
+		return x.AgeMax
+	}
+	return nil
+}
+
+func (x *ConnectionPoolStats) GetIdleP50() *durationpb.Duration {
+	if x != nil {
+		return x.IdleP50
+	}
+	return nil
+}
+
+func (x *ConnectionPoolStats) GetIdleMax() *durationpb.Duration {
+	if x != nil {
+		return x.IdleMax
+	}
+	return nil
+}
+
+func (x *ConnectionPoolStats) GetHosts() []*HostPoolStats {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+// HostPoolStats is the pool's view of one host.
+type HostPoolStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// host:port.
+	Host string `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
+	// Open connections.
+	Open int64 `protobuf:"varint,2,opt,name=open,proto3" json:"open,omitempty"`
+	// Connections carrying a request.
+	Active int64 `protobuf:"varint,3,opt,name=active,proto3" json:"active,omitempty"`
+	// Idle connections.
+	Idle int64 `protobuf:"varint,4,opt,name=idle,proto3" json:"idle,omitempty"`
+	// Requests sent.
+	Requests int64 `protobuf:"varint,5,opt,name=requests,proto3" json:"requests,omitempty"`
+	// Failed requests.
+	Errors int64 `protobuf:"varint,6,opt,name=errors,proto3" json:"errors,omitempty"`
+	// Percent of requests that failed.
+	ErrorRate     float64 `protobuf:"fixed64,7,opt,name=error_rate,json=errorRate,proto3" json:"error_rate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostPoolStats) Reset() {
+	*x = HostPoolStats{}
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostPoolStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostPoolStats) ProtoMessage() {}
+
+func (x *HostPoolStats) ProtoReflect() protoreflect.Message {
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostPoolStats.ProtoReflect.Descriptor instead.
+func (*HostPoolStats) Descriptor() ([]byte, []int) {
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *HostPoolStats) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *HostPoolStats) GetOpen() int64 {
+	if x != nil {
+		return x.Open
+	}
+	return 0
+}
+
+func (x *HostPoolStats) GetActive() int64 {
+	if x != nil {
+		return x.Active
+	}
+	return 0
+}
+
+func (x *HostPoolStats) GetIdle() int64 {
+	if x != nil {
+		return x.Idle
+	}
+	return 0
+}
+
+func (x *HostPoolStats) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *HostPoolStats) GetErrors() int64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *HostPoolStats) GetErrorRate() float64 {
+	if x != nil {
+		return x.ErrorRate
+	}
+	return 0
+}
+
+// RateLimitersStats lists the adaptive limiter of every backend called.
 type RateLimitersStats struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One entry per backend key, sorted by key.
+	Limiters      []*LimiterStats `protobuf:"bytes,1,rep,name=limiters,proto3" json:"limiters,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RateLimitersStats) Reset() {
 	*x = RateLimitersStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[13]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -781,7 +1648,7 @@ func (x *RateLimitersStats) String() string {
 func (*RateLimitersStats) ProtoMessage() {}
 
 func (x *RateLimitersStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[13]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -794,7 +1661,150 @@ func (x *RateLimitersStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimitersStats.ProtoReflect.Descriptor instead.
 func (*RateLimitersStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{13}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RateLimitersStats) GetLimiters() []*LimiterStats {
+	if x != nil {
+		return x.Limiters
+	}
+	return nil
+}
+
+// LimiterStats is one adaptive rate limiter.
+type LimiterStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Backend key.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// Current rate, requests per second.
+	CurrentRate float64 `protobuf:"fixed64,2,opt,name=current_rate,json=currentRate,proto3" json:"current_rate,omitempty"`
+	// MIN_RATE_LIMIT.
+	MinRate float64 `protobuf:"fixed64,3,opt,name=min_rate,json=minRate,proto3" json:"min_rate,omitempty"`
+	// MAX_RATE_LIMIT.
+	MaxRate float64 `protobuf:"fixed64,4,opt,name=max_rate,json=maxRate,proto3" json:"max_rate,omitempty"`
+	// Calls admitted since start or reset.
+	Admitted int64 `protobuf:"varint,5,opt,name=admitted,proto3" json:"admitted,omitempty"`
+	// Calls refused (RESOURCE_EXHAUSTED).
+	Rejected int64 `protobuf:"varint,6,opt,name=rejected,proto3" json:"rejected,omitempty"`
+	// Admitted calls that had to wait for a token.
+	Waited int64 `protobuf:"varint,7,opt,name=waited,proto3" json:"waited,omitempty"`
+	// Rate increases (successes).
+	Increases int64 `protobuf:"varint,8,opt,name=increases,proto3" json:"increases,omitempty"`
+	// Rate decreases (429, 5xx, timeouts).
+	Decreases int64 `protobuf:"varint,9,opt,name=decreases,proto3" json:"decreases,omitempty"`
+	// Mean wait of admitted calls, in milliseconds.
+	AvgWaitMs float64 `protobuf:"fixed64,10,opt,name=avg_wait_ms,json=avgWaitMs,proto3" json:"avg_wait_ms,omitempty"`
+	// Admissions are held until then by a backend's Retry-After.
+	BlockedUntil  *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=blocked_until,json=blockedUntil,proto3" json:"blocked_until,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LimiterStats) Reset() {
+	*x = LimiterStats{}
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LimiterStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LimiterStats) ProtoMessage() {}
+
+func (x *LimiterStats) ProtoReflect() protoreflect.Message {
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LimiterStats.ProtoReflect.Descriptor instead.
+func (*LimiterStats) Descriptor() ([]byte, []int) {
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *LimiterStats) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *LimiterStats) GetCurrentRate() float64 {
+	if x != nil {
+		return x.CurrentRate
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetMinRate() float64 {
+	if x != nil {
+		return x.MinRate
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetMaxRate() float64 {
+	if x != nil {
+		return x.MaxRate
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetAdmitted() int64 {
+	if x != nil {
+		return x.Admitted
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetRejected() int64 {
+	if x != nil {
+		return x.Rejected
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetWaited() int64 {
+	if x != nil {
+		return x.Waited
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetIncreases() int64 {
+	if x != nil {
+		return x.Increases
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetDecreases() int64 {
+	if x != nil {
+		return x.Decreases
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetAvgWaitMs() float64 {
+	if x != nil {
+		return x.AvgWaitMs
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetBlockedUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.BlockedUntil
+	}
+	return nil
 }
 
 // StreamingStats counts server-streaming RPCs.
@@ -814,7 +1824,7 @@ type StreamingStats struct {
 
 func (x *StreamingStats) Reset() {
 	*x = StreamingStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[14]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +1836,7 @@ func (x *StreamingStats) String() string {
 func (*StreamingStats) ProtoMessage() {}
 
 func (x *StreamingStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[14]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +1849,7 @@ func (x *StreamingStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamingStats.ProtoReflect.Descriptor instead.
 func (*StreamingStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{14}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StreamingStats) GetActiveStreams() int64 {
@@ -893,7 +1903,7 @@ type RuntimeStats struct {
 
 func (x *RuntimeStats) Reset() {
 	*x = RuntimeStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[15]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +1915,7 @@ func (x *RuntimeStats) String() string {
 func (*RuntimeStats) ProtoMessage() {}
 
 func (x *RuntimeStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[15]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +1928,7 @@ func (x *RuntimeStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuntimeStats.ProtoReflect.Descriptor instead.
 func (*RuntimeStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{15}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RuntimeStats) GetGoroutines() int64 {
@@ -981,7 +1991,7 @@ type IntegrationsStats struct {
 
 func (x *IntegrationsStats) Reset() {
 	*x = IntegrationsStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[16]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -993,7 +2003,7 @@ func (x *IntegrationsStats) String() string {
 func (*IntegrationsStats) ProtoMessage() {}
 
 func (x *IntegrationsStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[16]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1006,7 +2016,7 @@ func (x *IntegrationsStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntegrationsStats.ProtoReflect.Descriptor instead.
 func (*IntegrationsStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{16}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *IntegrationsStats) GetBackends() []*BackendHealth {
@@ -1043,7 +2053,7 @@ type BackendHealth struct {
 
 func (x *BackendHealth) Reset() {
 	*x = BackendHealth{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[17]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1055,7 +2065,7 @@ func (x *BackendHealth) String() string {
 func (*BackendHealth) ProtoMessage() {}
 
 func (x *BackendHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[17]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1068,7 +2078,7 @@ func (x *BackendHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendHealth.ProtoReflect.Descriptor instead.
 func (*BackendHealth) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{17}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BackendHealth) GetName() string {
@@ -1138,7 +2148,16 @@ var File_vega_v1_perfadmin_proto protoreflect.FileDescriptor
 
 const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\n" +
-	"\x17vega/v1/perfadmin.proto\x12\avega.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n" +
+	"\x17vega/v1/perfadmin.proto\x12\avega.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"S\n" +
+	"\x15SetBreakerModeRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12(\n" +
+	"\x04mode\x18\x02 \x01(\x0e2\x14.vega.v1.BreakerModeR\x04mode\"I\n" +
+	"\x16SetBreakerModeResponse\x12/\n" +
+	"\abreaker\x18\x01 \x01(\v2\x15.vega.v1.BreakerStatsR\abreaker\"+\n" +
+	"\x11PurgeCacheRequest\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\tR\x06prefix\",\n" +
+	"\x12PurgeCacheResponse\x12\x16\n" +
+	"\x06purged\x18\x01 \x01(\x03R\x06purged\"D\n" +
 	"\x0fGetStatsRequest\x121\n" +
 	"\bsections\x18\x01 \x03(\x0e2\x15.vega.v1.StatsSectionR\bsections\"8\n" +
 	"\x10GetStatsResponse\x12$\n" +
@@ -1166,16 +2185,100 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\x0fconnection_pool\x18\n" +
 	" \x01(\v2\x1c.vega.v1.ConnectionPoolStatsR\x0econnectionPool\x12?\n" +
 	"\rrate_limiters\x18\v \x01(\v2\x1a.vega.v1.RateLimitersStatsR\frateLimiters\x12>\n" +
-	"\fintegrations\x18\f \x01(\v2\x1a.vega.v1.IntegrationsStatsR\fintegrations\"\x16\n" +
-	"\x14CircuitBreakersStats\"\f\n" +
+	"\fintegrations\x18\f \x01(\v2\x1a.vega.v1.IntegrationsStatsR\fintegrations\"]\n" +
+	"\x14CircuitBreakersStats\x121\n" +
+	"\bbreakers\x18\x01 \x03(\v2\x15.vega.v1.BreakerStatsR\bbreakers\x12\x12\n" +
+	"\x04open\x18\x02 \x01(\x03R\x04open\"\xd1\x02\n" +
+	"\fBreakerStats\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\tR\x04mode\x12\x1a\n" +
+	"\brequests\x18\x04 \x01(\x03R\brequests\x12\x1c\n" +
+	"\tsuccesses\x18\x05 \x01(\x03R\tsuccesses\x12\x1a\n" +
+	"\bfailures\x18\x06 \x01(\x03R\bfailures\x121\n" +
+	"\x14consecutive_failures\x18\a \x01(\x03R\x13consecutiveFailures\x12\x1a\n" +
+	"\brejected\x18\b \x01(\x03R\brejected\x12#\n" +
+	"\rstate_changes\x18\t \x01(\x03R\fstateChanges\x12;\n" +
+	"\vlast_change\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastChange\"\xfe\x02\n" +
 	"\n" +
-	"CacheStats\"\x12\n" +
+	"CacheStats\x12\x18\n" +
+	"\aentries\x18\x01 \x01(\x03R\aentries\x12\x14\n" +
+	"\x05bytes\x18\x02 \x01(\x03R\x05bytes\x12%\n" +
+	"\x0ecapacity_bytes\x18\x03 \x01(\x03R\rcapacityBytes\x12\x12\n" +
+	"\x04hits\x18\x04 \x01(\x03R\x04hits\x12\x1d\n" +
+	"\n" +
+	"stale_hits\x18\x05 \x01(\x03R\tstaleHits\x12\x16\n" +
+	"\x06misses\x18\x06 \x01(\x03R\x06misses\x12$\n" +
+	"\x0ecache_hit_rate\x18\a \x01(\x01R\fcacheHitRate\x12\x16\n" +
+	"\x06stores\x18\b \x01(\x03R\x06stores\x12\x1a\n" +
+	"\brejected\x18\t \x01(\x03R\brejected\x12\x1c\n" +
+	"\tevictions\x18\n" +
+	" \x01(\x03R\tevictions\x12 \n" +
+	"\vexpirations\x18\v \x01(\x03R\vexpirations\x12\x1c\n" +
+	"\trefreshes\x18\f \x01(\x03R\trefreshes\x12\x16\n" +
+	"\x06purged\x18\r \x01(\x03R\x06purged\"\x12\n" +
 	"\x10MemoryLeaksStats\"\f\n" +
 	"\n" +
-	"BatchStats\"\x18\n" +
-	"\x16RequestCoalescingStats\"\x15\n" +
-	"\x13ConnectionPoolStats\"\x13\n" +
-	"\x11RateLimitersStats\"\xa8\x01\n" +
+	"BatchStats\"\xb2\x02\n" +
+	"\x16RequestCoalescingStats\x12\x1a\n" +
+	"\brequests\x18\x01 \x01(\x03R\brequests\x12\x1c\n" +
+	"\tcoalesced\x18\x02 \x01(\x03R\tcoalesced\x12#\n" +
+	"\rcoalesce_rate\x18\x03 \x01(\x01R\fcoalesceRate\x12\x18\n" +
+	"\aflights\x18\x04 \x01(\x03R\aflights\x12&\n" +
+	"\x0fin_flight_count\x18\x05 \x01(\x03R\rinFlightCount\x12\x18\n" +
+	"\awaiting\x18\x06 \x01(\x03R\awaiting\x12'\n" +
+	"\x10avg_wait_time_ms\x18\a \x01(\x01R\ravgWaitTimeMs\x12\x16\n" +
+	"\x06panics\x18\b \x01(\x03R\x06panics\x12\x1c\n" +
+	"\tabandoned\x18\t \x01(\x03R\tabandoned\"\xc2\x06\n" +
+	"\x13ConnectionPoolStats\x12+\n" +
+	"\x11total_connections\x18\x01 \x01(\x03R\x10totalConnections\x12-\n" +
+	"\x12active_connections\x18\x02 \x01(\x03R\x11activeConnections\x12)\n" +
+	"\x10idle_connections\x18\x03 \x01(\x03R\x0fidleConnections\x12/\n" +
+	"\x13connections_created\x18\x04 \x01(\x03R\x12connectionsCreated\x12-\n" +
+	"\x12connections_closed\x18\x05 \x01(\x03R\x11connectionsClosed\x12\x1a\n" +
+	"\brequests\x18\x06 \x01(\x03R\brequests\x12'\n" +
+	"\x0freused_requests\x18\a \x01(\x03R\x0ereusedRequests\x12\x1d\n" +
+	"\n" +
+	"reuse_rate\x18\b \x01(\x01R\treuseRate\x12\x16\n" +
+	"\x06errors\x18\t \x01(\x03R\x06errors\x12\x1d\n" +
+	"\n" +
+	"error_rate\x18\n" +
+	" \x01(\x01R\terrorRate\x12$\n" +
+	"\x0eretired_by_age\x18\v \x01(\x03R\fretiredByAge\x12*\n" +
+	"\x11retired_by_errors\x18\f \x01(\x03R\x0fretiredByErrors\x12!\n" +
+	"\fretired_idle\x18\r \x01(\x03R\vretiredIdle\x122\n" +
+	"\aage_p50\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x06ageP50\x122\n" +
+	"\aage_p90\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\x06ageP90\x122\n" +
+	"\aage_max\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\x06ageMax\x124\n" +
+	"\bidle_p50\x18\x11 \x01(\v2\x19.google.protobuf.DurationR\aidleP50\x124\n" +
+	"\bidle_max\x18\x12 \x01(\v2\x19.google.protobuf.DurationR\aidleMax\x12,\n" +
+	"\x05hosts\x18\x13 \x03(\v2\x16.vega.v1.HostPoolStatsR\x05hosts\"\xb6\x01\n" +
+	"\rHostPoolStats\x12\x12\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\x12\x12\n" +
+	"\x04open\x18\x02 \x01(\x03R\x04open\x12\x16\n" +
+	"\x06active\x18\x03 \x01(\x03R\x06active\x12\x12\n" +
+	"\x04idle\x18\x04 \x01(\x03R\x04idle\x12\x1a\n" +
+	"\brequests\x18\x05 \x01(\x03R\brequests\x12\x16\n" +
+	"\x06errors\x18\x06 \x01(\x03R\x06errors\x12\x1d\n" +
+	"\n" +
+	"error_rate\x18\a \x01(\x01R\terrorRate\"F\n" +
+	"\x11RateLimitersStats\x121\n" +
+	"\blimiters\x18\x01 \x03(\v2\x15.vega.v1.LimiterStatsR\blimiters\"\xe6\x02\n" +
+	"\fLimiterStats\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12!\n" +
+	"\fcurrent_rate\x18\x02 \x01(\x01R\vcurrentRate\x12\x19\n" +
+	"\bmin_rate\x18\x03 \x01(\x01R\aminRate\x12\x19\n" +
+	"\bmax_rate\x18\x04 \x01(\x01R\amaxRate\x12\x1a\n" +
+	"\badmitted\x18\x05 \x01(\x03R\badmitted\x12\x1a\n" +
+	"\brejected\x18\x06 \x01(\x03R\brejected\x12\x16\n" +
+	"\x06waited\x18\a \x01(\x03R\x06waited\x12\x1c\n" +
+	"\tincreases\x18\b \x01(\x03R\tincreases\x12\x1c\n" +
+	"\tdecreases\x18\t \x01(\x03R\tdecreases\x12\x1e\n" +
+	"\vavg_wait_ms\x18\n" +
+	" \x01(\x01R\tavgWaitMs\x12?\n" +
+	"\rblocked_until\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\fblockedUntil\"\xa8\x01\n" +
 	"\x0eStreamingStats\x12%\n" +
 	"\x0eactive_streams\x18\x01 \x01(\x03R\ractiveStreams\x12#\n" +
 	"\rstreams_total\x18\x02 \x01(\x03R\fstreamsTotal\x12#\n" +
@@ -1206,7 +2309,12 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\flast_success\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vlastSuccess\x129\n" +
 	"\n" +
 	"last_error\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tlastError\x12,\n" +
-	"\x12last_error_message\x18\t \x01(\tR\x10lastErrorMessage*\xe5\x02\n" +
+	"\x12last_error_message\x18\t \x01(\tR\x10lastErrorMessage*~\n" +
+	"\vBreakerMode\x12\x1c\n" +
+	"\x18BREAKER_MODE_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11BREAKER_MODE_AUTO\x10\x01\x12\x1b\n" +
+	"\x17BREAKER_MODE_FORCE_OPEN\x10\x02\x12\x1d\n" +
+	"\x19BREAKER_MODE_FORCE_CLOSED\x10\x03*\xe5\x02\n" +
 	"\fStatsSection\x12\x1d\n" +
 	"\x19STATS_SECTION_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eSTATS_SECTION_CIRCUIT_BREAKERS\x10\x01\x12\x17\n" +
@@ -1219,13 +2327,16 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\x1dSTATS_SECTION_CONNECTION_POOL\x10\b\x12\x1f\n" +
 	"\x1bSTATS_SECTION_RATE_LIMITERS\x10\t\x12\x1e\n" +
 	"\x1aSTATS_SECTION_INTEGRATIONS\x10\n" +
-	"2\xe3\x01\n" +
+	"2\xfd\x02\n" +
 	"\x10PerfAdminService\x12?\n" +
 	"\bGetStats\x12\x18.vega.v1.GetStatsRequest\x1a\x19.vega.v1.GetStatsResponse\x12G\n" +
 	"\n" +
 	"WatchStats\x12\x1a.vega.v1.WatchStatsRequest\x1a\x1b.vega.v1.WatchStatsResponse0\x01\x12E\n" +
 	"\n" +
-	"ResetStats\x12\x1a.vega.v1.ResetStatsRequest\x1a\x1b.vega.v1.ResetStatsResponseB\x8b\x01\n" +
+	"ResetStats\x12\x1a.vega.v1.ResetStatsRequest\x1a\x1b.vega.v1.ResetStatsResponse\x12Q\n" +
+	"\x0eSetBreakerMode\x12\x1e.vega.v1.SetBreakerModeRequest\x1a\x1f.vega.v1.SetBreakerModeResponse\x12E\n" +
+	"\n" +
+	"PurgeCache\x12\x1a.vega.v1.PurgeCacheRequest\x1a\x1b.vega.v1.PurgeCacheResponseB\x8b\x01\n" +
 	"\vcom.vega.v1B\x0ePerfadminProtoP\x01Z/github.com/vega-gateway/vega/gen/vega/v1;vegav1\xa2\x02\x03VXX\xaa\x02\aVega.V1\xca\x02\aVega\\V1\xe2\x02\x13Vega\\V1\\GPBMetadata\xea\x02\bVega::V1b\x06proto3"
 
 var (
@@ -1240,66 +2351,90 @@ func file_vega_v1_perfadmin_proto_rawDescGZIP() []byte {
 	return file_vega_v1_perfadmin_proto_rawDescData
 }
 
-var file_vega_v1_perfadmin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_vega_v1_perfadmin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_vega_v1_perfadmin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_vega_v1_perfadmin_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_vega_v1_perfadmin_proto_goTypes = []any{
-	(StatsSection)(0),              // 0: vega.v1.StatsSection
-	(*GetStatsRequest)(nil),        // 1: vega.v1.GetStatsRequest
-	(*GetStatsResponse)(nil),       // 2: vega.v1.GetStatsResponse
-	(*WatchStatsRequest)(nil),      // 3: vega.v1.WatchStatsRequest
-	(*WatchStatsResponse)(nil),     // 4: vega.v1.WatchStatsResponse
-	(*ResetStatsRequest)(nil),      // 5: vega.v1.ResetStatsRequest
-	(*ResetStatsResponse)(nil),     // 6: vega.v1.ResetStatsResponse
-	(*Stats)(nil),                  // 7: vega.v1.Stats
-	(*CircuitBreakersStats)(nil),   // 8: vega.v1.CircuitBreakersStats
-	(*CacheStats)(nil),             // 9: vega.v1.CacheStats
-	(*MemoryLeaksStats)(nil),       // 10: vega.v1.MemoryLeaksStats
-	(*BatchStats)(nil),             // 11: vega.v1.BatchStats
-	(*RequestCoalescingStats)(nil), // 12: vega.v1.RequestCoalescingStats
-	(*ConnectionPoolStats)(nil),    // 13: vega.v1.ConnectionPoolStats
-	(*RateLimitersStats)(nil),      // 14: vega.v1.RateLimitersStats
-	(*StreamingStats)(nil),         // 15: vega.v1.StreamingStats
-	(*RuntimeStats)(nil),           // 16: vega.v1.RuntimeStats
-	(*IntegrationsStats)(nil),      // 17: vega.v1.IntegrationsStats
-	(*BackendHealth)(nil),          // 18: vega.v1.BackendHealth
-	(*durationpb.Duration)(nil),    // 19: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 20: google.protobuf.Timestamp
+	(BreakerMode)(0),               // 0: vega.v1.BreakerMode
+	(StatsSection)(0),              // 1: vega.v1.StatsSection
+	(*SetBreakerModeRequest)(nil),  // 2: vega.v1.SetBreakerModeRequest
+	(*SetBreakerModeResponse)(nil), // 3: vega.v1.SetBreakerModeResponse
+	(*PurgeCacheRequest)(nil),      // 4: vega.v1.PurgeCacheRequest
+	(*PurgeCacheResponse)(nil),     // 5: vega.v1.PurgeCacheResponse
+	(*GetStatsRequest)(nil),        // 6: vega.v1.GetStatsRequest
+	(*GetStatsResponse)(nil),       // 7: vega.v1.GetStatsResponse
+	(*WatchStatsRequest)(nil),      // 8: vega.v1.WatchStatsRequest
+	(*WatchStatsResponse)(nil),     // 9: vega.v1.WatchStatsResponse
+	(*ResetStatsRequest)(nil),      // 10: vega.v1.ResetStatsRequest
+	(*ResetStatsResponse)(nil),     // 11: vega.v1.ResetStatsResponse
+	(*Stats)(nil),                  // 12: vega.v1.Stats
+	(*CircuitBreakersStats)(nil),   // 13: vega.v1.CircuitBreakersStats
+	(*BreakerStats)(nil),           // 14: vega.v1.BreakerStats
+	(*CacheStats)(nil),             // 15: vega.v1.CacheStats
+	(*MemoryLeaksStats)(nil),       // 16: vega.v1.MemoryLeaksStats
+	(*BatchStats)(nil),             // 17: vega.v1.BatchStats
+	(*RequestCoalescingStats)(nil), // 18: vega.v1.RequestCoalescingStats
+	(*ConnectionPoolStats)(nil),    // 19: vega.v1.ConnectionPoolStats
+	(*HostPoolStats)(nil),          // 20: vega.v1.HostPoolStats
+	(*RateLimitersStats)(nil),      // 21: vega.v1.RateLimitersStats
+	(*LimiterStats)(nil),           // 22: vega.v1.LimiterStats
+	(*StreamingStats)(nil),         // 23: vega.v1.StreamingStats
+	(*RuntimeStats)(nil),           // 24: vega.v1.RuntimeStats
+	(*IntegrationsStats)(nil),      // 25: vega.v1.IntegrationsStats
+	(*BackendHealth)(nil),          // 26: vega.v1.BackendHealth
+	(*durationpb.Duration)(nil),    // 27: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 28: google.protobuf.Timestamp
 }
 var file_vega_v1_perfadmin_proto_depIdxs = []int32{
-	0,  // 0: vega.v1.GetStatsRequest.sections:type_name -> vega.v1.StatsSection
-	7,  // 1: vega.v1.GetStatsResponse.stats:type_name -> vega.v1.Stats
-	19, // 2: vega.v1.WatchStatsRequest.interval:type_name -> google.protobuf.Duration
-	0,  // 3: vega.v1.WatchStatsRequest.sections:type_name -> vega.v1.StatsSection
-	7,  // 4: vega.v1.WatchStatsResponse.stats:type_name -> vega.v1.Stats
-	0,  // 5: vega.v1.ResetStatsRequest.sections:type_name -> vega.v1.StatsSection
-	20, // 6: vega.v1.ResetStatsResponse.reset_time:type_name -> google.protobuf.Timestamp
-	20, // 7: vega.v1.Stats.time:type_name -> google.protobuf.Timestamp
-	19, // 8: vega.v1.Stats.uptime:type_name -> google.protobuf.Duration
-	8,  // 9: vega.v1.Stats.circuit_breakers:type_name -> vega.v1.CircuitBreakersStats
-	9,  // 10: vega.v1.Stats.cache:type_name -> vega.v1.CacheStats
-	15, // 11: vega.v1.Stats.streaming:type_name -> vega.v1.StreamingStats
-	16, // 12: vega.v1.Stats.runtime:type_name -> vega.v1.RuntimeStats
-	10, // 13: vega.v1.Stats.memory_leaks:type_name -> vega.v1.MemoryLeaksStats
-	11, // 14: vega.v1.Stats.batch:type_name -> vega.v1.BatchStats
-	12, // 15: vega.v1.Stats.request_coalescing:type_name -> vega.v1.RequestCoalescingStats
-	13, // 16: vega.v1.Stats.connection_pool:type_name -> vega.v1.ConnectionPoolStats
-	14, // 17: vega.v1.Stats.rate_limiters:type_name -> vega.v1.RateLimitersStats
-	17, // 18: vega.v1.Stats.integrations:type_name -> vega.v1.IntegrationsStats
-	19, // 19: vega.v1.RuntimeStats.last_gc_pause:type_name -> google.protobuf.Duration
-	18, // 20: vega.v1.IntegrationsStats.backends:type_name -> vega.v1.BackendHealth
-	20, // 21: vega.v1.BackendHealth.last_success:type_name -> google.protobuf.Timestamp
-	20, // 22: vega.v1.BackendHealth.last_error:type_name -> google.protobuf.Timestamp
-	1,  // 23: vega.v1.PerfAdminService.GetStats:input_type -> vega.v1.GetStatsRequest
-	3,  // 24: vega.v1.PerfAdminService.WatchStats:input_type -> vega.v1.WatchStatsRequest
-	5,  // 25: vega.v1.PerfAdminService.ResetStats:input_type -> vega.v1.ResetStatsRequest
-	2,  // 26: vega.v1.PerfAdminService.GetStats:output_type -> vega.v1.GetStatsResponse
-	4,  // 27: vega.v1.PerfAdminService.WatchStats:output_type -> vega.v1.WatchStatsResponse
-	6,  // 28: vega.v1.PerfAdminService.ResetStats:output_type -> vega.v1.ResetStatsResponse
-	26, // [26:29] is the sub-list for method output_type
-	23, // [23:26] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	0,  // 0: vega.v1.SetBreakerModeRequest.mode:type_name -> vega.v1.BreakerMode
+	14, // 1: vega.v1.SetBreakerModeResponse.breaker:type_name -> vega.v1.BreakerStats
+	1,  // 2: vega.v1.GetStatsRequest.sections:type_name -> vega.v1.StatsSection
+	12, // 3: vega.v1.GetStatsResponse.stats:type_name -> vega.v1.Stats
+	27, // 4: vega.v1.WatchStatsRequest.interval:type_name -> google.protobuf.Duration
+	1,  // 5: vega.v1.WatchStatsRequest.sections:type_name -> vega.v1.StatsSection
+	12, // 6: vega.v1.WatchStatsResponse.stats:type_name -> vega.v1.Stats
+	1,  // 7: vega.v1.ResetStatsRequest.sections:type_name -> vega.v1.StatsSection
+	28, // 8: vega.v1.ResetStatsResponse.reset_time:type_name -> google.protobuf.Timestamp
+	28, // 9: vega.v1.Stats.time:type_name -> google.protobuf.Timestamp
+	27, // 10: vega.v1.Stats.uptime:type_name -> google.protobuf.Duration
+	13, // 11: vega.v1.Stats.circuit_breakers:type_name -> vega.v1.CircuitBreakersStats
+	15, // 12: vega.v1.Stats.cache:type_name -> vega.v1.CacheStats
+	23, // 13: vega.v1.Stats.streaming:type_name -> vega.v1.StreamingStats
+	24, // 14: vega.v1.Stats.runtime:type_name -> vega.v1.RuntimeStats
+	16, // 15: vega.v1.Stats.memory_leaks:type_name -> vega.v1.MemoryLeaksStats
+	17, // 16: vega.v1.Stats.batch:type_name -> vega.v1.BatchStats
+	18, // 17: vega.v1.Stats.request_coalescing:type_name -> vega.v1.RequestCoalescingStats
+	19, // 18: vega.v1.Stats.connection_pool:type_name -> vega.v1.ConnectionPoolStats
+	21, // 19: vega.v1.Stats.rate_limiters:type_name -> vega.v1.RateLimitersStats
+	25, // 20: vega.v1.Stats.integrations:type_name -> vega.v1.IntegrationsStats
+	14, // 21: vega.v1.CircuitBreakersStats.breakers:type_name -> vega.v1.BreakerStats
+	28, // 22: vega.v1.BreakerStats.last_change:type_name -> google.protobuf.Timestamp
+	27, // 23: vega.v1.ConnectionPoolStats.age_p50:type_name -> google.protobuf.Duration
+	27, // 24: vega.v1.ConnectionPoolStats.age_p90:type_name -> google.protobuf.Duration
+	27, // 25: vega.v1.ConnectionPoolStats.age_max:type_name -> google.protobuf.Duration
+	27, // 26: vega.v1.ConnectionPoolStats.idle_p50:type_name -> google.protobuf.Duration
+	27, // 27: vega.v1.ConnectionPoolStats.idle_max:type_name -> google.protobuf.Duration
+	20, // 28: vega.v1.ConnectionPoolStats.hosts:type_name -> vega.v1.HostPoolStats
+	22, // 29: vega.v1.RateLimitersStats.limiters:type_name -> vega.v1.LimiterStats
+	28, // 30: vega.v1.LimiterStats.blocked_until:type_name -> google.protobuf.Timestamp
+	27, // 31: vega.v1.RuntimeStats.last_gc_pause:type_name -> google.protobuf.Duration
+	26, // 32: vega.v1.IntegrationsStats.backends:type_name -> vega.v1.BackendHealth
+	28, // 33: vega.v1.BackendHealth.last_success:type_name -> google.protobuf.Timestamp
+	28, // 34: vega.v1.BackendHealth.last_error:type_name -> google.protobuf.Timestamp
+	6,  // 35: vega.v1.PerfAdminService.GetStats:input_type -> vega.v1.GetStatsRequest
+	8,  // 36: vega.v1.PerfAdminService.WatchStats:input_type -> vega.v1.WatchStatsRequest
+	10, // 37: vega.v1.PerfAdminService.ResetStats:input_type -> vega.v1.ResetStatsRequest
+	2,  // 38: vega.v1.PerfAdminService.SetBreakerMode:input_type -> vega.v1.SetBreakerModeRequest
+	4,  // 39: vega.v1.PerfAdminService.PurgeCache:input_type -> vega.v1.PurgeCacheRequest
+	7,  // 40: vega.v1.PerfAdminService.GetStats:output_type -> vega.v1.GetStatsResponse
+	9,  // 41: vega.v1.PerfAdminService.WatchStats:output_type -> vega.v1.WatchStatsResponse
+	11, // 42: vega.v1.PerfAdminService.ResetStats:output_type -> vega.v1.ResetStatsResponse
+	3,  // 43: vega.v1.PerfAdminService.SetBreakerMode:output_type -> vega.v1.SetBreakerModeResponse
+	5,  // 44: vega.v1.PerfAdminService.PurgeCache:output_type -> vega.v1.PurgeCacheResponse
+	40, // [40:45] is the sub-list for method output_type
+	35, // [35:40] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_vega_v1_perfadmin_proto_init() }
@@ -1312,8 +2447,8 @@ func file_vega_v1_perfadmin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vega_v1_perfadmin_proto_rawDesc), len(file_vega_v1_perfadmin_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   18,
+			NumEnums:      2,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,9 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PerfAdminService_GetStats_FullMethodName   = "/vega.v1.PerfAdminService/GetStats"
-	PerfAdminService_WatchStats_FullMethodName = "/vega.v1.PerfAdminService/WatchStats"
-	PerfAdminService_ResetStats_FullMethodName = "/vega.v1.PerfAdminService/ResetStats"
+	PerfAdminService_GetStats_FullMethodName       = "/vega.v1.PerfAdminService/GetStats"
+	PerfAdminService_WatchStats_FullMethodName     = "/vega.v1.PerfAdminService/WatchStats"
+	PerfAdminService_ResetStats_FullMethodName     = "/vega.v1.PerfAdminService/ResetStats"
+	PerfAdminService_SetBreakerMode_FullMethodName = "/vega.v1.PerfAdminService/SetBreakerMode"
+	PerfAdminService_PurgeCache_FullMethodName     = "/vega.v1.PerfAdminService/PurgeCache"
 )
 
 // PerfAdminServiceClient is the client API for PerfAdminService service.
@@ -41,6 +43,12 @@ type PerfAdminServiceClient interface {
 	// zero. Gauges (in-flight calls, open connections, breaker states) are not
 	// counters and stay as they are.
 	ResetStats(ctx context.Context, in *ResetStatsRequest, opts ...grpc.CallOption) (*ResetStatsResponse, error)
+	// SetBreakerMode forces a backend's circuit breaker open or closed, or
+	// returns it to automatic operation.
+	SetBreakerMode(ctx context.Context, in *SetBreakerModeRequest, opts ...grpc.CallOption) (*SetBreakerModeResponse, error)
+	// PurgeCache removes cached answers: all of them, or those whose key
+	// starts with a prefix ("generate/", "generate/ollama/", "fetch/example.com/").
+	PurgeCache(ctx context.Context, in *PurgeCacheRequest, opts ...grpc.CallOption) (*PurgeCacheResponse, error)
 }
 
 type perfAdminServiceClient struct {
@@ -90,6 +98,26 @@ func (c *perfAdminServiceClient) ResetStats(ctx context.Context, in *ResetStatsR
 	return out, nil
 }
 
+func (c *perfAdminServiceClient) SetBreakerMode(ctx context.Context, in *SetBreakerModeRequest, opts ...grpc.CallOption) (*SetBreakerModeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetBreakerModeResponse)
+	err := c.cc.Invoke(ctx, PerfAdminService_SetBreakerMode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *perfAdminServiceClient) PurgeCache(ctx context.Context, in *PurgeCacheRequest, opts ...grpc.CallOption) (*PurgeCacheResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PurgeCacheResponse)
+	err := c.cc.Invoke(ctx, PerfAdminService_PurgeCache_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PerfAdminServiceServer is the server API for PerfAdminService service.
 // All implementations must embed UnimplementedPerfAdminServiceServer
 // for forward compatibility.
@@ -107,6 +135,12 @@ type PerfAdminServiceServer interface {
 	// zero. Gauges (in-flight calls, open connections, breaker states) are not
 	// counters and stay as they are.
 	ResetStats(context.Context, *ResetStatsRequest) (*ResetStatsResponse, error)
+	// SetBreakerMode forces a backend's circuit breaker open or closed, or
+	// returns it to automatic operation.
+	SetBreakerMode(context.Context, *SetBreakerModeRequest) (*SetBreakerModeResponse, error)
+	// PurgeCache removes cached answers: all of them, or those whose key
+	// starts with a prefix ("generate/", "generate/ollama/", "fetch/example.com/").
+	PurgeCache(context.Context, *PurgeCacheRequest) (*PurgeCacheResponse, error)
 	mustEmbedUnimplementedPerfAdminServiceServer()
 }
 
@@ -125,6 +159,12 @@ func (UnimplementedPerfAdminServiceServer) WatchStats(*WatchStatsRequest, grpc.S
 }
 func (UnimplementedPerfAdminServiceServer) ResetStats(context.Context, *ResetStatsRequest) (*ResetStatsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResetStats not implemented")
+}
+func (UnimplementedPerfAdminServiceServer) SetBreakerMode(context.Context, *SetBreakerModeRequest) (*SetBreakerModeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetBreakerMode not implemented")
+}
+func (UnimplementedPerfAdminServiceServer) PurgeCache(context.Context, *PurgeCacheRequest) (*PurgeCacheResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PurgeCache not implemented")
 }
 func (UnimplementedPerfAdminServiceServer) mustEmbedUnimplementedPerfAdminServiceServer() {}
 func (UnimplementedPerfAdminServiceServer) testEmbeddedByValue()                          {}
@@ -194,6 +234,42 @@ func _PerfAdminService_ResetStats_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PerfAdminService_SetBreakerMode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetBreakerModeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PerfAdminServiceServer).SetBreakerMode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PerfAdminService_SetBreakerMode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PerfAdminServiceServer).SetBreakerMode(ctx, req.(*SetBreakerModeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PerfAdminService_PurgeCache_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PurgeCacheRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PerfAdminServiceServer).PurgeCache(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PerfAdminService_PurgeCache_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PerfAdminServiceServer).PurgeCache(ctx, req.(*PurgeCacheRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PerfAdminService_ServiceDesc is the grpc.ServiceDesc for PerfAdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -208,6 +284,14 @@ var PerfAdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ResetStats",
 			Handler:    _PerfAdminService_ResetStats_Handler,
+		},
+		{
+			MethodName: "SetBreakerMode",
+			Handler:    _PerfAdminService_SetBreakerMode_Handler,
+		},
+		{
+			MethodName: "PurgeCache",
+			Handler:    _PerfAdminService_PurgeCache_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

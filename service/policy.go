@@ -1,0 +1,208 @@
+package service
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	vegav1 "github.com/vega-gateway/vega/gen/vega/v1"
+	"github.com/vega-gateway/vega/perf/policy"
+)
+
+// PolicySettings are the knobs of the policy table.
+type PolicySettings struct {
+	GenerateTTL time.Duration // COALESCE_CACHE_TTL
+	FetchTTL    time.Duration // INTEGRATION_CACHE_TTL
+	// CacheNondeterministic makes CACHE_MODE_AUTO cache every Generate
+	// answer, as the seed did (VEGA_CACHE_NONDETERMINISTIC). Off by default:
+	// only temperature-0 or seeded requests are cached.
+	CacheNondeterministic bool
+}
+
+// PolicyTable is the one table that says what the perf chain does with each
+// method: which requests are coalesced and cached, and which backend key a
+// request maps to (model → backend, URL → host, channel → channel).
+//
+//	method          coalesce          cache                        limit+break key
+//	Generate        yes (not BYPASS)  AUTO: deterministic only;    backend of the model
+//	GenerateStream                    FORCE: all; NO_STORE: read   (not for the in-process sim)
+//	                                  only; BYPASS: neither
+//	Fetch           GET and HEAD      by the answer's headers      "fetch:" + host
+//	Notify          never             never                        "notify:" + channel (breaker only)
+//
+// Every Plan validates its request first, so bad input is refused before it
+// can join a flight, read the cache or spend a rate token.
+func PolicyTable(s PolicySettings, router *Router, notify *NotifyService) policy.Table {
+	gen := func(newReq func() proto.Message) *policy.Rule {
+		return &policy.Rule{
+			NewRequest: newReq,
+			Plan: func(ctx context.Context, m proto.Message) (*policy.Decision, error) {
+				return planGenerate(ctx, s, router, m.(generateParams))
+			},
+		}
+	}
+	return policy.Table{
+		vegav1.GenerateService_Generate_FullMethodName:       gen(func() proto.Message { return new(vegav1.GenerateRequest) }),
+		vegav1.GenerateService_GenerateStream_FullMethodName: gen(func() proto.Message { return new(vegav1.GenerateStreamRequest) }),
+		vegav1.FetchService_Fetch_FullMethodName: {
+			NewRequest: func() proto.Message { return new(vegav1.FetchRequest) },
+			Plan: func(ctx context.Context, m proto.Message) (*policy.Decision, error) {
+				return planFetch(ctx, s, m.(*vegav1.FetchRequest))
+			},
+			Classify: classifyFetch,
+			Store:    storeFetch,
+		},
+		vegav1.NotifyService_Notify_FullMethodName: {
+			NewRequest: func() proto.Message { return new(vegav1.NotifyRequest) },
+			Plan: func(ctx context.Context, m proto.Message) (*policy.Decision, error) {
+				in := m.(*vegav1.NotifyRequest)
+				if _, _, err := notify.validate(in); err != nil {
+					return nil, err
+				}
+				return &policy.Decision{Backend: "notify:" + in.GetChannel(), Break: true}, nil
+			},
+		},
+	}
+}
+
+func planGenerate(ctx context.Context, s PolicySettings, router *Router, in generateParams) (*policy.Decision, error) {
+	req, err := llmRequest(in)
+	if err != nil {
+		return nil, err
+	}
+	backend := router.BackendFor(req.Model)
+	d := &policy.Decision{TTL: s.GenerateTTL}
+	if backend != SimBackend { // the in-process sim needs no protection
+		d.Backend, d.Limit, d.Break = backend, true, true
+	}
+	deterministic := (req.Options.Temperature != nil && *req.Options.Temperature == 0) || req.Options.Seed != nil
+	cc := in.GetCacheControl()
+	switch cc.GetMode() {
+	case vegav1.CacheMode_CACHE_MODE_BYPASS:
+		return d, nil
+	case vegav1.CacheMode_CACHE_MODE_FORCE:
+		d.Coalesce, d.ReadCache, d.WriteCache = true, true, true
+	case vegav1.CacheMode_CACHE_MODE_NO_STORE:
+		d.Coalesce, d.ReadCache = true, deterministic || s.CacheNondeterministic
+	default: // AUTO
+		d.Coalesce = true
+		d.ReadCache = deterministic || s.CacheNondeterministic
+		d.WriteCache = d.ReadCache
+	}
+	if ttl := cc.GetTtl(); ttl != nil && ttl.AsDuration() > 0 {
+		d.TTL = ttl.AsDuration()
+	}
+	// The key covers every field that changes the answer and none that
+	// does not (cache_control), plus the method and the caller's tenant.
+	canonical := &vegav1.GenerateRequest{Model: in.GetModel(), Prompt: in.GetPrompt(), Messages: in.GetMessages(), Options: in.GetOptions()}
+	method := "generate"
+	if _, stream := in.(*vegav1.GenerateStreamRequest); stream {
+		method = "generate-stream"
+	}
+	h, err := policy.HashKey(Tenant(ctx), method, canonical)
+	if err != nil {
+		return nil, err
+	}
+	d.Key = "generate/" + backend + "/" + h
+	return d, nil
+}
+
+func planFetch(ctx context.Context, s PolicySettings, in *vegav1.FetchRequest) (*policy.Decision, error) {
+	req, err := fetchRequest(in)
+	if err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(req.URL)
+	if err != nil || u.Host == "" {
+		// Let the fetcher produce its precise refusal; no shared state is
+		// keyed by an unusable host.
+		return &policy.Decision{}, nil
+	}
+	host := strings.ToLower(u.Host)
+	canonical := &vegav1.FetchRequest{Url: req.URL, Method: req.Method, Headers: in.GetHeaders(), MaxBytes: in.GetMaxBytes()}
+	h, err := policy.HashKey(Tenant(ctx), "fetch", canonical)
+	if err != nil {
+		return nil, err
+	}
+	return &policy.Decision{
+		Key: "fetch/" + host + "/" + h, Backend: "fetch:" + host,
+		Coalesce: true, ReadCache: true, WriteCache: true, TTL: s.FetchTTL,
+		Limit: true, Break: true,
+	}, nil
+}
+
+// classifyFetch: a fetch that returned is an RPC success, but what the host
+// answered says how the host is doing.
+func classifyFetch(resp any, err error) policy.Result {
+	r, ok := resp.(*vegav1.FetchResponse)
+	if err != nil || !ok {
+		return policy.ClassifyError(err)
+	}
+	switch code := r.GetStatusCode(); {
+	case code == http.StatusTooManyRequests:
+		secs, _ := strconv.Atoi(r.GetHeaders()["Retry-After"])
+		return policy.Result{Outcome: policy.Overload, RetryAfter: time.Duration(secs) * time.Second}
+	case code >= 500:
+		return policy.Result{Outcome: policy.Failure}
+	}
+	return policy.Result{Outcome: policy.Success}
+}
+
+// cacheableStatus are the statuses whose answers may be reused (RFC 9111
+// heuristically cacheable ones that make sense for GET and HEAD); 404 and
+// 410 are cached briefly as negative answers.
+var cacheableStatus = map[int32]bool{200: true, 203: true, 204: true, 300: true, 301: true, 308: true}
+
+func storeFetch(_ *policy.Decision, resp any) (time.Duration, bool, bool) {
+	r, ok := resp.(*vegav1.FetchResponse)
+	if !ok || r.GetTruncated() {
+		return 0, false, false
+	}
+	switch code := r.GetStatusCode(); {
+	case code == http.StatusNotFound || code == http.StatusGone:
+		return 0, true, true
+	case cacheableStatus[code]:
+		return 0, false, true
+	}
+	return 0, false, false
+}
+
+// applyCacheHeaders lets the upstream's answer lower or forbid caching:
+// no-store, private, no-cache and Set-Cookie forbid it; max-age / s-maxage
+// lower the TTL.
+func applyCacheHeaders(d *policy.Decision, h http.Header) {
+	if d == nil || !d.WriteCache {
+		return
+	}
+	if len(h.Values("Set-Cookie")) > 0 {
+		d.WriteCache = false
+		return
+	}
+	for _, v := range h.Values("Cache-Control") {
+		for _, dir := range strings.Split(v, ",") {
+			name, arg, _ := strings.Cut(strings.TrimSpace(strings.ToLower(dir)), "=")
+			switch name {
+			case "no-store", "private", "no-cache":
+				d.WriteCache = false
+				return
+			case "max-age", "s-maxage":
+				secs, err := strconv.Atoi(strings.Trim(arg, `"`))
+				if err != nil {
+					continue
+				}
+				if secs <= 0 {
+					d.WriteCache = false
+					return
+				}
+				if ttl := time.Duration(secs) * time.Second; ttl < d.TTL {
+					d.TTL = ttl
+				}
+			}
+		}
+	}
+}
