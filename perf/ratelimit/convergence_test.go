@@ -1,0 +1,208 @@
+package ratelimit_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/vega-gateway/vega/perf/policy"
+	"github.com/vega-gateway/vega/perf/ratelimit"
+)
+
+// scenario is a simulated overload: an open-loop client offering Offered
+// requests/s, each with a Deadline, through a limiter to a backend whose
+// capacity (a token bucket of 100ms burst) follows Capacity. The backend
+// answers a request over capacity at once with Overload (a 429) and serves
+// the others in Latency.
+type scenario struct {
+	Settings ratelimit.Settings
+	Offered  float64
+	Capacity []step // from the start of the run
+	Latency  time.Duration
+	Deadline time.Duration
+	Duration time.Duration
+}
+
+type step struct {
+	At       time.Duration
+	Capacity float64
+}
+
+// simTrace is what a run measured, per 100ms tick and per second.
+type simTrace struct {
+	rate     []float64         // the limiter's rate at each tick
+	goodput  []int             // successes per second
+	overload []int             // 429s per second
+	rejected []int             // limiter rejections per second
+	latency  [][]time.Duration // admitted calls' latency (wait + service), per second
+}
+
+const tick = 100 * time.Millisecond
+
+// simulate runs sc in fake time. It must run inside a synctest bubble.
+func simulate(t *testing.T, sc scenario) simTrace {
+	t.Helper()
+	set, err := ratelimit.NewSet(sc.Settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	secs := int(sc.Duration / time.Second)
+	tr := simTrace{goodput: make([]int, secs), overload: make([]int, secs), rejected: make([]int, secs), latency: make([][]time.Duration, secs)}
+	var mu sync.Mutex // guards tr
+	// count adds one to the second of now in series, unless the run is over.
+	count := func(series []int) {
+		mu.Lock()
+		defer mu.Unlock()
+		if s := int(time.Since(start) / time.Second); s < secs {
+			series[s]++
+		}
+	}
+
+	backend := rate.NewLimiter(rate.Limit(sc.Capacity[0].Capacity), max(1, int(sc.Capacity[0].Capacity/10)))
+	var wg sync.WaitGroup
+	wg.Go(func() { // capacity changes
+		for _, st := range sc.Capacity[1:] {
+			time.Sleep(time.Until(start.Add(st.At)))
+			backend.SetLimit(rate.Limit(st.Capacity))
+			backend.SetBurst(max(1, int(st.Capacity/10)))
+		}
+	})
+	wg.Go(func() { // the rate, sampled
+		for range int(sc.Duration / tick) {
+			mu.Lock()
+			tr.rate = append(tr.rate, set.Stats()[0].Rate)
+			mu.Unlock()
+			time.Sleep(tick)
+		}
+	})
+	call := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), sc.Deadline)
+		defer cancel()
+		began := time.Now()
+		p, err := set.Acquire(ctx, "llm")
+		if err != nil {
+			count(tr.rejected)
+			return
+		}
+		if !backend.Allow() {
+			p.Release(policy.Result{Outcome: policy.Overload})
+			count(tr.overload)
+			return
+		}
+		time.Sleep(sc.Latency)
+		p.Release(policy.Result{Outcome: policy.Success})
+		count(tr.goodput)
+		mu.Lock()
+		if s := int(time.Since(start) / time.Second); s < secs {
+			tr.latency[s] = append(tr.latency[s], time.Since(began))
+		}
+		mu.Unlock()
+	}
+	_, _ = set.Acquire(context.Background(), "llm") // create the key before sampling
+	every := time.Duration(float64(time.Second) / sc.Offered)
+	for time.Since(start) < sc.Duration {
+		wg.Go(call)
+		time.Sleep(every)
+	}
+	wg.Wait()
+	return tr
+}
+
+// converged returns the first tick from which the rate stays within
+// [lo, hi] up to tick end (exclusive), or -1.
+func (tr simTrace) converged(from, end int, lo, hi float64) int {
+	first := -1
+	for i := from; i < end; i++ {
+		if tr.rate[i] < lo || tr.rate[i] > hi {
+			first = -1
+		} else if first < 0 {
+			first = i
+		}
+	}
+	return first
+}
+
+func (tr simTrace) meanGoodput(from, to int) float64 {
+	sum := 0
+	for _, g := range tr.goodput[from:to] {
+		sum += g
+	}
+	return float64(sum) / float64(to-from)
+}
+
+// p99 is the 99th percentile latency of the calls that succeeded in
+// seconds [from, to).
+func (tr simTrace) p99(from, to int) time.Duration {
+	var all []time.Duration
+	for _, l := range tr.latency[from:to] {
+		all = append(all, l...)
+	}
+	if len(all) == 0 {
+		return 0
+	}
+	slices.Sort(all)
+	return all[len(all)*99/100]
+}
+
+func (tr simTrace) String() string {
+	var b strings.Builder
+	for s := range tr.goodput {
+		fmt.Fprintf(&b, "t=%2ds rate", s)
+		for _, r := range tr.rate[s*10 : s*10+10] {
+			fmt.Fprintf(&b, " %5.1f", r)
+		}
+		fmt.Fprintf(&b, " | ok %3d 429 %3d rejected %3d\n", tr.goodput[s], tr.overload[s], tr.rejected[s])
+	}
+	return b.String()
+}
+
+// TestConvergence drives a backend of capacity C = 50 req/s at 3×C from
+// the default initial rate of 10, then halves the capacity: the rate must
+// settle within [0.7C, 1.3C] within 10s each time, with goodput over the
+// last 5s of each phase at least 0.9C.
+func TestConvergence(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const c = 50.0
+		tr := simulate(t, scenario{
+			Offered:  3 * c,
+			Capacity: []step{{0, c}, {20 * time.Second, c / 2}},
+			Latency:  20 * time.Millisecond,
+			Deadline: time.Second,
+			Duration: 40 * time.Second,
+		})
+		t.Logf("rate trace (every 100ms), backend answers per second:\n%v", tr)
+
+		for _, ph := range []struct {
+			name       string
+			from, to   int // seconds
+			capacity   float64
+			mayConverg int // seconds after from
+		}{
+			{"start at 10 req/s, C=50", 0, 20, c, 10},
+			{"capacity halved to 25", 20, 40, c / 2, 10},
+		} {
+			first := tr.converged(ph.from*10, ph.to*10, 0.7*ph.capacity, 1.3*ph.capacity)
+			if first < 0 || first > (ph.from+ph.mayConverg)*10 {
+				t.Errorf("%s: rate settled in [%.1f, %.1f] at t=%.1fs, want by t=%ds",
+					ph.name, 0.7*ph.capacity, 1.3*ph.capacity, float64(first)/10, ph.from+ph.mayConverg)
+			} else {
+				t.Logf("%s: rate settled in [0.7C, 1.3C] after %.1fs", ph.name, float64(first-ph.from*10)/10)
+			}
+			t.Logf("%s: p99 latency of successful calls over the last 5s %v (service time 20ms)", ph.name, tr.p99(ph.to-5, ph.to))
+			g := tr.meanGoodput(ph.to-5, ph.to)
+			if g < 0.9*ph.capacity {
+				t.Errorf("%s: goodput over the last 5s %.1f/s, want ≥ %.1f (0.9C)", ph.name, g, 0.9*ph.capacity)
+			} else {
+				t.Logf("%s: goodput over the last 5s %.1f/s = %.2fC", ph.name, g, g/ph.capacity)
+			}
+		}
+	})
+}
