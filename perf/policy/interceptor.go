@@ -65,6 +65,9 @@ func plan(ctx context.Context, rule *Rule, method string, req proto.Message) (*D
 		return nil, err
 	}
 	d.Method, d.Request, d.rule = method, req, rule
+	if dl, ok := ctx.Deadline(); ok {
+		d.Deadline = dl
+	}
 	if d.ServedFrom == "" {
 		d.ServedFrom = FromBackend
 	}

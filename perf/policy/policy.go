@@ -103,6 +103,11 @@ type Decision struct {
 	Limit      bool          // passes the adaptive limiter
 	Break      bool          // passes the circuit breaker
 
+	// Deadline is the caller's deadline when it was planned (zero: none).
+	// A coalesced flight carries no deadline of its own; the limiter bounds
+	// the flight's wait for a token by this one.
+	Deadline time.Time
+
 	// ServedFrom is how the response was served (one of the From…
 	// constants); the policy interceptor sends it as a header.
 	ServedFrom string

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -20,7 +21,7 @@ func UnaryServerInterceptor(s *Set) grpc.UnaryServerInterceptor {
 		if d == nil || !d.Limit || d.Backend == "" {
 			return handler(ctx, req)
 		}
-		p, err := s.Acquire(ctx, d.Backend)
+		p, err := s.Acquire(waitContext(ctx, d), d.Backend)
 		if err != nil {
 			return nil, err
 		}
@@ -39,7 +40,7 @@ func StreamServerInterceptor(s *Set) grpc.StreamServerInterceptor {
 		if d == nil || !d.Limit || d.Backend == "" {
 			return handler(srv, ss)
 		}
-		p, err := s.Acquire(ctx, d.Backend)
+		p, err := s.Acquire(waitContext(ctx, d), d.Backend)
 		if err != nil {
 			return err
 		}
@@ -48,3 +49,25 @@ func StreamServerInterceptor(s *Set) grpc.StreamServerInterceptor {
 		return err
 	}
 }
+
+// waitContext bounds the wait for a token by the caller's deadline. Inside a
+// coalesced flight the context carries no deadline (the flight outlives any
+// one caller), so the deadline the caller who started it planned with
+// (Decision.Deadline) bounds the wait instead: a flight never queues longer
+// than its callers would wait.
+func waitContext(ctx context.Context, d *policy.Decision) context.Context {
+	if _, ok := ctx.Deadline(); ok || d.Deadline.IsZero() {
+		return ctx
+	}
+	return deadlineOnly{Context: ctx, deadline: d.Deadline}
+}
+
+// deadlineOnly reports a deadline to Acquire's wait computation without
+// arming a timer: Acquire rejects at once a wait that would not fit, and an
+// admitted wait is still bounded by the flight's own cancellation.
+type deadlineOnly struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c deadlineOnly) Deadline() (time.Time, bool) { return c.deadline, true }

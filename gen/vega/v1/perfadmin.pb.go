@@ -1125,9 +1125,23 @@ func (x *CacheStats) GetPurged() int64 {
 	return 0
 }
 
-// MemoryLeaksStats: filled by the runtime monitor.
+// MemoryLeaksStats reports sustained growth of the heap or of goroutines.
 type MemoryLeaksStats struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True when the heap or the goroutine count grew steadily over the window.
+	Suspected bool `protobuf:"varint,1,opt,name=suspected,proto3" json:"suspected,omitempty"`
+	// The window the trend is measured over.
+	Window *durationpb.Duration `protobuf:"bytes,2,opt,name=window,proto3" json:"window,omitempty"`
+	// Samples in the window.
+	Samples int64 `protobuf:"varint,3,opt,name=samples,proto3" json:"samples,omitempty"`
+	// Trend of live heap bytes, per minute (least squares over the window).
+	HeapGrowthBytesPerMinute float64 `protobuf:"fixed64,4,opt,name=heap_growth_bytes_per_minute,json=heapGrowthBytesPerMinute,proto3" json:"heap_growth_bytes_per_minute,omitempty"`
+	// Trend of the goroutine count, per minute.
+	GoroutineGrowthPerMinute float64 `protobuf:"fixed64,5,opt,name=goroutine_growth_per_minute,json=goroutineGrowthPerMinute,proto3" json:"goroutine_growth_per_minute,omitempty"`
+	// Why it is suspected, in words ("goroutines grew from 40 to 1040 in 5m").
+	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Goroutine stacks whose count grew over the window, most growth first.
+	GrowingStacks []*GrowingStack `protobuf:"bytes,7,rep,name=growing_stacks,json=growingStacks,proto3" json:"growing_stacks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1162,6 +1176,119 @@ func (*MemoryLeaksStats) Descriptor() ([]byte, []int) {
 	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{14}
 }
 
+func (x *MemoryLeaksStats) GetSuspected() bool {
+	if x != nil {
+		return x.Suspected
+	}
+	return false
+}
+
+func (x *MemoryLeaksStats) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+func (x *MemoryLeaksStats) GetSamples() int64 {
+	if x != nil {
+		return x.Samples
+	}
+	return 0
+}
+
+func (x *MemoryLeaksStats) GetHeapGrowthBytesPerMinute() float64 {
+	if x != nil {
+		return x.HeapGrowthBytesPerMinute
+	}
+	return 0
+}
+
+func (x *MemoryLeaksStats) GetGoroutineGrowthPerMinute() float64 {
+	if x != nil {
+		return x.GoroutineGrowthPerMinute
+	}
+	return 0
+}
+
+func (x *MemoryLeaksStats) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *MemoryLeaksStats) GetGrowingStacks() []*GrowingStack {
+	if x != nil {
+		return x.GrowingStacks
+	}
+	return nil
+}
+
+// GrowingStack is a goroutine stack whose count grows.
+type GrowingStack struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Goroutines with this stack now.
+	Count int64 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// Growth over the window.
+	Growth int64 `protobuf:"varint,2,opt,name=growth,proto3" json:"growth,omitempty"`
+	// The stack, innermost function first (functions only, no arguments).
+	Functions     []string `protobuf:"bytes,3,rep,name=functions,proto3" json:"functions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GrowingStack) Reset() {
+	*x = GrowingStack{}
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrowingStack) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrowingStack) ProtoMessage() {}
+
+func (x *GrowingStack) ProtoReflect() protoreflect.Message {
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrowingStack.ProtoReflect.Descriptor instead.
+func (*GrowingStack) Descriptor() ([]byte, []int) {
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *GrowingStack) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *GrowingStack) GetGrowth() int64 {
+	if x != nil {
+		return x.Growth
+	}
+	return 0
+}
+
+func (x *GrowingStack) GetFunctions() []string {
+	if x != nil {
+		return x.Functions
+	}
+	return nil
+}
+
 // BatchStats: filled by the notification outbox.
 type BatchStats struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1171,7 +1298,7 @@ type BatchStats struct {
 
 func (x *BatchStats) Reset() {
 	*x = BatchStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[15]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1183,7 +1310,7 @@ func (x *BatchStats) String() string {
 func (*BatchStats) ProtoMessage() {}
 
 func (x *BatchStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[15]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1196,7 +1323,7 @@ func (x *BatchStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchStats.ProtoReflect.Descriptor instead.
 func (*BatchStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{15}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{16}
 }
 
 // RequestCoalescingStats describes request coalescing.
@@ -1226,7 +1353,7 @@ type RequestCoalescingStats struct {
 
 func (x *RequestCoalescingStats) Reset() {
 	*x = RequestCoalescingStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[16]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +1365,7 @@ func (x *RequestCoalescingStats) String() string {
 func (*RequestCoalescingStats) ProtoMessage() {}
 
 func (x *RequestCoalescingStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[16]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +1378,7 @@ func (x *RequestCoalescingStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestCoalescingStats.ProtoReflect.Descriptor instead.
 func (*RequestCoalescingStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{16}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RequestCoalescingStats) GetRequests() int64 {
@@ -1364,7 +1491,7 @@ type ConnectionPoolStats struct {
 
 func (x *ConnectionPoolStats) Reset() {
 	*x = ConnectionPoolStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[17]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1376,7 +1503,7 @@ func (x *ConnectionPoolStats) String() string {
 func (*ConnectionPoolStats) ProtoMessage() {}
 
 func (x *ConnectionPoolStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[17]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1389,7 +1516,7 @@ func (x *ConnectionPoolStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionPoolStats.ProtoReflect.Descriptor instead.
 func (*ConnectionPoolStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{17}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ConnectionPoolStats) GetTotalConnections() int64 {
@@ -1548,7 +1675,7 @@ type HostPoolStats struct {
 
 func (x *HostPoolStats) Reset() {
 	*x = HostPoolStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[18]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1560,7 +1687,7 @@ func (x *HostPoolStats) String() string {
 func (*HostPoolStats) ProtoMessage() {}
 
 func (x *HostPoolStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[18]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1573,7 +1700,7 @@ func (x *HostPoolStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostPoolStats.ProtoReflect.Descriptor instead.
 func (*HostPoolStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{18}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *HostPoolStats) GetHost() string {
@@ -1636,7 +1763,7 @@ type RateLimitersStats struct {
 
 func (x *RateLimitersStats) Reset() {
 	*x = RateLimitersStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[19]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1648,7 +1775,7 @@ func (x *RateLimitersStats) String() string {
 func (*RateLimitersStats) ProtoMessage() {}
 
 func (x *RateLimitersStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[19]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1661,7 +1788,7 @@ func (x *RateLimitersStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimitersStats.ProtoReflect.Descriptor instead.
 func (*RateLimitersStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{19}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RateLimitersStats) GetLimiters() []*LimiterStats {
@@ -1702,7 +1829,7 @@ type LimiterStats struct {
 
 func (x *LimiterStats) Reset() {
 	*x = LimiterStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[20]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +1841,7 @@ func (x *LimiterStats) String() string {
 func (*LimiterStats) ProtoMessage() {}
 
 func (x *LimiterStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[20]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +1854,7 @@ func (x *LimiterStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LimiterStats.ProtoReflect.Descriptor instead.
 func (*LimiterStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{20}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LimiterStats) GetKey() string {
@@ -1824,7 +1951,7 @@ type StreamingStats struct {
 
 func (x *StreamingStats) Reset() {
 	*x = StreamingStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[21]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1836,7 +1963,7 @@ func (x *StreamingStats) String() string {
 func (*StreamingStats) ProtoMessage() {}
 
 func (x *StreamingStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[21]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1849,7 +1976,7 @@ func (x *StreamingStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamingStats.ProtoReflect.Descriptor instead.
 func (*StreamingStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{21}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StreamingStats) GetActiveStreams() int64 {
@@ -1896,14 +2023,31 @@ type RuntimeStats struct {
 	// GOMAXPROCS.
 	Gomaxprocs int32 `protobuf:"varint,6,opt,name=gomaxprocs,proto3" json:"gomaxprocs,omitempty"`
 	// Go version of the binary.
-	GoVersion     string `protobuf:"bytes,7,opt,name=go_version,json=goVersion,proto3" json:"go_version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	GoVersion string `protobuf:"bytes,7,opt,name=go_version,json=goVersion,proto3" json:"go_version,omitempty"`
+	// Scheduler latency (time runnable goroutines wait for a CPU) since start:
+	// median and 99th percentile (runtime/metrics /sched/latencies).
+	SchedLatencyP50 *durationpb.Duration `protobuf:"bytes,8,opt,name=sched_latency_p50,json=schedLatencyP50,proto3" json:"sched_latency_p50,omitempty"`
+	// See sched_latency_p50.
+	SchedLatencyP99 *durationpb.Duration `protobuf:"bytes,9,opt,name=sched_latency_p99,json=schedLatencyP99,proto3" json:"sched_latency_p99,omitempty"`
+	// Stop-the-world GC pauses since start: median, 99th percentile, longest.
+	GcPauseP50 *durationpb.Duration `protobuf:"bytes,10,opt,name=gc_pause_p50,json=gcPauseP50,proto3" json:"gc_pause_p50,omitempty"`
+	// See gc_pause_p50.
+	GcPauseP99 *durationpb.Duration `protobuf:"bytes,11,opt,name=gc_pause_p99,json=gcPauseP99,proto3" json:"gc_pause_p99,omitempty"`
+	// See gc_pause_p50.
+	GcPauseMax *durationpb.Duration `protobuf:"bytes,12,opt,name=gc_pause_max,json=gcPauseMax,proto3" json:"gc_pause_max,omitempty"`
+	// RPCs slower than slow_rpc_threshold since start or reset.
+	SlowRpcs int64 `protobuf:"varint,13,opt,name=slow_rpcs,json=slowRpcs,proto3" json:"slow_rpcs,omitempty"`
+	// The threshold (VEGA_SLOW_RPC_THRESHOLD).
+	SlowRpcThreshold *durationpb.Duration `protobuf:"bytes,14,opt,name=slow_rpc_threshold,json=slowRpcThreshold,proto3" json:"slow_rpc_threshold,omitempty"`
+	// The most recent slow RPCs, newest first.
+	RecentSlowRpcs []*SlowRPC `protobuf:"bytes,15,rep,name=recent_slow_rpcs,json=recentSlowRpcs,proto3" json:"recent_slow_rpcs,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RuntimeStats) Reset() {
 	*x = RuntimeStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[22]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1915,7 +2059,7 @@ func (x *RuntimeStats) String() string {
 func (*RuntimeStats) ProtoMessage() {}
 
 func (x *RuntimeStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[22]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1928,7 +2072,7 @@ func (x *RuntimeStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuntimeStats.ProtoReflect.Descriptor instead.
 func (*RuntimeStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{22}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RuntimeStats) GetGoroutines() int64 {
@@ -1980,6 +2124,135 @@ func (x *RuntimeStats) GetGoVersion() string {
 	return ""
 }
 
+func (x *RuntimeStats) GetSchedLatencyP50() *durationpb.Duration {
+	if x != nil {
+		return x.SchedLatencyP50
+	}
+	return nil
+}
+
+func (x *RuntimeStats) GetSchedLatencyP99() *durationpb.Duration {
+	if x != nil {
+		return x.SchedLatencyP99
+	}
+	return nil
+}
+
+func (x *RuntimeStats) GetGcPauseP50() *durationpb.Duration {
+	if x != nil {
+		return x.GcPauseP50
+	}
+	return nil
+}
+
+func (x *RuntimeStats) GetGcPauseP99() *durationpb.Duration {
+	if x != nil {
+		return x.GcPauseP99
+	}
+	return nil
+}
+
+func (x *RuntimeStats) GetGcPauseMax() *durationpb.Duration {
+	if x != nil {
+		return x.GcPauseMax
+	}
+	return nil
+}
+
+func (x *RuntimeStats) GetSlowRpcs() int64 {
+	if x != nil {
+		return x.SlowRpcs
+	}
+	return 0
+}
+
+func (x *RuntimeStats) GetSlowRpcThreshold() *durationpb.Duration {
+	if x != nil {
+		return x.SlowRpcThreshold
+	}
+	return nil
+}
+
+func (x *RuntimeStats) GetRecentSlowRpcs() []*SlowRPC {
+	if x != nil {
+		return x.RecentSlowRpcs
+	}
+	return nil
+}
+
+// SlowRPC is one RPC that took longer than the threshold.
+type SlowRPC struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Full method name.
+	Method string `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
+	// How long it took.
+	Duration *durationpb.Duration `protobuf:"bytes,2,opt,name=duration,proto3" json:"duration,omitempty"`
+	// gRPC status code name.
+	Code string `protobuf:"bytes,3,opt,name=code,proto3" json:"code,omitempty"`
+	// When it finished.
+	Time          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SlowRPC) Reset() {
+	*x = SlowRPC{}
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlowRPC) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlowRPC) ProtoMessage() {}
+
+func (x *SlowRPC) ProtoReflect() protoreflect.Message {
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlowRPC.ProtoReflect.Descriptor instead.
+func (*SlowRPC) Descriptor() ([]byte, []int) {
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SlowRPC) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *SlowRPC) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *SlowRPC) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *SlowRPC) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 // IntegrationsStats lists every configured backend.
 type IntegrationsStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1991,7 +2264,7 @@ type IntegrationsStats struct {
 
 func (x *IntegrationsStats) Reset() {
 	*x = IntegrationsStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[23]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2276,7 @@ func (x *IntegrationsStats) String() string {
 func (*IntegrationsStats) ProtoMessage() {}
 
 func (x *IntegrationsStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[23]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2289,7 @@ func (x *IntegrationsStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntegrationsStats.ProtoReflect.Descriptor instead.
 func (*IntegrationsStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{23}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *IntegrationsStats) GetBackends() []*BackendHealth {
@@ -2053,7 +2326,7 @@ type BackendHealth struct {
 
 func (x *BackendHealth) Reset() {
 	*x = BackendHealth{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[24]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2065,7 +2338,7 @@ func (x *BackendHealth) String() string {
 func (*BackendHealth) ProtoMessage() {}
 
 func (x *BackendHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[24]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2078,7 +2351,7 @@ func (x *BackendHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendHealth.ProtoReflect.Descriptor instead.
 func (*BackendHealth) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{24}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *BackendHealth) GetName() string {
@@ -2218,8 +2491,19 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	" \x01(\x03R\tevictions\x12 \n" +
 	"\vexpirations\x18\v \x01(\x03R\vexpirations\x12\x1c\n" +
 	"\trefreshes\x18\f \x01(\x03R\trefreshes\x12\x16\n" +
-	"\x06purged\x18\r \x01(\x03R\x06purged\"\x12\n" +
-	"\x10MemoryLeaksStats\"\f\n" +
+	"\x06purged\x18\r \x01(\x03R\x06purged\"\xd2\x02\n" +
+	"\x10MemoryLeaksStats\x12\x1c\n" +
+	"\tsuspected\x18\x01 \x01(\bR\tsuspected\x121\n" +
+	"\x06window\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06window\x12\x18\n" +
+	"\asamples\x18\x03 \x01(\x03R\asamples\x12>\n" +
+	"\x1cheap_growth_bytes_per_minute\x18\x04 \x01(\x01R\x18heapGrowthBytesPerMinute\x12=\n" +
+	"\x1bgoroutine_growth_per_minute\x18\x05 \x01(\x01R\x18goroutineGrowthPerMinute\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12<\n" +
+	"\x0egrowing_stacks\x18\a \x03(\v2\x15.vega.v1.GrowingStackR\rgrowingStacks\"Z\n" +
+	"\fGrowingStack\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x03R\x05count\x12\x16\n" +
+	"\x06growth\x18\x02 \x01(\x03R\x06growth\x12\x1c\n" +
+	"\tfunctions\x18\x03 \x03(\tR\tfunctions\"\f\n" +
 	"\n" +
 	"BatchStats\"\xb2\x02\n" +
 	"\x16RequestCoalescingStats\x12\x1a\n" +
@@ -2283,7 +2567,7 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\x0eactive_streams\x18\x01 \x01(\x03R\ractiveStreams\x12#\n" +
 	"\rstreams_total\x18\x02 \x01(\x03R\fstreamsTotal\x12#\n" +
 	"\rmessages_sent\x18\x03 \x01(\x03R\fmessagesSent\x12%\n" +
-	"\x0estreams_failed\x18\x04 \x01(\x03R\rstreamsFailed\"\x96\x02\n" +
+	"\x0estreams_failed\x18\x04 \x01(\x03R\rstreamsFailed\"\xfd\x05\n" +
 	"\fRuntimeStats\x12\x1e\n" +
 	"\n" +
 	"goroutines\x18\x01 \x01(\x03R\n" +
@@ -2296,7 +2580,24 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"gomaxprocs\x18\x06 \x01(\x05R\n" +
 	"gomaxprocs\x12\x1d\n" +
 	"\n" +
-	"go_version\x18\a \x01(\tR\tgoVersion\"G\n" +
+	"go_version\x18\a \x01(\tR\tgoVersion\x12E\n" +
+	"\x11sched_latency_p50\x18\b \x01(\v2\x19.google.protobuf.DurationR\x0fschedLatencyP50\x12E\n" +
+	"\x11sched_latency_p99\x18\t \x01(\v2\x19.google.protobuf.DurationR\x0fschedLatencyP99\x12;\n" +
+	"\fgc_pause_p50\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"gcPauseP50\x12;\n" +
+	"\fgc_pause_p99\x18\v \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"gcPauseP99\x12;\n" +
+	"\fgc_pause_max\x18\f \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"gcPauseMax\x12\x1b\n" +
+	"\tslow_rpcs\x18\r \x01(\x03R\bslowRpcs\x12G\n" +
+	"\x12slow_rpc_threshold\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\x10slowRpcThreshold\x12:\n" +
+	"\x10recent_slow_rpcs\x18\x0f \x03(\v2\x10.vega.v1.SlowRPCR\x0erecentSlowRpcs\"\x9c\x01\n" +
+	"\aSlowRPC\x12\x16\n" +
+	"\x06method\x18\x01 \x01(\tR\x06method\x125\n" +
+	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\tR\x04code\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"G\n" +
 	"\x11IntegrationsStats\x122\n" +
 	"\bbackends\x18\x01 \x03(\v2\x16.vega.v1.BackendHealthR\bbackends\"\xb9\x02\n" +
 	"\rBackendHealth\x12\x12\n" +
@@ -2352,7 +2653,7 @@ func file_vega_v1_perfadmin_proto_rawDescGZIP() []byte {
 }
 
 var file_vega_v1_perfadmin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_vega_v1_perfadmin_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_vega_v1_perfadmin_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_vega_v1_perfadmin_proto_goTypes = []any{
 	(BreakerMode)(0),               // 0: vega.v1.BreakerMode
 	(StatsSection)(0),              // 1: vega.v1.StatsSection
@@ -2371,70 +2672,83 @@ var file_vega_v1_perfadmin_proto_goTypes = []any{
 	(*BreakerStats)(nil),           // 14: vega.v1.BreakerStats
 	(*CacheStats)(nil),             // 15: vega.v1.CacheStats
 	(*MemoryLeaksStats)(nil),       // 16: vega.v1.MemoryLeaksStats
-	(*BatchStats)(nil),             // 17: vega.v1.BatchStats
-	(*RequestCoalescingStats)(nil), // 18: vega.v1.RequestCoalescingStats
-	(*ConnectionPoolStats)(nil),    // 19: vega.v1.ConnectionPoolStats
-	(*HostPoolStats)(nil),          // 20: vega.v1.HostPoolStats
-	(*RateLimitersStats)(nil),      // 21: vega.v1.RateLimitersStats
-	(*LimiterStats)(nil),           // 22: vega.v1.LimiterStats
-	(*StreamingStats)(nil),         // 23: vega.v1.StreamingStats
-	(*RuntimeStats)(nil),           // 24: vega.v1.RuntimeStats
-	(*IntegrationsStats)(nil),      // 25: vega.v1.IntegrationsStats
-	(*BackendHealth)(nil),          // 26: vega.v1.BackendHealth
-	(*durationpb.Duration)(nil),    // 27: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 28: google.protobuf.Timestamp
+	(*GrowingStack)(nil),           // 17: vega.v1.GrowingStack
+	(*BatchStats)(nil),             // 18: vega.v1.BatchStats
+	(*RequestCoalescingStats)(nil), // 19: vega.v1.RequestCoalescingStats
+	(*ConnectionPoolStats)(nil),    // 20: vega.v1.ConnectionPoolStats
+	(*HostPoolStats)(nil),          // 21: vega.v1.HostPoolStats
+	(*RateLimitersStats)(nil),      // 22: vega.v1.RateLimitersStats
+	(*LimiterStats)(nil),           // 23: vega.v1.LimiterStats
+	(*StreamingStats)(nil),         // 24: vega.v1.StreamingStats
+	(*RuntimeStats)(nil),           // 25: vega.v1.RuntimeStats
+	(*SlowRPC)(nil),                // 26: vega.v1.SlowRPC
+	(*IntegrationsStats)(nil),      // 27: vega.v1.IntegrationsStats
+	(*BackendHealth)(nil),          // 28: vega.v1.BackendHealth
+	(*durationpb.Duration)(nil),    // 29: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 30: google.protobuf.Timestamp
 }
 var file_vega_v1_perfadmin_proto_depIdxs = []int32{
 	0,  // 0: vega.v1.SetBreakerModeRequest.mode:type_name -> vega.v1.BreakerMode
 	14, // 1: vega.v1.SetBreakerModeResponse.breaker:type_name -> vega.v1.BreakerStats
 	1,  // 2: vega.v1.GetStatsRequest.sections:type_name -> vega.v1.StatsSection
 	12, // 3: vega.v1.GetStatsResponse.stats:type_name -> vega.v1.Stats
-	27, // 4: vega.v1.WatchStatsRequest.interval:type_name -> google.protobuf.Duration
+	29, // 4: vega.v1.WatchStatsRequest.interval:type_name -> google.protobuf.Duration
 	1,  // 5: vega.v1.WatchStatsRequest.sections:type_name -> vega.v1.StatsSection
 	12, // 6: vega.v1.WatchStatsResponse.stats:type_name -> vega.v1.Stats
 	1,  // 7: vega.v1.ResetStatsRequest.sections:type_name -> vega.v1.StatsSection
-	28, // 8: vega.v1.ResetStatsResponse.reset_time:type_name -> google.protobuf.Timestamp
-	28, // 9: vega.v1.Stats.time:type_name -> google.protobuf.Timestamp
-	27, // 10: vega.v1.Stats.uptime:type_name -> google.protobuf.Duration
+	30, // 8: vega.v1.ResetStatsResponse.reset_time:type_name -> google.protobuf.Timestamp
+	30, // 9: vega.v1.Stats.time:type_name -> google.protobuf.Timestamp
+	29, // 10: vega.v1.Stats.uptime:type_name -> google.protobuf.Duration
 	13, // 11: vega.v1.Stats.circuit_breakers:type_name -> vega.v1.CircuitBreakersStats
 	15, // 12: vega.v1.Stats.cache:type_name -> vega.v1.CacheStats
-	23, // 13: vega.v1.Stats.streaming:type_name -> vega.v1.StreamingStats
-	24, // 14: vega.v1.Stats.runtime:type_name -> vega.v1.RuntimeStats
+	24, // 13: vega.v1.Stats.streaming:type_name -> vega.v1.StreamingStats
+	25, // 14: vega.v1.Stats.runtime:type_name -> vega.v1.RuntimeStats
 	16, // 15: vega.v1.Stats.memory_leaks:type_name -> vega.v1.MemoryLeaksStats
-	17, // 16: vega.v1.Stats.batch:type_name -> vega.v1.BatchStats
-	18, // 17: vega.v1.Stats.request_coalescing:type_name -> vega.v1.RequestCoalescingStats
-	19, // 18: vega.v1.Stats.connection_pool:type_name -> vega.v1.ConnectionPoolStats
-	21, // 19: vega.v1.Stats.rate_limiters:type_name -> vega.v1.RateLimitersStats
-	25, // 20: vega.v1.Stats.integrations:type_name -> vega.v1.IntegrationsStats
+	18, // 16: vega.v1.Stats.batch:type_name -> vega.v1.BatchStats
+	19, // 17: vega.v1.Stats.request_coalescing:type_name -> vega.v1.RequestCoalescingStats
+	20, // 18: vega.v1.Stats.connection_pool:type_name -> vega.v1.ConnectionPoolStats
+	22, // 19: vega.v1.Stats.rate_limiters:type_name -> vega.v1.RateLimitersStats
+	27, // 20: vega.v1.Stats.integrations:type_name -> vega.v1.IntegrationsStats
 	14, // 21: vega.v1.CircuitBreakersStats.breakers:type_name -> vega.v1.BreakerStats
-	28, // 22: vega.v1.BreakerStats.last_change:type_name -> google.protobuf.Timestamp
-	27, // 23: vega.v1.ConnectionPoolStats.age_p50:type_name -> google.protobuf.Duration
-	27, // 24: vega.v1.ConnectionPoolStats.age_p90:type_name -> google.protobuf.Duration
-	27, // 25: vega.v1.ConnectionPoolStats.age_max:type_name -> google.protobuf.Duration
-	27, // 26: vega.v1.ConnectionPoolStats.idle_p50:type_name -> google.protobuf.Duration
-	27, // 27: vega.v1.ConnectionPoolStats.idle_max:type_name -> google.protobuf.Duration
-	20, // 28: vega.v1.ConnectionPoolStats.hosts:type_name -> vega.v1.HostPoolStats
-	22, // 29: vega.v1.RateLimitersStats.limiters:type_name -> vega.v1.LimiterStats
-	28, // 30: vega.v1.LimiterStats.blocked_until:type_name -> google.protobuf.Timestamp
-	27, // 31: vega.v1.RuntimeStats.last_gc_pause:type_name -> google.protobuf.Duration
-	26, // 32: vega.v1.IntegrationsStats.backends:type_name -> vega.v1.BackendHealth
-	28, // 33: vega.v1.BackendHealth.last_success:type_name -> google.protobuf.Timestamp
-	28, // 34: vega.v1.BackendHealth.last_error:type_name -> google.protobuf.Timestamp
-	6,  // 35: vega.v1.PerfAdminService.GetStats:input_type -> vega.v1.GetStatsRequest
-	8,  // 36: vega.v1.PerfAdminService.WatchStats:input_type -> vega.v1.WatchStatsRequest
-	10, // 37: vega.v1.PerfAdminService.ResetStats:input_type -> vega.v1.ResetStatsRequest
-	2,  // 38: vega.v1.PerfAdminService.SetBreakerMode:input_type -> vega.v1.SetBreakerModeRequest
-	4,  // 39: vega.v1.PerfAdminService.PurgeCache:input_type -> vega.v1.PurgeCacheRequest
-	7,  // 40: vega.v1.PerfAdminService.GetStats:output_type -> vega.v1.GetStatsResponse
-	9,  // 41: vega.v1.PerfAdminService.WatchStats:output_type -> vega.v1.WatchStatsResponse
-	11, // 42: vega.v1.PerfAdminService.ResetStats:output_type -> vega.v1.ResetStatsResponse
-	3,  // 43: vega.v1.PerfAdminService.SetBreakerMode:output_type -> vega.v1.SetBreakerModeResponse
-	5,  // 44: vega.v1.PerfAdminService.PurgeCache:output_type -> vega.v1.PurgeCacheResponse
-	40, // [40:45] is the sub-list for method output_type
-	35, // [35:40] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	30, // 22: vega.v1.BreakerStats.last_change:type_name -> google.protobuf.Timestamp
+	29, // 23: vega.v1.MemoryLeaksStats.window:type_name -> google.protobuf.Duration
+	17, // 24: vega.v1.MemoryLeaksStats.growing_stacks:type_name -> vega.v1.GrowingStack
+	29, // 25: vega.v1.ConnectionPoolStats.age_p50:type_name -> google.protobuf.Duration
+	29, // 26: vega.v1.ConnectionPoolStats.age_p90:type_name -> google.protobuf.Duration
+	29, // 27: vega.v1.ConnectionPoolStats.age_max:type_name -> google.protobuf.Duration
+	29, // 28: vega.v1.ConnectionPoolStats.idle_p50:type_name -> google.protobuf.Duration
+	29, // 29: vega.v1.ConnectionPoolStats.idle_max:type_name -> google.protobuf.Duration
+	21, // 30: vega.v1.ConnectionPoolStats.hosts:type_name -> vega.v1.HostPoolStats
+	23, // 31: vega.v1.RateLimitersStats.limiters:type_name -> vega.v1.LimiterStats
+	30, // 32: vega.v1.LimiterStats.blocked_until:type_name -> google.protobuf.Timestamp
+	29, // 33: vega.v1.RuntimeStats.last_gc_pause:type_name -> google.protobuf.Duration
+	29, // 34: vega.v1.RuntimeStats.sched_latency_p50:type_name -> google.protobuf.Duration
+	29, // 35: vega.v1.RuntimeStats.sched_latency_p99:type_name -> google.protobuf.Duration
+	29, // 36: vega.v1.RuntimeStats.gc_pause_p50:type_name -> google.protobuf.Duration
+	29, // 37: vega.v1.RuntimeStats.gc_pause_p99:type_name -> google.protobuf.Duration
+	29, // 38: vega.v1.RuntimeStats.gc_pause_max:type_name -> google.protobuf.Duration
+	29, // 39: vega.v1.RuntimeStats.slow_rpc_threshold:type_name -> google.protobuf.Duration
+	26, // 40: vega.v1.RuntimeStats.recent_slow_rpcs:type_name -> vega.v1.SlowRPC
+	29, // 41: vega.v1.SlowRPC.duration:type_name -> google.protobuf.Duration
+	30, // 42: vega.v1.SlowRPC.time:type_name -> google.protobuf.Timestamp
+	28, // 43: vega.v1.IntegrationsStats.backends:type_name -> vega.v1.BackendHealth
+	30, // 44: vega.v1.BackendHealth.last_success:type_name -> google.protobuf.Timestamp
+	30, // 45: vega.v1.BackendHealth.last_error:type_name -> google.protobuf.Timestamp
+	6,  // 46: vega.v1.PerfAdminService.GetStats:input_type -> vega.v1.GetStatsRequest
+	8,  // 47: vega.v1.PerfAdminService.WatchStats:input_type -> vega.v1.WatchStatsRequest
+	10, // 48: vega.v1.PerfAdminService.ResetStats:input_type -> vega.v1.ResetStatsRequest
+	2,  // 49: vega.v1.PerfAdminService.SetBreakerMode:input_type -> vega.v1.SetBreakerModeRequest
+	4,  // 50: vega.v1.PerfAdminService.PurgeCache:input_type -> vega.v1.PurgeCacheRequest
+	7,  // 51: vega.v1.PerfAdminService.GetStats:output_type -> vega.v1.GetStatsResponse
+	9,  // 52: vega.v1.PerfAdminService.WatchStats:output_type -> vega.v1.WatchStatsResponse
+	11, // 53: vega.v1.PerfAdminService.ResetStats:output_type -> vega.v1.ResetStatsResponse
+	3,  // 54: vega.v1.PerfAdminService.SetBreakerMode:output_type -> vega.v1.SetBreakerModeResponse
+	5,  // 55: vega.v1.PerfAdminService.PurgeCache:output_type -> vega.v1.PurgeCacheResponse
+	51, // [51:56] is the sub-list for method output_type
+	46, // [46:51] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_vega_v1_perfadmin_proto_init() }
@@ -2448,7 +2762,7 @@ func file_vega_v1_perfadmin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vega_v1_perfadmin_proto_rawDesc), len(file_vega_v1_perfadmin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
