@@ -178,7 +178,10 @@ func TestCacheIsScopedToTheTenant(t *testing.T) {
 
 func TestBreakerOpensOnBackendFailuresOnly(t *testing.T) {
 	ollama := newFakeOllama(t)
-	g := startGateway(t, map[string]string{"VEGA_OLLAMA_URL": ollama.URL, "VEGA_ADMIN_API_KEY": "k"})
+	// A generous rate limit, so that the limiter stays out of this test's way.
+	g := startGateway(t, map[string]string{
+		"VEGA_OLLAMA_URL": ollama.URL, "VEGA_ADMIN_API_KEY": "k", "INITIAL_RATE_LIMIT": "100", "MAX_RATE_LIMIT": "100",
+	})
 	ctx := ctxTimeout(t, 20*time.Second)
 
 	// The caller's own short deadlines are not backend failures.
