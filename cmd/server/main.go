@@ -58,6 +58,9 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 // printBanner tells a new user how to call the gateway they just started.
 func printBanner(w io.Writer, srv *Server, cfg Config) {
 	addr, httpAddr := displayAddr(srv.GRPCAddr()), displayAddr(srv.HTTPAddr())
+	if httpAddr == "" {
+		httpAddr = "off"
+	}
 	tlsFlag := "-plaintext "
 	if cfg.TLS.CertFile != "" {
 		tlsFlag = "-insecure "
