@@ -3,8 +3,6 @@ package service
 import (
 	"context"
 	"log/slog"
-	"runtime"
-	"runtime/metrics"
 	"sync/atomic"
 	"time"
 
@@ -46,12 +44,13 @@ type PerfAdminService struct {
 	cache    cachePurger  // nil until WithActions
 }
 
-// NewPerfAdminService serves the given sections. The runtime section is
-// always present.
+// NewPerfAdminService serves the given sections.
 func NewPerfAdminService(log *slog.Logger, sections ...Section) *PerfAdminService {
-	all := append([]Section{{ID: vegav1.StatsSection_STATS_SECTION_RUNTIME, Reporter: runtimeReporter{}}}, sections...)
-	return &PerfAdminService{sections: all, started: time.Now(), log: log}
+	return &PerfAdminService{sections: sections, started: time.Now(), log: log}
 }
+
+// Snapshot returns every section now (the /metrics exporter reads it).
+func (s *PerfAdminService) Snapshot() *vegav1.Stats { return s.snapshot(nil) }
 
 // GetStats implements vega.v1.PerfAdminService.
 func (s *PerfAdminService) GetStats(_ context.Context, in *vegav1.GetStatsRequest) (*vegav1.GetStatsResponse, error) {
@@ -138,41 +137,6 @@ func sectionSet(ids []vegav1.StatsSection) (map[vegav1.StatsSection]bool, error)
 	}
 	return set, nil
 }
-
-// runtimeReporter reads the Go runtime through runtime/metrics, which does
-// not stop the world (runtime.ReadMemStats would).
-type runtimeReporter struct{}
-
-var runtimeSamples = []string{
-	"/sched/goroutines:goroutines",
-	"/gc/heap/objects:objects",
-	"/memory/classes/heap/objects:bytes",
-	"/gc/cycles/total:gc-cycles",
-}
-
-func (runtimeReporter) Report(s *vegav1.Stats) {
-	samples := make([]metrics.Sample, len(runtimeSamples))
-	for i, name := range runtimeSamples {
-		samples[i].Name = name
-	}
-	metrics.Read(samples)
-	u := func(i int) uint64 {
-		if samples[i].Value.Kind() == metrics.KindUint64 {
-			return samples[i].Value.Uint64()
-		}
-		return 0
-	}
-	s.Runtime = &vegav1.RuntimeStats{
-		Goroutines:     int64(u(0)),
-		HeapObjects:    u(1),
-		HeapAllocBytes: u(2),
-		GcCycles:       uint32(u(3)),
-		Gomaxprocs:     int32(runtime.GOMAXPROCS(0)),
-		GoVersion:      runtime.Version(),
-	}
-}
-
-func (runtimeReporter) Reset() {}
 
 // StreamStats counts server-streaming RPCs (the "streaming" section).
 type StreamStats struct {

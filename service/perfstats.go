@@ -14,6 +14,7 @@ import (
 	"github.com/vega-gateway/vega/perf/cache"
 	"github.com/vega-gateway/vega/perf/coalesce"
 	"github.com/vega-gateway/vega/perf/connpool"
+	"github.com/vega-gateway/vega/perf/monitor"
 	"github.com/vega-gateway/vega/perf/ratelimit"
 )
 
@@ -180,3 +181,51 @@ func (s *PerfAdminService) PurgeCache(_ context.Context, in *vegav1.PurgeCacheRe
 	}
 	return &vegav1.PurgeCacheResponse{Purged: int64(s.cache.Purge(in.GetPrefix()))}, nil
 }
+
+// RuntimeReporter reports the Go runtime and the slow RPCs.
+type RuntimeReporter struct{ Slow *monitor.SlowLog }
+
+func (r RuntimeReporter) Report(s *vegav1.Stats) {
+	rt := monitor.ReadRuntime()
+	out := &vegav1.RuntimeStats{
+		Goroutines: rt.Goroutines, HeapAllocBytes: rt.HeapAllocBytes, HeapObjects: rt.HeapObjects,
+		GcCycles: rt.GCCycles, LastGcPause: durationpb.New(rt.LastGCPause), Gomaxprocs: int32(rt.GOMAXPROCS),
+		GoVersion:       rt.GoVersion,
+		SchedLatencyP50: durationpb.New(rt.SchedLatencyP50), SchedLatencyP99: durationpb.New(rt.SchedLatencyP99),
+		GcPauseP50: durationpb.New(rt.GCPauseP50), GcPauseP99: durationpb.New(rt.GCPauseP99), GcPauseMax: durationpb.New(rt.GCPauseMax),
+	}
+	if r.Slow != nil {
+		count, threshold, recent := r.Slow.Snapshot()
+		out.SlowRpcs, out.SlowRpcThreshold = count, durationpb.New(threshold)
+		for _, rpc := range recent {
+			out.RecentSlowRpcs = append(out.RecentSlowRpcs, &vegav1.SlowRPC{
+				Method: rpc.Method, Duration: durationpb.New(rpc.Duration), Code: rpc.Code, Time: timestamppb.New(rpc.Time),
+			})
+		}
+	}
+	s.Runtime = out
+}
+
+func (r RuntimeReporter) Reset() {
+	if r.Slow != nil {
+		r.Slow.Reset()
+	}
+}
+
+// LeakReporter reports a monitor.LeakDetector.
+type LeakReporter struct{ Detector *monitor.LeakDetector }
+
+func (r LeakReporter) Report(s *vegav1.Stats) {
+	rep := r.Detector.Report()
+	out := &vegav1.MemoryLeaksStats{
+		Suspected: rep.Suspected, Window: durationpb.New(rep.Window), Samples: int64(rep.Samples),
+		HeapGrowthBytesPerMinute: rep.HeapGrowthPerMinute, GoroutineGrowthPerMinute: rep.GoroutineGrowthPerMinute,
+		Reason: rep.Reason,
+	}
+	for _, g := range rep.GrowingStacks {
+		out.GrowingStacks = append(out.GrowingStacks, &vegav1.GrowingStack{Count: g.Count, Growth: g.Growth, Functions: g.Functions})
+	}
+	s.MemoryLeaks = out
+}
+
+func (r LeakReporter) Reset() { r.Detector.Reset() }

@@ -28,6 +28,12 @@ type Config struct {
 	LogLevel        string        `yaml:"log_level"`        // VEGA_LOG_LEVEL: debug, info, warn, error
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"` // VEGA_SHUTDOWN_TIMEOUT, default 15s
 	DrainDelay      time.Duration `yaml:"drain_delay"`      // VEGA_DRAIN_DELAY, default 0
+	// SlowRPCThreshold: RPCs at least this long are listed in PerfAdmin's
+	// runtime section; VEGA_SLOW_RPC_THRESHOLD, default 1s.
+	SlowRPCThreshold time.Duration `yaml:"slow_rpc_threshold"`
+	// Tracing is on when OTEL_EXPORTER_OTLP_ENDPOINT or
+	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set (environment only).
+	Tracing bool `yaml:"-"`
 
 	TLS    TLSConfig    `yaml:"tls"`
 	LLM    LLMConfig    `yaml:"llm"`
@@ -126,14 +132,15 @@ type LimitConfig struct {
 
 func defaultConfig() Config {
 	return Config{
-		GRPCAddr:        ":50051",
-		HTTPAddr:        ":8080",
-		DataDir:         "./data",
-		LogLevel:        "info",
-		ShutdownTimeout: 15 * time.Second,
-		Fetch:           FetchConfig{MaxBodyBytes: 10 << 20, Timeout: 30 * time.Second, MaxRedirects: 5},
-		Notify:          NotifyConfig{IdempotencyRetention: 24 * time.Hour},
-		Cache:           CacheConfig{GenerateTTL: 300 * time.Second, FetchTTL: 60 * time.Second, MaxBytes: 64 << 20, StaleFor: 30 * time.Second},
+		GRPCAddr:         ":50051",
+		HTTPAddr:         ":8080",
+		DataDir:          "./data",
+		LogLevel:         "info",
+		ShutdownTimeout:  15 * time.Second,
+		SlowRPCThreshold: time.Second,
+		Fetch:            FetchConfig{MaxBodyBytes: 10 << 20, Timeout: 30 * time.Second, MaxRedirects: 5},
+		Notify:           NotifyConfig{IdempotencyRetention: 24 * time.Hour},
+		Cache:            CacheConfig{GenerateTTL: 300 * time.Second, FetchTTL: 60 * time.Second, MaxBytes: 64 << 20, StaleFor: 30 * time.Second},
 		Pool: PoolConfig{
 			MaxConnectionsPerHost: 10, MaxTotalConnections: 100,
 			ConnectionTTL: 300 * time.Second, IdleTimeout: 60 * time.Second,
@@ -186,6 +193,7 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 	str("VEGA_TLS_KEY", &cfg.TLS.KeyFile)
 	str("VEGA_TLS_CLIENT_CA", &cfg.TLS.ClientCAFile)
 	list("VEGA_FETCH_ALLOW", &cfg.Fetch.Allow)
+	cfg.Tracing = getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
 
 	if v := getenv("VEGA_OLLAMA_URL"); v != "" {
 		cfg.LLM.Backends = upsertBackend(cfg.LLM.Backends, BackendConfig{Name: "ollama", Type: "ollama", URL: v})
@@ -219,6 +227,7 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 	}{
 		{"VEGA_SHUTDOWN_TIMEOUT", &cfg.ShutdownTimeout, false},
 		{"VEGA_DRAIN_DELAY", &cfg.DrainDelay, false},
+		{"VEGA_SLOW_RPC_THRESHOLD", &cfg.SlowRPCThreshold, false},
 		{"VEGA_SIM_LATENCY", &cfg.LLM.Sim.Latency, false},
 		{"COALESCE_CACHE_TTL", &cfg.Cache.GenerateTTL, true},
 		{"INTEGRATION_CACHE_TTL", &cfg.Cache.FetchTTL, true},
@@ -359,6 +368,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DrainDelay < 0 {
 		return errors.New("VEGA_DRAIN_DELAY: must not be negative")
+	}
+	if c.SlowRPCThreshold <= 0 {
+		return errors.New("VEGA_SLOW_RPC_THRESHOLD: must be positive")
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		return errors.New("VEGA_TLS_CERT / VEGA_TLS_KEY: set both or neither")

@@ -16,8 +16,10 @@ import (
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -40,8 +42,10 @@ import (
 	"github.com/vega-gateway/vega/perf/cache"
 	"github.com/vega-gateway/vega/perf/coalesce"
 	"github.com/vega-gateway/vega/perf/connpool"
+	"github.com/vega-gateway/vega/perf/monitor"
 	"github.com/vega-gateway/vega/perf/ratelimit"
 	"github.com/vega-gateway/vega/service"
+	"github.com/vega-gateway/vega/service/promstats"
 )
 
 // gRPC server bounds (SPEC §8).
@@ -65,6 +69,8 @@ type Server struct {
 	fetcher *fetch.Client
 	router  *service.Router
 	cache   *cache.Cache
+	leaks   *monitor.LeakDetector
+	tracing *tracing
 
 	grpcLn, httpLn net.Listener
 	ready          chan struct{} // closed when shutdown begins; readyz fails from then
@@ -181,12 +187,17 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	}, s.router, notifySvc)
 	chain := perfChain{table: table, cache: s.cache, group: group, breakers: breakers, limiters: limiters}
 	streams := &service.StreamStats{}
+	slow := monitor.NewSlowLog(cfg.SlowRPCThreshold, 0)
+	s.leaks = monitor.NewLeakDetector(monitor.LeakSettings{})
+	if s.tracing, err = newTracing(cfg.Tracing); err != nil {
+		return nil, fmt.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT: %w", err)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	reg.MustRegister(metrics)
 
-	opts, err := s.serverOptions(metrics, auth, streams, chain)
+	opts, err := s.serverOptions(metrics, auth, streams, slow, chain)
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +205,9 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	vegav1.RegisterGenerateServiceServer(s.grpc, generateSvc)
 	vegav1.RegisterFetchServiceServer(s.grpc, fetchSvc)
 	vegav1.RegisterNotifyServiceServer(s.grpc, notifySvc)
-	vegav1.RegisterPerfAdminServiceServer(s.grpc, service.NewPerfAdminService(log,
+	admin := service.NewPerfAdminService(log,
+		service.Section{ID: vegav1.StatsSection_STATS_SECTION_RUNTIME, Reporter: service.RuntimeReporter{Slow: slow}},
+		service.Section{ID: vegav1.StatsSection_STATS_SECTION_MEMORY_LEAKS, Reporter: service.LeakReporter{Detector: s.leaks}},
 		service.Section{ID: vegav1.StatsSection_STATS_SECTION_INTEGRATIONS, Reporter: backends},
 		service.Section{ID: vegav1.StatsSection_STATS_SECTION_STREAMING, Reporter: streams},
 		service.Section{ID: vegav1.StatsSection_STATS_SECTION_REQUEST_COALESCING, Reporter: service.CoalesceReporter{Group: group}},
@@ -202,7 +215,9 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 		service.Section{ID: vegav1.StatsSection_STATS_SECTION_CIRCUIT_BREAKERS, Reporter: service.BreakerReporter{Set: breakers}},
 		service.Section{ID: vegav1.StatsSection_STATS_SECTION_RATE_LIMITERS, Reporter: service.LimiterReporter{Set: limiters}},
 		service.Section{ID: vegav1.StatsSection_STATS_SECTION_CONNECTION_POOL, Reporter: service.PoolReporter{Pool: pool}},
-	).WithActions(breakers, s.cache))
+	).WithActions(breakers, s.cache)
+	vegav1.RegisterPerfAdminServiceServer(s.grpc, admin)
+	reg.MustRegister(promstats.NewCollector(admin.Snapshot))
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
@@ -229,7 +244,8 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 // caller sends can crash the process, and before the perf chain so that
 // cache keys know the caller's tenant and unauthenticated calls spend
 // nothing. The perf chain is described at perfChain.
-func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics, auth *service.Auth, streams *service.StreamStats, chain perfChain) ([]grpc.ServerOption, error) {
+func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics, auth *service.Auth, streams *service.StreamStats,
+	slow *monitor.SlowLog, chain perfChain) ([]grpc.ServerOption, error) {
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		s.log.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
@@ -238,14 +254,20 @@ func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics, auth *service.Au
 		s.log.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
 	})
+	// Long-lived PerfAdmin watches are not slow RPCs.
+	notAdmin := selector.MatchFunc(func(_ context.Context, m interceptors.CallMeta) bool {
+		return m.Service != vegav1.PerfAdminService_ServiceDesc.ServiceName
+	})
 	unary := append([]grpc.UnaryServerInterceptor{
 		metrics.UnaryServerInterceptor(),
+		slow.UnaryServerInterceptor(),
 		logging.UnaryServerInterceptor(logger, logOpts...),
 		recovery.UnaryServerInterceptor(onPanic),
 		auth.UnaryServerInterceptor(),
 	}, chain.unary()...)
 	stream := append([]grpc.StreamServerInterceptor{
 		metrics.StreamServerInterceptor(),
+		selector.StreamServerInterceptor(slow.StreamServerInterceptor(), notAdmin),
 		logging.StreamServerInterceptor(logger, logOpts...),
 		recovery.StreamServerInterceptor(onPanic),
 		auth.StreamServerInterceptor(),
@@ -266,6 +288,7 @@ func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics, auth *service.Au
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 	}
+	opts = append(opts, s.tracing.serverOption()...)
 	if s.cfg.TLS.CertFile != "" {
 		creds, err := s.tlsCredentials()
 		if err != nil {
@@ -338,12 +361,17 @@ func (s *Server) Serve(ctx context.Context) error {
 			errc <- nil
 		}()
 	}
+	monitorCtx, stopMonitor := context.WithCancel(context.Background())
+	monitorDone := make(chan struct{})
+	go func() { s.leaks.Run(monitorCtx); close(monitorDone) }()
 	var serveErr error
 	select {
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
 	s.shutdown()
+	stopMonitor()
+	<-monitorDone
 	return serveErr
 }
 
@@ -372,6 +400,11 @@ func (s *Server) shutdown() {
 	s.cache.Close()
 	_ = s.pool.Close()
 	s.fetcher.CloseIdleConnections()
+	flushCtx, cancelFlush := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelFlush()
+	if err := s.tracing.shutdown(flushCtx); err != nil {
+		s.log.Warn("flushing traces failed", "err", err)
+	}
 	s.log.Info("stopped")
 }
 
