@@ -6,7 +6,7 @@ BIN := $(abspath .tmp/bin)
 export PATH := $(BIN):$(PATH)
 # Tools are pinned in tools/go.mod (buf, protoc-gen-go-grpc, staticcheck,
 # grpcurl) and go.mod (protoc-gen-go) and built into .tmp/bin.
-TOOLS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/staticcheck $(BIN)/grpcurl $(BIN)/ghz
+TOOLS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/staticcheck $(BIN)/grpcurl $(BIN)/benchstat $(BIN)/ghz
 
 .PHONY: help
 help: ## Describe the make targets
@@ -26,8 +26,11 @@ test: ## Run every test with the race detector
 	go test -race -count=1 -timeout 20m ./...
 
 .PHONY: bench
-bench: ## Run the Go benchmarks
-	go test -run '^$$' -bench . -benchmem ./...
+bench: $(TOOLS) ## Run the Go benchmarks, each mechanism beside its anchor, and print the ratios (benchstat)
+	@mkdir -p .tmp/bench
+	go test -run '^$$' -bench . -benchmem -count 5 -timeout 30m ./perf/... ./cmd/server/ | tee .tmp/bench/raw.txt
+	benchstat -col /impl .tmp/bench/raw.txt || true
+	benchstat -col /path .tmp/bench/raw.txt || true
 
 .PHONY: tools
 tools: $(TOOLS) ## Build the pinned tools into .tmp/bin
@@ -35,9 +38,9 @@ tools: $(TOOLS) ## Build the pinned tools into .tmp/bin
 $(BIN)/protoc-gen-go: go.mod
 	go build -o $@ google.golang.org/protobuf/cmd/protoc-gen-go
 
-$(BIN)/buf $(BIN)/protoc-gen-go-grpc $(BIN)/staticcheck $(BIN)/grpcurl &: tools/go.mod
-	cd tools && go build -o $(BIN)/ github.com/bufbuild/buf/cmd/buf google.golang.org/grpc/cmd/protoc-gen-go-grpc honnef.co/go/tools/cmd/staticcheck github.com/fullstorydev/grpcurl/cmd/grpcurl
-	@touch $(BIN)/buf $(BIN)/protoc-gen-go-grpc $(BIN)/staticcheck $(BIN)/grpcurl
+$(BIN)/buf $(BIN)/protoc-gen-go-grpc $(BIN)/staticcheck $(BIN)/grpcurl $(BIN)/benchstat &: tools/go.mod
+	cd tools && go build -o $(BIN)/ github.com/bufbuild/buf/cmd/buf google.golang.org/grpc/cmd/protoc-gen-go-grpc honnef.co/go/tools/cmd/staticcheck github.com/fullstorydev/grpcurl/cmd/grpcurl golang.org/x/perf/cmd/benchstat
+	@touch $(BIN)/buf $(BIN)/protoc-gen-go-grpc $(BIN)/staticcheck $(BIN)/grpcurl $(BIN)/benchstat
 
 $(BIN)/ghz: tools/ghz/go.mod
 	cd tools/ghz && go build -o $(BIN)/ghz github.com/bojand/ghz/cmd/ghz

@@ -62,9 +62,11 @@ func (s *PerfAdminService) GetStats(_ context.Context, in *vegav1.GetStatsReques
 }
 
 // WatchStats implements vega.v1.PerfAdminService. Each tick builds a fresh
-// snapshot; while a slow reader is still receiving one, the ticks it misses
-// are dropped (time.Ticker drops them), so it always gets the newest state
-// and never makes the server queue anything.
+// snapshot; while a send waits on a slow reader (HTTP/2 flow control), the
+// ticks it misses are dropped (time.Ticker drops them), so the server never
+// queues snapshots and its memory for the stream stays within grpc-go's
+// per-stream write quota (64 KiB). A reader that falls behind first drains
+// what its own transport had already received, then gets fresh snapshots.
 func (s *PerfAdminService) WatchStats(in *vegav1.WatchStatsRequest, stream grpc.ServerStreamingServer[vegav1.WatchStatsResponse]) error {
 	want, err := sectionSet(in.GetSections())
 	if err != nil {

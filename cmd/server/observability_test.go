@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	vegav1 "github.com/vega-gateway/vega/gen/vega/v1"
 )
@@ -99,4 +100,40 @@ func TestTracingOnStartsAndStops(t *testing.T) {
 	require.NotNil(t, g.srv.tracing.provider)
 	_, err := g.generate().Generate(ctxTimeout(t, 10*time.Second), &vegav1.GenerateRequest{Model: "sim", Prompt: "traced"})
 	require.NoError(t, err)
+}
+
+func TestWatchStatsSlowReaderNeverSlowsTheServer(t *testing.T) {
+	g := startGateway(t, map[string]string{"VEGA_ADMIN_API_KEY": "k"})
+	ctx := withKey(ctxTimeout(t, 20*time.Second), "k")
+	watch, err := g.admin().WatchStats(ctx, &vegav1.WatchStatsRequest{Interval: durationpb.New(100 * time.Millisecond)})
+	require.NoError(t, err)
+	first, err := watch.Recv()
+	require.NoError(t, err)
+
+	// The watcher stops reading for 4 s (40 intervals). Meanwhile the
+	// server answers other calls at once.
+	for range 20 {
+		start := time.Now()
+		_, err := g.admin().GetStats(ctx, &vegav1.GetStatsRequest{})
+		require.NoError(t, err)
+		assert.Less(t, time.Since(start), time.Second)
+		time.Sleep(200 * time.Millisecond)
+	}
+	// The server never queues snapshots: one is built per tick, and ticks
+	// missed while a send waits on flow control are dropped. What the
+	// watcher's own transport already received arrives first (at most one
+	// per interval of the pause), then fresh ones.
+	resumed := time.Now()
+	var n int
+	for {
+		snap, err := watch.Recv()
+		require.NoError(t, err)
+		n++
+		if snap.GetStats().GetTime().AsTime().After(resumed) {
+			break
+		}
+		require.LessOrEqual(t, n, 41, "more snapshots than intervals: something queued them")
+	}
+	assert.True(t, resumed.After(first.GetStats().GetTime().AsTime()))
+	t.Logf("%d buffered snapshots before a fresh one", n-1)
 }
