@@ -92,72 +92,87 @@ var validRoles = map[string]bool{"system": true, "user": true, "assistant": true
 
 // llmRequest validates a Generate request and converts it.
 func llmRequest(in generateParams) (*llm.Request, error) {
-	model := in.GetModel()
-	switch {
-	case model == "":
-		return nil, invalidArgument("model", `required (the built-in model is "sim")`)
-	case len(model) > maxModelLen:
-		return nil, invalidArgument("model", "longer than %d bytes", maxModelLen)
-	case !utf8.ValidString(model):
-		return nil, invalidArgument("model", "not valid UTF-8")
+	if err := validateGenerate(in); err != nil {
+		return nil, err
 	}
-	prompt, msgs := in.GetPrompt(), in.GetMessages()
-	switch {
-	case prompt == "" && len(msgs) == 0:
-		return nil, invalidArgument("prompt", "set prompt or messages")
-	case prompt != "" && len(msgs) > 0:
-		return nil, invalidArgument("prompt", "set prompt or messages, not both")
-	case len(prompt) > maxPromptBytes:
-		return nil, invalidArgument("prompt", "longer than %d bytes", maxPromptBytes)
-	case len(msgs) > maxMessages:
-		return nil, invalidArgument("messages", "more than %d messages", maxMessages)
-	}
-	req := &llm.Request{Model: model, Prompt: prompt}
-	total := 0
-	for i, m := range msgs {
-		if !validRoles[m.GetRole()] {
-			return nil, invalidArgument("messages", "message %d: role %q is not one of system, user, assistant, tool", i, m.GetRole())
-		}
-		total += len(m.GetContent())
-		if total > maxPromptBytes {
-			return nil, invalidArgument("messages", "longer than %d bytes in all", maxPromptBytes)
-		}
+	req := &llm.Request{Model: in.GetModel(), Prompt: in.GetPrompt()}
+	for _, m := range in.GetMessages() {
 		req.Messages = append(req.Messages, llm.Message{Role: m.GetRole(), Content: m.GetContent()})
 	}
-	if err := applyOptions(&req.Options, in.GetOptions()); err != nil {
-		return nil, err
-	}
-	if err := checkCacheControl(in.GetCacheControl()); err != nil {
-		return nil, err
+	if o := in.GetOptions(); o != nil {
+		if o.Temperature != nil {
+			t := o.GetTemperature()
+			req.Options.Temperature = &t
+		}
+		if o.TopP != nil {
+			p := o.GetTopP()
+			req.Options.TopP = &p
+		}
+		if o.Seed != nil {
+			seed := o.GetSeed()
+			req.Options.Seed = &seed
+		}
+		req.Options.MaxTokens = int(o.GetMaxTokens())
+		req.Options.Stop = append([]string(nil), o.GetStop()...)
 	}
 	return req, nil
 }
 
-func applyOptions(dst *llm.Options, o *vegav1.SamplingOptions) error {
+// validateGenerate checks a Generate request without allocating (it runs
+// on every call, in the policy plan and in the handler).
+func validateGenerate(in generateParams) error {
+	model := in.GetModel()
+	switch {
+	case model == "":
+		return invalidArgument("model", `required (the built-in model is "sim")`)
+	case len(model) > maxModelLen:
+		return invalidArgument("model", "longer than %d bytes", maxModelLen)
+	case !utf8.ValidString(model):
+		return invalidArgument("model", "not valid UTF-8")
+	}
+	prompt, msgs := in.GetPrompt(), in.GetMessages()
+	switch {
+	case prompt == "" && len(msgs) == 0:
+		return invalidArgument("prompt", "set prompt or messages")
+	case prompt != "" && len(msgs) > 0:
+		return invalidArgument("prompt", "set prompt or messages, not both")
+	case len(prompt) > maxPromptBytes:
+		return invalidArgument("prompt", "longer than %d bytes", maxPromptBytes)
+	case len(msgs) > maxMessages:
+		return invalidArgument("messages", "more than %d messages", maxMessages)
+	}
+	total := 0
+	for i, m := range msgs {
+		if !validRoles[m.GetRole()] {
+			return invalidArgument("messages", "message %d: role %q is not one of system, user, assistant, tool", i, m.GetRole())
+		}
+		total += len(m.GetContent())
+		if total > maxPromptBytes {
+			return invalidArgument("messages", "longer than %d bytes in all", maxPromptBytes)
+		}
+	}
+	if err := checkOptions(in.GetOptions()); err != nil {
+		return err
+	}
+	return checkCacheControl(in.GetCacheControl())
+}
+
+func checkOptions(o *vegav1.SamplingOptions) error {
 	if o == nil {
 		return nil
 	}
 	if o.Temperature != nil {
-		t := o.GetTemperature()
-		if math.IsNaN(t) || t < 0 || t > 2 {
+		if t := o.GetTemperature(); math.IsNaN(t) || t < 0 || t > 2 {
 			return invalidArgument("options.temperature", "must be between 0 and 2, got %v", t)
 		}
-		dst.Temperature = &t
 	}
 	if o.TopP != nil {
-		p := o.GetTopP()
-		if math.IsNaN(p) || p < 0 || p > 1 {
+		if p := o.GetTopP(); math.IsNaN(p) || p < 0 || p > 1 {
 			return invalidArgument("options.top_p", "must be between 0 and 1, got %v", p)
 		}
-		dst.TopP = &p
 	}
 	if n := o.GetMaxTokens(); n < 0 || n > maxTokensLimit {
 		return invalidArgument("options.max_tokens", "must be between 0 and %d, got %d", maxTokensLimit, n)
-	}
-	dst.MaxTokens = int(o.GetMaxTokens())
-	if o.Seed != nil {
-		seed := o.GetSeed()
-		dst.Seed = &seed
 	}
 	if len(o.GetStop()) > maxStops {
 		return invalidArgument("options.stop", "at most %d stop sequences", maxStops)
@@ -167,7 +182,6 @@ func applyOptions(dst *llm.Options, o *vegav1.SamplingOptions) error {
 			return invalidArgument("options.stop", "each stop sequence must be 1 to %d bytes", maxStopLen)
 		}
 	}
-	dst.Stop = append([]string(nil), o.GetStop()...)
 	return nil
 }
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	vegav1 "github.com/vega-gateway/vega/gen/vega/v1"
@@ -71,16 +73,16 @@ func PolicyTable(s PolicySettings, router *Router, notify *NotifyService) policy
 }
 
 func planGenerate(ctx context.Context, s PolicySettings, router *Router, in generateParams) (*policy.Decision, error) {
-	req, err := llmRequest(in)
-	if err != nil {
+	if err := validateGenerate(in); err != nil {
 		return nil, err
 	}
-	backend := router.BackendFor(req.Model)
+	backend := router.BackendFor(in.GetModel())
 	d := &policy.Decision{TTL: s.GenerateTTL}
 	if backend != SimBackend { // the in-process sim needs no protection
 		d.Backend, d.Limit, d.Break = backend, true, true
 	}
-	deterministic := (req.Options.Temperature != nil && *req.Options.Temperature == 0) || req.Options.Seed != nil
+	o := in.GetOptions()
+	deterministic := o != nil && ((o.Temperature != nil && o.GetTemperature() == 0) || o.Seed != nil)
 	cc := in.GetCacheControl()
 	switch cc.GetMode() {
 	case vegav1.CacheMode_CACHE_MODE_BYPASS:
@@ -97,19 +99,33 @@ func planGenerate(ctx context.Context, s PolicySettings, router *Router, in gene
 	if ttl := cc.GetTtl(); ttl != nil && ttl.AsDuration() > 0 {
 		d.TTL = ttl.AsDuration()
 	}
-	// The key covers every field that changes the answer and none that
-	// does not (cache_control), plus the method and the caller's tenant.
-	canonical := &vegav1.GenerateRequest{Model: in.GetModel(), Prompt: in.GetPrompt(), Messages: in.GetMessages(), Options: in.GetOptions()}
-	method := "generate"
-	if _, stream := in.(*vegav1.GenerateStreamRequest); stream {
-		method = "generate-stream"
-	}
-	h, err := policy.HashKey(Tenant(ctx), method, canonical)
+	key, err := generateKey(Tenant(ctx), backend, in)
 	if err != nil {
 		return nil, err
 	}
-	d.Key = "generate/" + backend + "/" + h
+	d.Key = key
 	return d, nil
+}
+
+// generateKey covers every field that changes the answer and none that does
+// not (cache_control), plus the method and the caller's tenant. The request
+// belongs to this call alone, so cache_control is set aside while it is
+// encoded instead of copying the message.
+func generateKey(tenant, backend string, in generateParams) (string, error) {
+	prefix := []string{"generate/", backend, "/"}
+	switch r := in.(type) {
+	case *vegav1.GenerateRequest:
+		cc := r.CacheControl
+		r.CacheControl = nil
+		defer func() { r.CacheControl = cc }()
+		return policy.Key(prefix, tenant, "generate", r)
+	case *vegav1.GenerateStreamRequest:
+		cc := r.CacheControl
+		r.CacheControl = nil
+		defer func() { r.CacheControl = cc }()
+		return policy.Key(prefix, tenant, "generate-stream", r)
+	}
+	return "", status.Error(codes.Internal, "unexpected request type")
 }
 
 func planFetch(ctx context.Context, s PolicySettings, in *vegav1.FetchRequest) (*policy.Decision, error) {
@@ -125,12 +141,12 @@ func planFetch(ctx context.Context, s PolicySettings, in *vegav1.FetchRequest) (
 	}
 	host := strings.ToLower(u.Host)
 	canonical := &vegav1.FetchRequest{Url: req.URL, Method: req.Method, Headers: in.GetHeaders(), MaxBytes: in.GetMaxBytes()}
-	h, err := policy.HashKey(Tenant(ctx), "fetch", canonical)
+	key, err := policy.Key([]string{"fetch/", host, "/"}, Tenant(ctx), "fetch", canonical)
 	if err != nil {
 		return nil, err
 	}
 	return &policy.Decision{
-		Key: "fetch/" + host + "/" + h, Backend: "fetch:" + host,
+		Key: key, Backend: "fetch:" + host,
 		Coalesce: true, ReadCache: true, WriteCache: true, TTL: s.FetchTTL,
 		Limit: true, Break: true,
 	}, nil

@@ -66,7 +66,13 @@ func TestGracefulShutdownFinishesInFlightCalls(t *testing.T) {
 		_, err := g.generate().Generate(ctx, &vegav1.GenerateRequest{Model: "sim", Prompt: "in flight"})
 		result <- err
 	}()
-	<-entered // the call is inside the backend now
+	select { // the call is inside the backend now
+	case <-entered:
+	case err := <-result:
+		t.Fatalf("the call ended before reaching the backend: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call never reached the backend")
+	}
 
 	require.NoError(t, stop())
 	require.NoError(t, <-result, "the call in flight when shutdown began completed")

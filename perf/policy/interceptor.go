@@ -28,7 +28,7 @@ func UnaryServerInterceptor(table Table) grpc.UnaryServerInterceptor {
 		}
 		resp, err := handler(NewContext(ctx, d), req)
 		if err == nil {
-			_ = grpc.SetHeader(ctx, metadata.Pairs(ServedFromHeader, d.ServedFrom))
+			_ = grpc.SetHeader(ctx, servedFromMD(d.ServedFrom))
 		}
 		return resp, err
 	}
@@ -114,7 +114,7 @@ func (s *PlannedStream) SendMsg(m any) error {
 
 func (s *PlannedStream) sendHeader() {
 	s.once.Do(func() {
-		_ = s.ServerStream.SetHeader(metadata.Pairs(ServedFromHeader, s.d.ServedFrom))
+		_ = s.ServerStream.SetHeader(servedFromMD(s.d.ServedFrom))
 	})
 }
 
@@ -126,4 +126,20 @@ func RetryDelay(st *status.Status) time.Duration {
 		}
 	}
 	return 0
+}
+
+// The four possible headers, built once: grpc-go copies header metadata it
+// is given, so sharing them costs nothing per call.
+var servedFromMDs = map[string]metadata.MD{
+	FromBackend:   metadata.Pairs(ServedFromHeader, FromBackend),
+	FromCache:     metadata.Pairs(ServedFromHeader, FromCache),
+	FromCoalesced: metadata.Pairs(ServedFromHeader, FromCoalesced),
+	FromStale:     metadata.Pairs(ServedFromHeader, FromStale),
+}
+
+func servedFromMD(v string) metadata.MD {
+	if md, ok := servedFromMDs[v]; ok {
+		return md
+	}
+	return metadata.Pairs(ServedFromHeader, v)
 }

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -197,20 +199,46 @@ func ClassifyCall(ctx context.Context, d *Decision, resp any, err error) Result 
 	return d.Classify(resp, err)
 }
 
-// HashKey returns a fixed-size, collision-resistant digest of the request as
-// seen by tenant on method. The encoding is deterministic protobuf, so equal
-// requests give equal keys whatever the field order on the wire.
-func HashKey(tenant, method string, m proto.Message) (string, error) {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+// Key returns the prefix parts followed by the hex SHA-256 of the request as seen by
+// tenant on method: a fixed-size, collision-resistant identity for equal
+// requests. The encoding is deterministic protobuf, so equal requests give
+// equal keys whatever the field order on the wire. The result is the only
+// allocation.
+func Key(prefix []string, tenant, method string, m proto.Message) (string, error) {
+	bp := keyBufs.Get().(*[]byte)
+	defer keyBufs.Put(bp)
+	buf := append((*bp)[:0], tenant...)
+	buf = append(buf, 0)
+	buf = append(buf, method...)
+	buf = append(buf, 0)
+	buf, err := proto.MarshalOptions{Deterministic: true}.MarshalAppend(buf, m)
 	if err != nil {
 		return "", err
 	}
-	h := sha256.New()
-	h.Write([]byte(tenant))
-	h.Write([]byte{0})
-	h.Write([]byte(method))
-	h.Write([]byte{0})
-	h.Write(b)
-	var sum [sha256.Size]byte
-	return hex.EncodeToString(h.Sum(sum[:0])), nil
+	if cap(buf) <= maxPooledKeyBuf {
+		*bp = buf
+	}
+	sum := sha256.Sum256(buf)
+	var hexSum [2 * sha256.Size]byte
+	hex.Encode(hexSum[:], sum[:])
+	n := len(hexSum)
+	for _, p := range prefix {
+		n += len(p)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, p := range prefix {
+		b.WriteString(p)
+	}
+	b.Write(hexSum[:])
+	return b.String(), nil
 }
+
+// HashKey is Key without a prefix.
+func HashKey(tenant, method string, m proto.Message) (string, error) {
+	return Key(nil, tenant, method, m)
+}
+
+const maxPooledKeyBuf = 64 << 10
+
+var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
