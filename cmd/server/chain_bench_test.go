@@ -2,14 +2,17 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/test/bufconn"
 
 	vegav1 "github.com/vega-gateway/vega/gen/vega/v1"
@@ -74,27 +77,45 @@ func BenchmarkChainInProcess(b *testing.B) {
 	handler := func(context.Context, any) (any, error) { return resp, nil }
 	info := &grpc.UnaryServerInfo{FullMethod: vegav1.GenerateService_Generate_FullMethodName}
 	intercept := compose(chain.unary())
-	miss := &vegav1.GenerateRequest{Model: "m", Prompt: "a prompt of a few words"}
-	hit := &vegav1.GenerateRequest{Model: "m", Prompt: "a prompt of a few words", Options: &vegav1.SamplingOptions{Temperature: &zeroTemp}}
-	if _, err := intercept(context.Background(), hit, info, handler); err != nil {
+	// A server transport stream in the context, as gRPC provides, so that
+	// setting the served-from header succeeds as it does in a server.
+	ctx := grpc.NewContextWithServerTransportStream(context.Background(), headerSink{})
+	// Each goroutine has its own requests (as every RPC has), distinct
+	// prompts for misses (no two calls share a flight) and one cached
+	// deterministic request for hits.
+	var goroutine atomic.Int64
+	requests := func(deterministic bool) []*vegav1.GenerateRequest {
+		g := goroutine.Add(1)
+		out := make([]*vegav1.GenerateRequest, 1024)
+		for i := range out {
+			out[i] = &vegav1.GenerateRequest{Model: "m", Prompt: fmt.Sprintf("prompt %d of goroutine %d", i, g)}
+			if deterministic {
+				out[i].Prompt = "the cached prompt"
+				out[i].Options = &vegav1.SamplingOptions{Temperature: &zeroTemp}
+			}
+		}
+		return out
+	}
+	warm := &vegav1.GenerateRequest{Model: "m", Prompt: "the cached prompt", Options: &vegav1.SamplingOptions{Temperature: &zeroTemp}}
+	if _, err := intercept(ctx, warm, info, handler); err != nil {
 		b.Fatal(err)
 	}
-	run := func(name string, call func() (any, error)) {
+	run := func(name string, deterministic bool, call func(req *vegav1.GenerateRequest) (any, error)) {
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if _, err := call(); err != nil {
+				reqs := requests(deterministic)
+				for i := 0; pb.Next(); i++ {
+					if _, err := call(reqs[i%len(reqs)]); err != nil {
 						b.Fatal(err)
 					}
 				}
 			})
 		})
 	}
-	ctx := context.Background()
-	run("path=bare", func() (any, error) { return handler(ctx, miss) })
-	run("path=miss", func() (any, error) { return intercept(ctx, miss, info, handler) })
-	run("path=hit", func() (any, error) { return intercept(ctx, hit, info, handler) })
+	run("path=bare", false, func(req *vegav1.GenerateRequest) (any, error) { return handler(ctx, req) })
+	run("path=miss", false, func(req *vegav1.GenerateRequest) (any, error) { return intercept(ctx, req, info, handler) })
+	run("path=hit", true, func(req *vegav1.GenerateRequest) (any, error) { return intercept(ctx, req, info, handler) })
 }
 
 // BenchmarkChainBufconn is the same over a real gRPC server on bufconn, with
@@ -137,3 +158,11 @@ func BenchmarkChainBufconn(b *testing.B) {
 	run("path=miss", chained, miss)
 	run("path=hit", chained, hit)
 }
+
+// headerSink is the server transport stream of the in-process benchmark.
+type headerSink struct{}
+
+func (headerSink) Method() string               { return vegav1.GenerateService_Generate_FullMethodName }
+func (headerSink) SetHeader(metadata.MD) error  { return nil }
+func (headerSink) SendHeader(metadata.MD) error { return nil }
+func (headerSink) SetTrailer(metadata.MD) error { return nil }
