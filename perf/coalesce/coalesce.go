@@ -26,10 +26,11 @@ type Group struct {
 // Option configures a Group.
 type Option func(*Group)
 
-// WithPanicHandler sets the function called, on the flight's goroutine,
-// once per flight that panicked or called runtime.Goexit, after its waiters
-// were released. The default logs the key, the panic value and the stack
-// with slog.Error. h must not panic.
+// WithPanicHandler sets the function called once per flight that panicked
+// or called runtime.Goexit, after its waiters were released, on the
+// goroutine fn ran on: the leader's for Do, the flight's for DoStream. The
+// default logs the key, the panic value and the stack with slog.Error. h
+// must not panic.
 func WithPanicHandler(h func(key string, err *PanicError)) Option {
 	return func(g *Group) { g.onPanic = h }
 }
@@ -49,7 +50,7 @@ func New(opts ...Option) *Group {
 type PanicError struct {
 	Value  any    // what fn panicked with; nil after runtime.Goexit
 	Goexit bool   // fn called runtime.Goexit instead of returning
-	Stack  []byte // the flight goroutine's stack at the panic
+	Stack  []byte // the stack of the goroutine fn ran on, at the panic
 }
 
 func (e *PanicError) Error() string {
@@ -74,9 +75,9 @@ type flight struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// waiters counts the callers that still want the result; guarded by
-	// Group.mu. The flight is abandoned (ctx cancelled, key removed) when
-	// it drops to zero before fn returns.
+	// waiters counts the callers that still want the result, the first
+	// caller included; guarded by Group.mu. The flight is abandoned (ctx
+	// cancelled, key removed) when it drops to zero before fn returns.
 	waiters int
 }
 
@@ -85,12 +86,15 @@ func newFlight(ctx context.Context, key string) flight {
 	return flight{key: key, ctx: fctx, cancel: cancel, waiters: 1}
 }
 
-// call is a unary flight. Its waiters wait for ctx to end: once a call has
-// waiters, that happens only when fn has returned, since the last waiter
-// leaving removes the call from the map before cancelling it.
+// call is a unary flight. fn runs on the goroutine of the caller that
+// started it (the leader); the others (followers) wait for ctx to end: once
+// a call has followers, that happens only when fn has returned, since the
+// last waiter leaving removes the call from the map before cancelling it.
+// A follower is the only one to ask for ctx.Done, so the channel it waits
+// on is made (lazily, by the context package) only when one joins.
 type call struct {
 	flight
-	val any // written once by the flight goroutine before ctx is cancelled
+	val any // written once by the leader before ctx is cancelled
 	err error
 }
 
@@ -98,12 +102,18 @@ type call struct {
 // to each of them. joined reports that this caller joined a flight another
 // caller started.
 //
-// fn runs on its own goroutine with a context that carries the first
-// caller's values but not its deadline or cancellation; that context is
-// cancelled once every caller has left. A caller whose ctx ends returns
-// ctx.Err() at once and leaves the others waiting. A panic or
-// runtime.Goexit in fn becomes a *PanicError for every waiter. v is shared
-// by all the waiters and must be treated as immutable.
+// fn runs on the goroutine of the caller that started the flight (the
+// leader), with a context that carries the leader's values but not its
+// deadline or cancellation; that context is cancelled once every caller
+// has left. A caller that joined and whose ctx ends returns ctx.Err() at
+// once and leaves the others waiting. The leader cannot return before fn
+// does: when its ctx ends it leaves the flight at once (cancelling it if
+// nobody else waits), and returns its ctx.Err() when fn returns. A panic
+// or runtime.Goexit in fn becomes a *PanicError for every waiter; Goexit
+// still ends the leader's goroutine. v is shared by all the waiters and
+// must be treated as immutable.
+//
+// fn does not escape: it is called, if at all, before Do returns.
 //
 // A key is in flight only while fn runs: the results of finished flights
 // are not kept.
@@ -116,10 +126,7 @@ func (g *Group) Do(ctx context.Context, key string, fn func(ctx context.Context)
 	if c, ok := g.calls[key]; ok {
 		c.waiters++
 		g.mu.Unlock()
-		g.stats.coalesced.Add(1)
-		start := time.Now()
 		v, err = g.wait(ctx, c)
-		g.stats.totalWait.Add(int64(time.Since(start)))
 		return v, err, true
 	}
 	if g.calls == nil {
@@ -128,32 +135,77 @@ func (g *Group) Do(ctx context.Context, key string, fn func(ctx context.Context)
 	c := &call{flight: newFlight(ctx, key)}
 	g.calls[key] = c
 	g.mu.Unlock()
-
-	g.stats.flights.Add(1)
-	g.stats.inFlight.Add(1)
-	go g.run(c, fn)
-	v, err = g.wait(ctx, c)
+	v, err = g.lead(ctx, c, fn)
 	return v, err, false
 }
 
 // wait waits for c's result or the end of ctx, whichever comes first. It
 // holds no lock while it waits.
-func (g *Group) wait(ctx context.Context, c *call) (any, error) {
+func (g *Group) wait(ctx context.Context, c *call) (v any, err error) {
+	g.stats.coalesced.Add(1)
 	g.stats.waiting.Add(1)
-	defer g.stats.waiting.Add(-1)
+	start := time.Now()
 	select {
 	case <-c.ctx.Done():
-		return c.val, c.err
+		v, err = c.val, c.err
 	case <-ctx.Done():
 		g.leaveCall(c)
-		return nil, ctx.Err()
+		err = ctx.Err()
 	}
+	g.stats.totalWait.Add(int64(time.Since(start)))
+	g.stats.waiting.Add(-1)
+	return v, err
+}
+
+// lead runs fn for c on the leader's goroutine. While fn runs, the end of
+// ctx makes the leader leave c's refcount, from the context package's
+// AfterFunc goroutine, without waiting for fn; so when the leader was the
+// last waiter the flight context is cancelled at once. The deferred call
+// ends the flight however fn ends: by returning, by panicking (recovered
+// here, the process stays up) or by runtime.Goexit (which it cannot stop:
+// the flight is completed for the followers, then the goroutine exits).
+func (g *Group) lead(ctx context.Context, c *call, fn func(ctx context.Context) (any, error)) (v any, err error) {
+	g.stats.flights.Add(1)
+	g.stats.inFlight.Add(1)
+	g.stats.waiting.Add(1)
+	var stop func() bool
+	if ctx.Done() != nil { // a ctx that can never end never leaves
+		stop = context.AfterFunc(ctx, func() { g.leaveCall(c) })
+	}
+	normal := false
+	defer func() {
+		if stop != nil {
+			stop() // if too late, leaveCall runs or ran; it cannot abandon a finished call
+		}
+		var perr *PanicError
+		if !normal {
+			perr = abnormal(recover())
+			c.err = perr
+		}
+		g.mu.Lock()
+		if g.calls[c.key] == c { // neither abandoned nor replaced by a newer flight
+			delete(g.calls, c.key)
+		}
+		g.mu.Unlock()
+		g.finish(&c.flight, perr) // releases the followers
+		g.stats.waiting.Add(-1)
+		g.report(c.key, perr)
+		// The leader's own cancellation is its own error, never the flight's.
+		if err = ctx.Err(); err == nil {
+			v, err = c.val, c.err
+		}
+	}()
+	c.val, c.err = fn(c.ctx)
+	normal = true
+	return
 }
 
 // leaveCall drops one waiter of c. The last one to leave a running flight
 // removes its key at once, under the lock, so the next caller of the key
 // starts a fresh, live flight instead of joining a cancelled one; then it
-// cancels the flight's context.
+// cancels the flight's context. A waiter leaving a finished call (the
+// leader's AfterFunc racing with the end of fn) changes nothing: the call
+// is no longer in the map.
 func (g *Group) leaveCall(c *call) {
 	g.mu.Lock()
 	c.waiters--
@@ -172,30 +224,9 @@ func (g *Group) abandon(f *flight) {
 	f.cancel()
 }
 
-// run is the flight goroutine of c.
-func (g *Group) run(c *call, fn func(ctx context.Context) (any, error)) {
-	normal := false
-	defer func() {
-		var perr *PanicError
-		if !normal {
-			perr = abnormal(recover())
-			c.err = perr
-		}
-		g.mu.Lock()
-		if g.calls[c.key] == c { // neither abandoned nor replaced by a newer flight
-			delete(g.calls, c.key)
-		}
-		g.mu.Unlock()
-		g.finish(&c.flight, perr) // releases the waiters
-		g.report(c.key, perr)
-	}()
-	c.val, c.err = fn(c.ctx)
-	normal = true
-}
-
 // abnormal describes a flight function that did not return: p is what
-// recover returned in the flight goroutine's deferred call. p is nil only
-// under runtime.Goexit, since panic(nil) panics with a
+// recover returned in the deferred call of the goroutine fn ran on. p is
+// nil only under runtime.Goexit, since panic(nil) panics with a
 // *runtime.PanicNilError (Go 1.21).
 func abnormal(p any) *PanicError {
 	return &PanicError{Value: p, Goexit: p == nil, Stack: debug.Stack()}

@@ -1,9 +1,12 @@
 package coalesce
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -51,6 +54,13 @@ func recvNow(t *testing.T, ch <-chan result) result {
 		t.Fatal("Do has not returned")
 		return result{}
 	}
+}
+
+// pending reports, after the other goroutines settled, that Do has not
+// returned on ch.
+func pending(ch <-chan result) bool {
+	synctest.Wait()
+	return len(ch) == 0
 }
 
 // blocked returns a flight function that counts its calls, hands out its
@@ -163,6 +173,9 @@ func TestDoFlightContext(t *testing.T) {
 	})
 }
 
+// The leader runs fn on its own goroutine, so it cannot return before fn
+// does; but its cancellation makes it leave the flight at once, is not the
+// follower's error and does not cancel the flight while the follower waits.
 func TestDoLeaderCancel(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g := New()
@@ -177,20 +190,110 @@ func TestDoLeaderCancel(t *testing.T) {
 		synctest.Wait()
 
 		cancelLeader()
-		if r := recvNow(t, leader); !errors.Is(r.err, context.Canceled) || r.v != nil || r.joined {
-			t.Errorf("leader: Do = %v, %v, %v; want nil, context.Canceled, false", r.v, r.err, r.joined)
+		if !pending(leader) {
+			t.Fatal("leader returned while fn, which runs on its goroutine, still runs")
 		}
 		if err := fctx.Err(); err != nil {
 			t.Errorf("flight ctx err = %v after the leader left; want nil while a follower waits", err)
+		}
+		g.mu.Lock()
+		waiters := g.calls["k"].waiters
+		g.mu.Unlock()
+		if waiters != 1 {
+			t.Errorf("waiters = %d after the leader's ctx ended; want 1: it left the refcount at once", waiters)
 		}
 		close(release)
 		if r := recvNow(t, follower); r.v != "v" || r.err != nil || !r.joined {
 			t.Errorf("follower: Do = %v, %v, %v; want v, nil, true", r.v, r.err, r.joined)
 		}
-		if st := g.Stats(); st.Abandoned != 0 || calls.Load() != 1 {
-			t.Errorf("Abandoned = %d, fn calls = %d; want 0, 1", st.Abandoned, calls.Load())
+		if r := recvNow(t, leader); !errors.Is(r.err, context.Canceled) || r.v != nil || r.joined {
+			t.Errorf("leader: Do = %v, %v, %v; want nil, context.Canceled, false", r.v, r.err, r.joined)
+		}
+		if st := g.Stats(); st.Abandoned != 0 || st.InFlight != 0 || st.Waiting != 0 || calls.Load() != 1 {
+			t.Errorf("Stats = %+v, fn calls = %d; want none abandoned, in flight or waiting, 1 call", st, calls.Load())
 		}
 	})
+}
+
+// A leader alone whose ctx ends abandons the flight at once: fn sees its
+// context cancelled without any time passing, the key is free for a new
+// flight while fn unwinds, and the leader returns its own error even if fn
+// returns a value.
+func TestDoLeaderAloneCancel(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := New()
+		observed, unwind := make(chan error, 1), make(chan struct{})
+		fn := func(ctx context.Context) (any, error) {
+			<-ctx.Done()
+			observed <- ctx.Err()
+			<-unwind
+			return "ignored its ctx", nil
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		leader := goDo(ctx, g, "k", fn)
+		synctest.Wait()
+
+		before := time.Now() // fake time: only moves when every goroutine is blocked on it
+		cancel()
+		synctest.Wait()
+		select {
+		case err := <-observed:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("fn saw ctx err %v; want context.Canceled", err)
+			}
+		default:
+			t.Fatal("fn's context not cancelled after its only waiter's ctx ended")
+		}
+		if d := time.Since(before); d != 0 {
+			t.Errorf("fn saw the cancellation after %v; want at once", d)
+		}
+		if st := g.Stats(); st.Abandoned != 1 || st.InFlight != 1 {
+			t.Errorf("Abandoned, InFlight = %d, %d while fn unwinds; want 1, 1", st.Abandoned, st.InFlight)
+		}
+		// The key was removed: a new caller starts a live flight.
+		v, err, joined := g.Do(t.Context(), "k", func(ctx context.Context) (any, error) { return "fresh", ctx.Err() })
+		if v != "fresh" || err != nil || joined {
+			t.Errorf("Do while the abandoned fn unwinds = %v, %v, %v; want fresh, nil, false", v, err, joined)
+		}
+		close(unwind)
+		if r := recvNow(t, leader); !errors.Is(r.err, context.Canceled) || r.v != nil || r.joined {
+			t.Errorf("leader: Do = %v, %v, %v; want nil, context.Canceled, false", r.v, r.err, r.joined)
+		}
+		if st := g.Stats(); st.InFlight != 0 || st.Waiting != 0 {
+			t.Errorf("InFlight, Waiting = %d, %d; want 0, 0", st.InFlight, st.Waiting)
+		}
+	})
+}
+
+// fn runs on the leader's goroutine: Do starts none.
+func TestDoRunsOnLeaderGoroutine(t *testing.T) {
+	g := New()
+	caller := goroutineID()
+	var ran uint64
+	v, err, joined := g.Do(t.Context(), "k", func(context.Context) (any, error) {
+		ran = goroutineID()
+		return "v", nil
+	})
+	if v != "v" || err != nil || joined {
+		t.Fatalf("Do = %v, %v, %v; want v, nil, false", v, err, joined)
+	}
+	if ran != caller {
+		t.Errorf("fn ran on goroutine %d; want the caller's, %d", ran, caller)
+	}
+}
+
+// goroutineID returns the current goroutine's number, from its stack's
+// "goroutine N [running]:" header.
+func goroutineID() uint64 {
+	var buf [64]byte
+	b := buf[:runtime.Stack(buf[:], false)]
+	b = bytes.TrimPrefix(b, []byte("goroutine "))
+	b = b[:bytes.IndexByte(b, ' ')]
+	n, err := strconv.ParseUint(string(b), 10, 64)
+	if err != nil {
+		panic(err)
+	}
+	return n
 }
 
 func TestDoFollowerCancel(t *testing.T) {
@@ -230,46 +333,74 @@ func TestDoFollowerCancel(t *testing.T) {
 	})
 }
 
+// The flight is cancelled when its last waiter leaves, whichever of the
+// leader and the follower leaves first, and not before.
 func TestDoAllCancel(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		g := New()
-		observed := make(chan error, 1)
-		fn := func(ctx context.Context) (any, error) {
-			<-ctx.Done()
-			observed <- ctx.Err()
-			return nil, ctx.Err()
-		}
-		ctxA, cancelA := context.WithCancel(t.Context())
-		ctxB, cancelB := context.WithCancel(t.Context())
-		a := goDo(ctxA, g, "k", fn)
-		b := goDo(ctxB, g, "k", fn)
-		synctest.Wait()
+	for _, leaderFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("leaderFirst=%v", leaderFirst), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { testDoAllCancel(t, leaderFirst) })
+		})
+	}
+}
 
-		cancelA()
-		recvNow(t, a)
-		select {
-		case err := <-observed:
-			t.Fatalf("flight cancelled (%v) while B still waits", err)
-		default:
+func testDoAllCancel(t *testing.T, leaderFirst bool) {
+	g := New()
+	observed := make(chan error, 1)
+	fn := func(ctx context.Context) (any, error) {
+		<-ctx.Done()
+		observed <- ctx.Err()
+		return nil, ctx.Err()
+	}
+	leaderCtx, cancelLeader := context.WithCancel(t.Context())
+	defer cancelLeader()
+	followerCtx, cancelFollower := context.WithCancel(t.Context())
+	defer cancelFollower()
+	leader := goDo(leaderCtx, g, "k", fn)
+	synctest.Wait()
+	follower := goDo(followerCtx, g, "k", fn)
+	synctest.Wait()
+
+	if leaderFirst {
+		cancelLeader()
+		if !pending(leader) {
+			t.Error("leader returned before fn did")
 		}
-		cancelB()
-		if r := recvNow(t, b); !errors.Is(r.err, context.Canceled) {
-			t.Errorf("B: err = %v; want context.Canceled", r.err)
+	} else {
+		cancelFollower()
+		if r := recvNow(t, follower); !errors.Is(r.err, context.Canceled) || !r.joined {
+			t.Errorf("follower: Do = %v, %v, %v; want nil, context.Canceled, true", r.v, r.err, r.joined)
 		}
-		if err := <-observed; !errors.Is(err, context.Canceled) {
-			t.Errorf("fn saw ctx err %v; want context.Canceled", err)
+	}
+	select {
+	case err := <-observed:
+		t.Fatalf("flight cancelled (%v) while a waiter remains", err)
+	default:
+	}
+	if leaderFirst {
+		cancelFollower()
+		if r := recvNow(t, follower); !errors.Is(r.err, context.Canceled) || !r.joined {
+			t.Errorf("follower: Do = %v, %v, %v; want nil, context.Canceled, true", r.v, r.err, r.joined)
 		}
-		synctest.Wait()
-		if st := g.Stats(); st.Abandoned != 1 || st.InFlight != 0 || st.Waiting != 0 {
-			t.Errorf("Stats = %+v; want 1 abandoned, none in flight or waiting", st)
-		}
-	})
+	} else {
+		cancelLeader()
+	}
+	if r := recvNow(t, leader); !errors.Is(r.err, context.Canceled) || r.joined {
+		t.Errorf("leader: Do = %v, %v, %v; want nil, context.Canceled, false", r.v, r.err, r.joined)
+	}
+	if err := <-observed; !errors.Is(err, context.Canceled) {
+		t.Errorf("fn saw ctx err %v; want context.Canceled", err)
+	}
+	synctest.Wait()
+	if st := g.Stats(); st.Abandoned != 1 || st.InFlight != 0 || st.Waiting != 0 {
+		t.Errorf("Stats = %+v; want 1 abandoned, none in flight or waiting", st)
+	}
 }
 
 // TestDoJoinAfterAbandon is tailscale/tailscale#18919: a caller arriving
-// after the last waiter left, while the abandoned fn still unwinds, must get
-// a fresh, live flight and not the cancelled one; and the old flight ending
-// must not remove the new flight's key.
+// after the last waiter left, while the abandoned fn still unwinds (on the
+// first leader's goroutine), must get a fresh, live flight and not the
+// cancelled one; and the old flight ending must not remove the new flight's
+// key.
 func TestDoJoinAfterAbandon(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g := New()
@@ -291,9 +422,7 @@ func TestDoJoinAfterAbandon(t *testing.T) {
 		a := goDo(ctxA, g, "k", fn)
 		first := <-ctxs
 		cancelA()
-		if r := recvNow(t, a); !errors.Is(r.err, context.Canceled) {
-			t.Fatalf("A: err = %v; want context.Canceled", r.err)
-		}
+		synctest.Wait()
 		if first.Err() == nil {
 			t.Fatal("first flight not cancelled after its only waiter left")
 		}
@@ -304,7 +433,9 @@ func TestDoJoinAfterAbandon(t *testing.T) {
 			t.Fatalf("B's flight ctx err = %v; want a live context", err)
 		}
 		close(unwind) // the first flight ends while the second runs
-		synctest.Wait()
+		if r := recvNow(t, a); !errors.Is(r.err, context.Canceled) || r.joined {
+			t.Fatalf("A: Do = %v, %v, %v; want nil, context.Canceled, false", r.v, r.err, r.joined)
+		}
 		c := goDo(t.Context(), g, "k", fn)
 		synctest.Wait()
 		close(release)
@@ -336,6 +467,10 @@ func TestDoPanic(t *testing.T) {
 	}
 }
 
+// testDoPanic: fn panics or exits on the leader's goroutine. Every waiter
+// gets the INTERNAL *PanicError: the followers, and the leader, unless
+// runtime.Goexit ends its goroutine (Do never returns there, as in
+// singleflight.Do). The key works again afterwards.
 func testDoPanic(t *testing.T, die func(), wantGoexit bool) {
 	var reported []*PanicError
 	g := New(WithPanicHandler(func(key string, err *PanicError) {
@@ -350,34 +485,74 @@ func testDoPanic(t *testing.T, die func(), wantGoexit bool) {
 		die()
 		return "unreachable", nil
 	}
-	var waiters []<-chan result
-	for range 3 {
-		waiters = append(waiters, goDo(t.Context(), g, "k", fn))
+	leader := goDo(t.Context(), g, "k", fn)
+	synctest.Wait()
+	var followers []<-chan result
+	for range 2 {
+		followers = append(followers, goDo(t.Context(), g, "k", fn))
 	}
 	synctest.Wait()
 	close(release)
-	for i, ch := range waiters {
-		r := recvNow(t, ch)
+	check := func(who string, r result) {
+		t.Helper()
 		if st := status.Convert(r.err); st.Code() != codes.Internal || st.Message() != "internal error" {
-			t.Errorf("waiter %d: status = %v; want Internal \"internal error\"", i, st)
+			t.Errorf("%s: status = %v; want Internal \"internal error\"", who, st)
 		}
 		var pe *PanicError
 		if !errors.As(r.err, &pe) || pe.Goexit != wantGoexit || len(pe.Stack) == 0 {
-			t.Errorf("waiter %d: err = %#v; want a *PanicError with Goexit %v and a stack", i, r.err, wantGoexit)
+			t.Errorf("%s: err = %#v; want a *PanicError with Goexit %v and a stack", who, r.err, wantGoexit)
 		}
+	}
+	for i, ch := range followers {
+		check(fmt.Sprint("follower ", i), recvNow(t, ch))
+	}
+	if wantGoexit {
+		if !pending(leader) {
+			t.Error("leader's Do returned after runtime.Goexit in fn; want its goroutine gone")
+		}
+	} else {
+		check("leader", recvNow(t, leader))
 	}
 	synctest.Wait()
 	if len(reported) != 1 {
 		t.Errorf("panic handler calls = %d; want 1", len(reported))
 	}
-	if st := g.Stats(); st.Panics != 1 || st.InFlight != 0 {
-		t.Errorf("Panics = %d, InFlight = %d; want 1, 0", st.Panics, st.InFlight)
+	if st := g.Stats(); st.Panics != 1 || st.InFlight != 0 || st.Waiting != 0 {
+		t.Errorf("Panics, InFlight, Waiting = %d, %d, %d; want 1, 0, 0", st.Panics, st.InFlight, st.Waiting)
 	}
 	// The key works again.
 	v, err, joined := g.Do(t.Context(), "k", func(context.Context) (any, error) { return "ok", nil })
 	if v != "ok" || err != nil || joined {
 		t.Errorf("Do after panic = %v, %v, %v; want ok, nil, false", v, err, joined)
 	}
+}
+
+// A leader whose ctx ended before fn panicked gets its own error; the
+// follower gets the panic.
+func TestDoPanicAfterLeaderLeft(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := New(WithPanicHandler(func(string, *PanicError) {}))
+		release := make(chan struct{})
+		fn := func(context.Context) (any, error) {
+			<-release
+			panic("boom")
+		}
+		leaderCtx, cancelLeader := context.WithCancel(t.Context())
+		leader := goDo(leaderCtx, g, "k", fn)
+		synctest.Wait()
+		follower := goDo(t.Context(), g, "k", fn)
+		synctest.Wait()
+		cancelLeader()
+		synctest.Wait()
+		close(release)
+		if r := recvNow(t, leader); !errors.Is(r.err, context.Canceled) {
+			t.Errorf("leader: err = %v; want context.Canceled", r.err)
+		}
+		var pe *PanicError
+		if r := recvNow(t, follower); !errors.As(r.err, &pe) || pe.Value != "boom" {
+			t.Errorf("follower: err = %v; want the *PanicError of boom", r.err)
+		}
+	})
 }
 
 func TestDoErrorReachesEveryWaiter(t *testing.T) {
@@ -483,5 +658,28 @@ func TestStatsEmpty(t *testing.T) {
 	var s Stats
 	if s.CoalesceRate() != 0 || s.AvgWaitTime() != 0 {
 		t.Errorf("CoalesceRate, AvgWaitTime of no requests = %v, %v; want 0, 0", s.CoalesceRate(), s.AvgWaitTime())
+	}
+}
+
+// TestDoAllocs pins the cost of starting a flight: the call and the flight
+// context (WithoutCancel, WithCancel and its CancelFunc); no goroutine, no
+// closure of fn's. A leader whose ctx can end adds context.AfterFunc (its
+// context and stop function) and the closure it calls.
+func TestDoAllocs(t *testing.T) {
+	g := New()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fn := func(context.Context) (any, error) { return nil, nil }
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+		max  float64
+	}{
+		{"never ends", context.Background(), 4},
+		{"cancellable", ctx, 7},
+	} {
+		if got := testing.AllocsPerRun(100, func() { g.Do(tc.ctx, "k", fn) }); got > tc.max {
+			t.Errorf("%s: Do allocates %v times; want at most %v", tc.name, got, tc.max)
+		}
 	}
 }

@@ -19,35 +19,28 @@ import (
 // chain. Requests without a Decision, without a key or with Coalesce unset
 // go straight to the handler.
 //
-// The shared call runs with a copy of the first caller's Decision. Its
-// ServedFrom becomes the starter's (the inner chain may report FromCache);
-// every joiner reports FromCoalesced.
+// The shared call runs on the first caller's goroutine (see Group.Do), with
+// that caller's own Decision: nothing else touches it meanwhile, so it needs
+// no copy, and what the inner chain reports in it (ServedFrom: the inner
+// chain may report FromCache; WriteCache, TTL) is the starter's. Every
+// joiner reports FromCoalesced.
 func UnaryServerInterceptor(g *Group) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		d := policy.FromContext(ctx)
 		if d == nil || !d.Coalesce || d.Key == "" {
 			return handler(ctx, req)
 		}
-		v, err, joined := g.Do(ctx, d.Key, func(fctx context.Context) (any, error) {
-			fd := d.Clone()
-			resp, err := handler(flightContext(fctx, fd, info.FullMethod), req)
-			return unaryResult{resp: resp, servedFrom: fd.ServedFrom}, err
+		// The closure does not escape (Do calls it before returning), so it
+		// costs no allocation.
+		resp, err, joined := g.Do(ctx, d.Key, func(fctx context.Context) (any, error) {
+			d.ServedFrom = policy.FromBackend
+			return handler(grpc.NewContextWithServerTransportStream(fctx, noHeaders{&info.FullMethod}), req)
 		})
-		r, _ := v.(unaryResult) // zero when the caller left early
 		if joined {
 			d.ServedFrom = policy.FromCoalesced
-		} else if r.servedFrom != "" {
-			d.ServedFrom = r.servedFrom
 		}
-		return r.resp, err
+		return resp, err // resp is nil when the caller left early
 	}
-}
-
-// unaryResult is what a unary flight shares: the response and how the inner
-// chain served it.
-type unaryResult struct {
-	resp       any
-	servedFrom string
 }
 
 // StreamServerInterceptor does for server-streaming methods what
@@ -68,7 +61,7 @@ func StreamServerInterceptor(g *Group) grpc.StreamServerInterceptor {
 		var servedFrom atomic.Pointer[string]
 		fn := func(fctx context.Context, emit func(msg any) error) error {
 			fs := &flightStream{d: d.Clone(), req: d.Request, emit: emit, servedFrom: &servedFrom}
-			fs.ctx = flightContext(fctx, fs.d, info.FullMethod)
+			fs.ctx = flightContext(fctx, fs.d, &info.FullMethod)
 			err := handler(srv, fs)
 			fs.publish()
 			return err
@@ -152,18 +145,19 @@ func (s *flightStream) publish() {
 	}
 }
 
-// flightContext is the context the inner chain of a flight runs with: the
-// flight's, carrying the flight's own Decision and a transport stream that
-// drops headers and trailers, which would otherwise reach only the first
-// caller, from another goroutine.
-func flightContext(fctx context.Context, fd *policy.Decision, method string) context.Context {
-	return grpc.NewContextWithServerTransportStream(policy.NewContext(fctx, fd), noHeaders(method))
+// flightContext is the context the inner chain of a streaming flight runs
+// with: the flight's, carrying the flight's own Decision and a transport
+// stream that drops headers and trailers, which would otherwise reach only
+// the first caller, from another goroutine.
+func flightContext(fctx context.Context, fd *policy.Decision, method *string) context.Context {
+	return grpc.NewContextWithServerTransportStream(policy.NewContext(fctx, fd), noHeaders{method})
 }
 
 // noHeaders is a grpc.ServerTransportStream that drops what it is given.
-type noHeaders string
+// Being a single pointer, it goes into an interface without an allocation.
+type noHeaders struct{ method *string }
 
-func (m noHeaders) Method() string             { return string(m) }
+func (s noHeaders) Method() string             { return *s.method }
 func (noHeaders) SetHeader(metadata.MD) error  { return nil }
 func (noHeaders) SendHeader(metadata.MD) error { return nil }
 func (noHeaders) SetTrailer(metadata.MD) error { return nil }

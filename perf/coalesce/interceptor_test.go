@@ -341,3 +341,80 @@ func TestStreamInterceptorNotCoalesced(t *testing.T) {
 	assert.Equal(t, []string{"hello #1 chunk 0", "hello #2 chunk 0", "hello #3 chunk 0"}, texts)
 	assert.Equal(t, map[string]int{policy.FromBackend: n}, from)
 }
+
+// A leader whose client cancels gets its own cancellation while its handler
+// goroutine still runs the flight; the follower gets the answer and the
+// flight is neither abandoned nor repeated.
+func TestUnaryInterceptorLeaderCancel(t *testing.T) {
+	g, fake, client := serve(t)
+	req := &vegav1.GenerateRequest{Model: "m", Prompt: "hello"}
+	leaderCtx, cancelLeader := context.WithCancel(t.Context())
+	defer cancelLeader()
+	leader, follower := make(chan answer, 1), make(chan answer, 1)
+	go generate(leaderCtx, client, req, leader)
+	eventually(t, "the flight to start", func() bool { return fake.calls.Load() == 1 })
+	go generate(t.Context(), client, req, follower)
+	eventually(t, "a caller to join", func() bool { return g.Stats().Coalesced == 1 })
+
+	cancelLeader()
+	la, _ := collect(t, 1, leader)
+	assert.Equal(t, codes.Canceled, status.Code(la[0].err), "leader: %v", la[0].err)
+	close(fake.release)
+	fa, from := collect(t, 1, follower)
+	require.NoError(t, fa[0].err)
+	assert.Equal(t, []string{"hello #1"}, fa[0].text)
+	assert.Equal(t, map[string]int{policy.FromCoalesced: 1}, from)
+	assert.EqualValues(t, 1, fake.calls.Load(), "handler calls")
+	eventually(t, "the flight to end", func() bool { return g.Stats().InFlight == 0 })
+	assert.EqualValues(t, 0, g.Stats().Abandoned)
+}
+
+// A leader alone whose client cancels abandons the flight: the handler's
+// context is cancelled at once (the fake then returns), and the key works
+// again.
+func TestUnaryInterceptorLeaderAloneCancel(t *testing.T) {
+	g, fake, client := serve(t)
+	req := &vegav1.GenerateRequest{Model: "m", Prompt: "hello"}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	answers := make(chan answer, 1)
+	go generate(ctx, client, req, answers)
+	eventually(t, "the flight to start", func() bool { return fake.calls.Load() == 1 })
+
+	cancel()
+	a, _ := collect(t, 1, answers)
+	assert.Equal(t, codes.Canceled, status.Code(a[0].err), "%v", a[0].err)
+	eventually(t, "the flight to be abandoned and end", func() bool {
+		st := g.Stats()
+		return st.Abandoned == 1 && st.InFlight == 0 && st.Waiting == 0
+	})
+
+	close(fake.release)
+	go generate(t.Context(), client, req, answers)
+	a, from := collect(t, 1, answers)
+	require.NoError(t, a[0].err)
+	assert.Equal(t, []string{"hello #2"}, a[0].text)
+	assert.Equal(t, map[string]int{policy.FromBackend: 1}, from)
+}
+
+// TestUnaryInterceptorAllocs pins what the interceptor adds to a flight it
+// starts: Do's four allocations and the context that drops headers. The
+// Decision is the caller's own (no copy), fn's closure stays on the stack
+// and the response is shared as is.
+func TestUnaryInterceptorAllocs(t *testing.T) {
+	g := coalesce.New()
+	intercept := coalesce.UnaryServerInterceptor(g)
+	d := &policy.Decision{Key: "k", Coalesce: true, ServedFrom: policy.FromBackend}
+	ctx := policy.NewContext(context.Background(), d)
+	info := &grpc.UnaryServerInfo{FullMethod: vegav1.GenerateService_Generate_FullMethodName}
+	resp := &vegav1.GenerateResponse{Text: "answer"}
+	handler := func(context.Context, any) (any, error) { return resp, nil }
+	got := testing.AllocsPerRun(100, func() {
+		if v, err := intercept(ctx, nil, info, handler); v != resp || err != nil {
+			t.Fatalf("intercept = %v, %v; want the handler's response", v, err)
+		}
+	})
+	if got > 5 {
+		t.Errorf("a flight through the interceptor allocates %v times; want at most 5", got)
+	}
+}

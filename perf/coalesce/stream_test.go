@@ -157,6 +157,7 @@ func TestDoStreamSlowCaller(t *testing.T) {
 		unblock := make(chan struct{})
 		slow := goStream(t.Context(), g, "k", fn, func(any) error { <-unblock; return nil })
 		fast := goStream(t.Context(), g, "k", fn, nil)
+		synctest.Wait() // both joined before the flight can end
 		for i := range 5 {
 			msgs <- i // never blocks on the slow caller
 		}
