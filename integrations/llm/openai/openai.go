@@ -220,14 +220,7 @@ func (c *Client) do(ctx context.Context, body []byte, out any) error {
 		return err
 	}
 	defer resp.Body.Close()
-	data, err := wire.ReadBody(ctx, c.name, resp.Body)
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("%w: %s: answer is not JSON", integrations.ErrBadResponse, c.name)
-	}
-	return nil
+	return wire.DecodeJSON(ctx, c.name, resp.Body, out)
 }
 
 // stream posts body and hands the payload of each SSE data line to fn

@@ -5,6 +5,7 @@ package wire
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -177,4 +178,17 @@ func isDigits(s string) bool {
 		}
 	}
 	return s != ""
+}
+
+// DecodeJSON reads a successful answer's body (bounded as ReadBody) and
+// decodes it into out; an answer that is not JSON is ErrBadResponse.
+func DecodeJSON(ctx context.Context, name string, body io.Reader, out any) error {
+	data, err := ReadBody(ctx, name, body)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("%w: %s: answer is not JSON", integrations.ErrBadResponse, name)
+	}
+	return nil
 }
