@@ -853,11 +853,11 @@ type BreakerStats struct {
 	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
 	// "auto", "force-open" or "force-closed".
 	Mode string `protobuf:"bytes,3,opt,name=mode,proto3" json:"mode,omitempty"`
-	// Calls admitted in the current counting window.
+	// Calls admitted since start or reset.
 	Requests int64 `protobuf:"varint,4,opt,name=requests,proto3" json:"requests,omitempty"`
-	// Successes in the current counting window.
+	// Admitted calls that succeeded, since start or reset.
 	Successes int64 `protobuf:"varint,5,opt,name=successes,proto3" json:"successes,omitempty"`
-	// Failures in the current counting window.
+	// Admitted calls that failed against the backend, since start or reset.
 	Failures int64 `protobuf:"varint,6,opt,name=failures,proto3" json:"failures,omitempty"`
 	// Consecutive failures now.
 	ConsecutiveFailures int64 `protobuf:"varint,7,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
