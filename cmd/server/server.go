@@ -78,9 +78,9 @@ type Server struct {
 }
 
 // NewServer builds every part of the gateway from cfg. It opens no port.
-func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
+func NewServer(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	s := &Server{cfg: cfg, log: log, ready: make(chan struct{})}
-	pool, err := connpool.New(connpool.Settings{
+	s.pool, err = connpool.New(connpool.Settings{
 		MaxConnsPerHost: cfg.Pool.MaxConnectionsPerHost,
 		MaxTotalConns:   cfg.Pool.MaxTotalConnections,
 		ConnTTL:         cfg.Pool.ConnectionTTL,
@@ -89,41 +89,20 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.pool = pool
-	shared := &http.Client{Transport: pool}
+	defer func() {
+		if err != nil { // stop what was started (the pool's janitor, the cache)
+			_ = s.pool.Close()
+			if s.cache != nil {
+				s.cache.Close()
+			}
+		}
+	}()
+	shared := &http.Client{Transport: s.pool}
 	backends := service.NewBackends()
-
-	// LLM backends: the built-in sim always, then the configured servers.
-	s.router = service.NewRouter(cfg.LLM.DefaultBackend)
-	s.router.Add(service.SimBackend, sim.New(service.SimBackend, sim.Settings{
-		Latency: cfg.LLM.Sim.Latency, TokensPerSecond: cfg.LLM.Sim.TokensPerSecond,
-	}))
-	backends.Register(service.SimBackend, "llm", "sim", "")
-	for _, b := range cfg.LLM.Backends {
-		var (
-			client service.LLM
-			err    error
-		)
-		switch b.Type {
-		case "ollama":
-			client, err = ollama.New(b.Name, b.URL, shared)
-		case "openai":
-			client, err = openai.New(b.Name, b.URL, b.APIKey, shared)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", backendURLKey(b), err)
-		}
-		s.router.Add(b.Name, client)
-		backends.Register(b.Name, "llm", b.Type, hostOf(b.URL))
+	if s.router, err = newRouter(cfg.LLM, shared, backends); err != nil {
+		return nil, err
 	}
-	for model, b := range cfg.LLM.Models {
-		s.router.Map(model, b)
-	}
-	if err := s.router.Check(); err != nil {
-		return nil, fmt.Errorf("llm: %w", err)
-	}
-
-	fetcher, err := fetch.New(fetch.Settings{
+	s.fetcher, err = fetch.New(fetch.Settings{
 		Allow:        cfg.Fetch.Allow,
 		MaxBodyBytes: cfg.Fetch.MaxBodyBytes,
 		Timeout:      cfg.Fetch.Timeout,
@@ -132,34 +111,17 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("VEGA_FETCH_ALLOW: %w", err)
 	}
-	s.fetcher = fetcher
 	backends.Register(service.FetchBackend, "fetch", "http", "")
-
-	channels := map[string]service.Sender{}
-	for _, ch := range cfg.Notify.Channels {
-		var (
-			sender service.Sender
-			err    error
-		)
-		switch ch.Type {
-		case "slack":
-			sender, err = notify.NewSlack(ch.Name, ch.URL, shared)
-		case "webhook":
-			sender, err = notify.NewWebhook(ch.Name, ch.URL, shared)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", channelURLKey(ch), err)
-		}
-		channels[ch.Name] = sender
-		backends.Register(ch.Name, "notify", ch.Type, hostOf(ch.URL))
+	channels, err := newChannels(cfg.Notify, shared, backends)
+	if err != nil {
+		return nil, err
 	}
-
 	auth, err := service.NewAuth(cfg.AdminAPIKey, cfg.APIKeys)
 	if err != nil {
 		return nil, err
 	}
 	generateSvc := service.NewGenerateService(s.router, backends, log)
-	fetchSvc := service.NewFetchService(fetcher, backends, log)
+	fetchSvc := service.NewFetchService(s.fetcher, backends, log)
 	notifySvc := service.NewNotifyService(channels, service.NewIdempotency(cfg.Notify.IdempotencyRetention), backends, log)
 
 	// The perf core.
@@ -214,7 +176,7 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 		service.Section{ID: vegav1.StatsSection_STATS_SECTION_CACHE, Reporter: service.CacheReporter{Cache: s.cache}},
 		service.Section{ID: vegav1.StatsSection_STATS_SECTION_CIRCUIT_BREAKERS, Reporter: service.BreakerReporter{Set: breakers}},
 		service.Section{ID: vegav1.StatsSection_STATS_SECTION_RATE_LIMITERS, Reporter: service.LimiterReporter{Set: limiters}},
-		service.Section{ID: vegav1.StatsSection_STATS_SECTION_CONNECTION_POOL, Reporter: service.PoolReporter{Pool: pool}},
+		service.Section{ID: vegav1.StatsSection_STATS_SECTION_CONNECTION_POOL, Reporter: service.PoolReporter{Pool: s.pool}},
 	).WithActions(breakers, s.cache)
 	vegav1.RegisterPerfAdminServiceServer(s.grpc, admin)
 	reg.MustRegister(promstats.NewCollector(admin.Snapshot))
@@ -232,6 +194,63 @@ func NewServer(cfg Config, log *slog.Logger) (*Server, error) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	return s, nil
+}
+
+// newRouter builds the LLM backends: the built-in sim always, then the
+// configured servers, all on the shared transport.
+func newRouter(cfg LLMConfig, shared *http.Client, backends *service.Backends) (*service.Router, error) {
+	router := service.NewRouter(cfg.DefaultBackend)
+	router.Add(service.SimBackend, sim.New(service.SimBackend, sim.Settings{
+		Latency: cfg.Sim.Latency, TokensPerSecond: cfg.Sim.TokensPerSecond,
+	}))
+	backends.Register(service.SimBackend, "llm", "sim", "")
+	for _, b := range cfg.Backends {
+		var (
+			client service.LLM
+			err    error
+		)
+		switch b.Type {
+		case "ollama":
+			client, err = ollama.New(b.Name, b.URL, shared)
+		case "openai":
+			client, err = openai.New(b.Name, b.URL, b.APIKey, shared)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", backendURLKey(b), err)
+		}
+		router.Add(b.Name, client)
+		backends.Register(b.Name, "llm", b.Type, hostOf(b.URL))
+	}
+	for model, b := range cfg.Models {
+		router.Map(model, b)
+	}
+	if err := router.Check(); err != nil {
+		return nil, fmt.Errorf("llm: %w", err)
+	}
+	return router, nil
+}
+
+// newChannels builds the notification channels on the shared transport.
+func newChannels(cfg NotifyConfig, shared *http.Client, backends *service.Backends) (map[string]service.Sender, error) {
+	channels := map[string]service.Sender{}
+	for _, ch := range cfg.Channels {
+		var (
+			sender service.Sender
+			err    error
+		)
+		switch ch.Type {
+		case "slack":
+			sender, err = notify.NewSlack(ch.Name, ch.URL, shared)
+		case "webhook":
+			sender, err = notify.NewWebhook(ch.Name, ch.URL, shared)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", channelURLKey(ch), err)
+		}
+		channels[ch.Name] = sender
+		backends.Register(ch.Name, "notify", ch.Type, hostOf(ch.URL))
+	}
+	return channels, nil
 }
 
 // serverOptions sets the gRPC bounds and the interceptor chain. The chain

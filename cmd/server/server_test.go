@@ -387,3 +387,13 @@ func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
 }
+
+func TestNewServerFailureLeavesNothingRunning(t *testing.T) {
+	cfg, err := LoadConfig("", func(k string) string {
+		return map[string]string{"VEGA_FETCH_ALLOW": "*.example.com"}[k] // refused by the fetcher
+	})
+	require.NoError(t, err)
+	_, err = NewServer(cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	require.ErrorContains(t, err, "VEGA_FETCH_ALLOW")
+	// goleak in TestMain fails the package if the pool's janitor survived.
+}
