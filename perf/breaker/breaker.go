@@ -1,7 +1,9 @@
 package breaker
 
 import (
+	"cmp"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,10 +21,20 @@ var (
 )
 
 // Set is a circuit breaker per backend key. Breakers are created on first
-// use. A Set is safe for concurrent use.
+// use, and evicted when idle beyond Settings.MaxKeys keys. A Set is safe for
+// concurrent use.
 type Set struct {
 	s        Settings // defaults applied; read-only after NewSet
-	breakers sync.Map // key string → *breaker; entries are never removed
+	breakers sync.Map // key string → *breaker; added and removed under mu
+	// epoch counts the keys added so far; a breaker records the epoch of
+	// its last call, which orders breakers by recency without a clock.
+	epoch atomic.Uint64
+
+	mu        sync.Mutex // serialises adding and evicting keys; taken before any breaker's modeMu
+	keys      int        // entries in breakers
+	nextSweep int        // while keys is below it, a full set does not look for idle breakers again
+	evicted   int64      // breakers evicted
+	overflows int64      // keys added beyond MaxKeys because too few breakers were idle
 }
 
 // Allow admits a call to key's backend or refuses it. A refusal is an
@@ -30,15 +42,21 @@ type Set struct {
 // half-open probe), e.g. `circuit breaker for "ollama" is open; retry in
 // 12s`. When the call is admitted, done must be called exactly once with its
 // outcome: Success and Failure are counted, Neutral and Overload are not
-// (an uncounted half-open probe frees its slot).
+// (an uncounted half-open probe frees its slot). done may be called after
+// the key's breaker was evicted (Settings.MaxKeys): it then counts on the
+// evicted breaker only.
 func (s *Set) Allow(key string) (done func(policy.Outcome), err error) {
 	b := s.get(key)
+	if e := s.epoch.Load(); b.used.Load() != e { // mostly a read: the epoch moves when a key is added
+		b.used.Store(e)
+	}
 	switch Mode(b.mode.Load()) {
 	case ForceOpen:
 		b.rejected.Add(1)
 		return nil, b.refusal(ForceOpen, nil)
 	case ForceClosed:
 		b.requests.Add(1)
+		b.inflight.Add(1)
 		return b.countOnly, nil
 	}
 	cb := b.cb.Load()
@@ -51,7 +69,9 @@ func (s *Set) Allow(key string) (done func(policy.Outcome), err error) {
 		return nil, b.refusal(Auto, err)
 	}
 	b.requests.Add(1)
+	b.inflight.Add(1)
 	return func(o policy.Outcome) {
+		b.inflight.Add(-1)
 		switch o {
 		case policy.Success:
 			b.successes.Add(1)
@@ -75,6 +95,11 @@ func (s *Set) Allow(key string) (done func(policy.Outcome), err error) {
 func (s *Set) SetMode(key string, m Mode) {
 	b := s.get(key)
 	b.modeMu.Lock()
+	for b.evicted { // evicted between get and Lock: use the key's new breaker
+		b.modeMu.Unlock()
+		b = s.get(key)
+		b.modeMu.Lock()
+	}
 	from := b.state()
 	old := Mode(b.mode.Swap(int32(m)))
 	if old == m {
@@ -93,11 +118,98 @@ func (s *Set) get(key string) *breaker {
 	if v, ok := s.breakers.Load(key); ok {
 		return v.(*breaker)
 	}
+	s.mu.Lock()
+	if v, ok := s.breakers.Load(key); ok {
+		s.mu.Unlock()
+		return v.(*breaker)
+	}
+	kept := s.makeRoom()
 	b := &breaker{set: s, key: key}
 	b.countOnly = b.count
 	b.install()
-	v, _ := s.breakers.LoadOrStore(key, b)
-	return v.(*breaker)
+	s.breakers.Store(key, b)
+	s.keys++
+	s.epoch.Add(1)
+	s.mu.Unlock()
+	for _, k := range kept { // sweeping may have moved open breakers to half-open
+		if k.pending.Load() {
+			k.deliver()
+		}
+	}
+	return b
+}
+
+// makeRoom is called under mu before a key is added. When the Set is full,
+// it evicts the least recently used idle breakers (see idle), down to
+// MaxKeys − MaxKeys/8 (at least one below MaxKeys), so that sweeping costs
+// O(log MaxKeys) amortised per added key. When too few breakers are idle the
+// new key is let in beyond MaxKeys and counted, and the Set is not swept
+// again until it has grown by another MaxKeys/8. It returns the breakers
+// it looked at and kept, whose state changes may wait for delivery.
+func (s *Set) makeRoom() (kept []*breaker) {
+	limit := s.s.MaxKeys
+	if s.keys < limit {
+		return nil
+	}
+	step := max(1, limit/8)
+	if s.keys < s.nextSweep {
+		s.overflows++
+		return nil
+	}
+	type candidate struct {
+		b    *breaker
+		used uint64 // read once: calls move it while we sort
+	}
+	var idle []candidate
+	s.breakers.Range(func(_, v any) bool {
+		b := v.(*breaker)
+		if b.idle() {
+			idle = append(idle, candidate{b, b.used.Load()})
+		} else {
+			kept = append(kept, b)
+		}
+		return true
+	})
+	slices.SortFunc(idle, func(a, b candidate) int { return cmp.Compare(a.used, b.used) })
+	for _, c := range idle {
+		if s.keys <= limit-step {
+			kept = append(kept, c.b)
+			continue
+		}
+		if c.b.evict() {
+			s.keys--
+			s.evicted++
+		} else {
+			kept = append(kept, c.b)
+		}
+	}
+	s.nextSweep = 0
+	if s.keys >= limit {
+		s.overflows++
+		s.nextSweep = s.keys + step
+	}
+	return kept
+}
+
+// idle reports whether b may be evicted: in Auto mode, closed, with no
+// call in flight. An operator's forced mode and an open or half-open
+// breaker are kept, lest traffic reach a failing backend.
+func (b *breaker) idle() bool {
+	return Mode(b.mode.Load()) == Auto && b.inflight.Load() <= 0 && b.cb.Load().State() == gobreaker.StateClosed
+}
+
+// evict removes b from its Set if it is still idle. s.mu is held. Under
+// modeMu, so that SetMode never forces a breaker that is no longer the
+// key's.
+func (b *breaker) evict() bool {
+	b.modeMu.Lock()
+	defer b.modeMu.Unlock()
+	if !b.idle() {
+		return false
+	}
+	b.evicted = true
+	b.set.breakers.CompareAndDelete(b.key, b)
+	return true
 }
 
 // breaker is the state of one key.
@@ -115,14 +227,17 @@ type breaker struct {
 	pending   atomic.Bool
 	refused   atomic.Pointer[refusal] // the last refusal status, reused while it still says the same
 	openUntil atomic.Int64            // when the current open state ends, Unix ns; written under mu
+	used      atomic.Uint64           // the Set's epoch at the last call (for eviction)
 
 	_ [64]byte // keeps the counters' cache line apart from the fields above
 
 	requests, successes, failures, excluded, rejected atomic.Int64 // reset by ResetStats
+	inflight                                          atomic.Int64 // admitted calls whose done has not been called
 
 	_ [64]byte
 
-	modeMu sync.Mutex // serialises SetMode (mode changes and cb replacement)
+	modeMu  sync.Mutex // serialises SetMode (mode changes and cb replacement) and eviction
+	evicted bool       // removed from the Set; guarded by modeMu
 
 	mu           sync.Mutex // guards the fields below; taken inside gobreaker's mutex, never around a call into gobreaker or OnStateChange
 	events       []Event    // changes not yet delivered
@@ -162,6 +277,7 @@ func (b *breaker) install() {
 
 // count records an outcome in ForceClosed mode.
 func (b *breaker) count(o policy.Outcome) {
+	b.inflight.Add(-1)
 	switch o {
 	case policy.Success:
 		b.successes.Add(1)

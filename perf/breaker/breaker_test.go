@@ -75,6 +75,7 @@ func TestNewSetRejectsBadSettings(t *testing.T) {
 		{breaker.Settings{OpenTimeout: -time.Second}, "OpenTimeout"},
 		{breaker.Settings{FailureRatio: 1.5}, "FailureRatio"},
 		{breaker.Settings{FailureRatio: -0.1}, "FailureRatio"},
+		{breaker.Settings{MaxKeys: -1}, "MaxKeys"},
 	} {
 		_, err := breaker.NewSet(tc.s)
 		if assert.Error(t, err, "%+v", tc.s) {

@@ -29,6 +29,18 @@
 // probe will be let through (rounded up to the second; to 10ms below one
 // second); a refusal while the half-open probes are busy advises 1s.
 //
+// A Set keeps at most Settings.MaxKeys breakers (10000 by default) while
+// enough of them are idle: when a new key would exceed it, the least
+// recently used breakers that are closed, in Auto mode and with no call in
+// flight are evicted, down to MaxKeys − MaxKeys/8, so a caller cycling
+// through many distinct keys (hosts) cannot grow it without bound. Recency
+// is counted in keys added, not in time. An open, half-open or forced
+// breaker is never evicted: losing it would let traffic through to a
+// failing backend or undo an operator's decision. An evicted key's next
+// call gets a fresh, closed breaker; a done of an evicted breaker may
+// still be called. When too few breakers are idle, new keys exceed MaxKeys
+// rather than being refused (KeyStats counts them).
+//
 // gobreaker calls its state-change hook with its mutex held; this package
 // only queues the event there and delivers it to Settings.OnStateChange
 // after the mutex is released, so the callback may call back into the Set.

@@ -27,6 +27,15 @@ type Settings struct {
 	// MinRequests is the smallest sample FailureRatio is judged on. 0
 	// means 20.
 	MinRequests uint32
+	// MaxKeys bounds how many keys' breakers the Set keeps. When a new key
+	// would exceed it, the least recently used idle breakers are evicted,
+	// down to MaxKeys − MaxKeys/8. Idle means closed, in Auto mode, and
+	// with no call in flight: a forced breaker and an open or half-open
+	// one are never evicted. A key evicted and used again gets a fresh,
+	// closed breaker. When too few breakers are idle the new key is let in
+	// beyond MaxKeys rather than refused, and counted
+	// (KeyStats.Overflows). 0 means 10000.
+	MaxKeys int
 	// OnStateChange, if set, receives every state change. It is called
 	// with no lock of the Set or of gobreaker held, right after the change,
 	// by the goroutine whose call caused it (or by one already delivering
@@ -44,6 +53,7 @@ const (
 	DefaultConsecutiveFailures = 5
 	DefaultFailureRatio        = 0.5
 	DefaultMinRequests         = 20
+	DefaultMaxKeys             = 10000
 )
 
 // probeRetry is the retry advice given to a call refused because the
@@ -95,6 +105,8 @@ func NewSet(s Settings) (*Set, error) {
 		return nil, fmt.Errorf("breaker: OpenTimeout must not be negative, got %v", s.OpenTimeout)
 	case !(s.FailureRatio >= 0 && s.FailureRatio <= 1): // also refuses NaN
 		return nil, fmt.Errorf("breaker: FailureRatio must be in (0, 1], got %v", s.FailureRatio)
+	case s.MaxKeys < 0:
+		return nil, fmt.Errorf("breaker: MaxKeys must not be negative, got %d", s.MaxKeys)
 	}
 	if s.MaxProbes == 0 {
 		s.MaxProbes = DefaultMaxProbes
@@ -113,6 +125,9 @@ func NewSet(s Settings) (*Set, error) {
 	}
 	if s.MinRequests == 0 {
 		s.MinRequests = DefaultMinRequests
+	}
+	if s.MaxKeys == 0 {
+		s.MaxKeys = DefaultMaxKeys
 	}
 	return &Set{s: s}, nil
 }

@@ -74,3 +74,18 @@ func (b *breaker) stats() Stats {
 	b.mu.Unlock()
 	return st
 }
+
+// KeyStats counts a Set's keys.
+type KeyStats struct {
+	Keys      int   // keys held now
+	Evicted   int64 // idle breakers evicted to stay within MaxKeys, since start
+	Overflows int64 // keys added beyond MaxKeys because too few breakers were idle, since start
+}
+
+// KeyStats returns the number of keys held and the eviction counters.
+// ResetStats does not reset them.
+func (s *Set) KeyStats() KeyStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return KeyStats{Keys: s.keys, Evicted: s.evicted, Overflows: s.overflows}
+}

@@ -43,6 +43,16 @@
 // "scheduled before the last decrease" rule), and the p99 is 1.02s. With
 // MaxWait 100ms the rate behaves as with the default but the p99 is 120ms.
 //
+// A Set keeps at most Settings.MaxKeys limiters (10000 by default) while
+// enough of them are idle: when a new key would exceed it, the least
+// recently used limiters with no call in flight are evicted, down to
+// MaxKeys − MaxKeys/8, so a caller cycling through many distinct keys
+// (hosts) cannot grow it without bound. Recency is counted in keys added,
+// not in time, which costs the fast path two loads and no clock. An evicted
+// key's next call starts afresh at Initial; a Permit of an evicted limiter
+// may still be released. When too few limiters are idle, new keys exceed
+// MaxKeys rather than being refused (KeyStats counts them).
+//
 // In the perf chain the limiter is the innermost mechanism, inside the
 // breaker: cache hits and coalesced waiters never spend a token, an open
 // breaker fails fast without queueing here, and this package's refusals

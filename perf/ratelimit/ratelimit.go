@@ -14,15 +14,18 @@ import (
 )
 
 // Set is an adaptive rate limiter per backend key. Limiters are created on
-// first use. A Set is safe for concurrent use.
+// first use, and evicted when idle beyond Settings.MaxKeys keys. A Set is
+// safe for concurrent use.
 type Set struct {
 	s        Settings           // defaults applied; read-only after NewSet
-	limiters registry[*limiter] // entries are never removed
+	limiters registry[*limiter] // bounded by s.MaxKeys while enough limiters are idle
 }
 
 // Permit is an admitted call. Release it once with the call's result; the
 // zero Permit (from a refused Acquire) ignores Release. It is a small value,
-// not a closure, so that admitting a call does not allocate.
+// not a closure, so that admitting a call does not allocate. A Permit whose
+// limiter has been evicted meanwhile may still be released: its result then
+// adapts the evicted limiter only.
 type Permit struct {
 	l  *limiter
 	at int64 // when the token was reserved, Unix ns
@@ -37,6 +40,9 @@ type Permit struct {
 // backend is a floor on every wait: no call is admitted before it ends.
 func (s *Set) Acquire(ctx context.Context, key string) (Permit, error) {
 	l := s.get(key)
+	if e := s.limiters.epoch.Load(); l.used.Load() != e { // mostly a read: the epoch moves when a key is added
+		l.used.Store(e)
+	}
 	if err := ctx.Err(); err != nil { // a caller who left spends no token
 		l.canceled.Add(1)
 		return Permit{}, status.FromContextError(err).Err()
@@ -44,6 +50,7 @@ func (s *Set) Acquire(ctx context.Context, key string) (Permit, error) {
 	now := s.s.Now()
 	if now.UnixNano() >= l.blockedUntil.Load() && l.bucket.AllowN(now, 1) {
 		l.admitted.Add(1)
+		l.inflight.Add(1)
 		return Permit{l: l, at: now.UnixNano()}, nil
 	}
 	return l.wait(ctx, now)
@@ -59,6 +66,7 @@ func (p Permit) Release(r policy.Result) {
 	if l == nil {
 		return
 	}
+	l.inflight.Add(-1)
 	switch r.Outcome {
 	case policy.Success:
 		l.increase()
@@ -93,11 +101,13 @@ type limiter struct {
 	applied      atomic.Uint64           // math.Float64bits of the bucket's rate; written under mu
 	blockedUntil atomic.Int64            // Unix ns before which no call is admitted (Retry-After)
 	refused      atomic.Pointer[refusal] // the last refusal, reused while it says the same
+	used         atomic.Uint64           // the registry's epoch at the last call (for eviction)
 
 	_ [64]byte // keeps the counters' cache line apart from the fields above
 
 	admitted, rejected, waited, canceled, increases, decreases atomic.Int64 // reset by ResetStats
 	totalWait                                                  atomic.Int64 // ns; reset by ResetStats
+	inflight                                                   atomic.Int64 // admitted calls not yet released, or waiting for a token
 
 	_ [64]byte
 
@@ -112,6 +122,7 @@ func (l *limiter) currentRate() float64 { return math.Float64frombits(l.rate.Loa
 // fits.
 func (l *limiter) wait(ctx context.Context, now time.Time) (Permit, error) {
 	s := l.set.s
+	l.inflight.Add(1) // a waiting call is in flight too; taken back on refusal
 	start := now
 	maxWait := s.MaxWait
 	if maxWait == 0 {
@@ -132,6 +143,7 @@ func (l *limiter) wait(ctx context.Context, now time.Time) (Permit, error) {
 		}
 		if at.After(limit) {
 			r.CancelAt(now)
+			l.inflight.Add(-1)
 			l.rejected.Add(1)
 			return Permit{}, l.exhausted(at.Sub(now))
 		}
@@ -141,6 +153,7 @@ func (l *limiter) wait(ctx context.Context, now time.Time) (Permit, error) {
 		}
 		if err := sleep(ctx, d); err != nil {
 			r.CancelAt(s.Now())
+			l.inflight.Add(-1)
 			l.canceled.Add(1)
 			return Permit{}, status.FromContextError(err).Err()
 		}

@@ -99,6 +99,7 @@ func TestNewSetSettings(t *testing.T) {
 		{ratelimit.Settings{Burst: -1}, "Burst"},
 		{ratelimit.Settings{Cooldown: -time.Second}, "Cooldown"},
 		{ratelimit.Settings{MaxWait: -time.Second}, "MaxWait"},
+		{ratelimit.Settings{MaxKeys: -1}, "MaxKeys"},
 	} {
 		_, err := ratelimit.NewSet(tc.s)
 		if assert.Error(t, err, "%+v", tc.s) {

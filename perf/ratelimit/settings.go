@@ -42,6 +42,14 @@ type Settings struct {
 	// doubles an admitted call's latency, and a change of the rate takes
 	// effect within it (see the package documentation).
 	MaxWait time.Duration
+	// MaxKeys bounds how many keys' limiters the Set keeps. When a new key
+	// would exceed it, the least recently used idle limiters (no call
+	// admitted and not yet released, none waiting) are evicted, down to
+	// MaxKeys − MaxKeys/8; a key evicted and used again starts afresh at
+	// Initial. When too few limiters are idle the new key is let in beyond
+	// MaxKeys rather than refused, and counted (KeyStats.Overflows). 0
+	// means 10000.
+	MaxKeys int
 	// Now is the clock of the token bucket and of the rate's adaptation.
 	// nil means time.Now. Waiting itself uses real timers.
 	Now func() time.Time
@@ -54,6 +62,7 @@ const (
 	DefaultMax      = 100
 	DefaultDecrease = 0.8
 	DefaultCooldown = 100 * time.Millisecond
+	DefaultMaxKeys  = 10000
 )
 
 // NewSet returns a Set whose limiters use s. It fails when a setting is out
@@ -79,6 +88,8 @@ func NewSet(s Settings) (*Set, error) {
 		return nil, fmt.Errorf("ratelimit: rate limit Cooldown must not be negative, got %v", s.Cooldown)
 	case s.MaxWait < 0:
 		return nil, fmt.Errorf("ratelimit: rate limit MaxWait must not be negative, got %v", s.MaxWait)
+	case s.MaxKeys < 0:
+		return nil, fmt.Errorf("ratelimit: rate limit MaxKeys must not be negative, got %d", s.MaxKeys)
 	}
 	if s.Max == 0 {
 		s.Max = DefaultMax
@@ -107,5 +118,11 @@ func NewSet(s Settings) (*Set, error) {
 	if s.Now == nil {
 		s.Now = time.Now
 	}
-	return &Set{s: s}, nil
+	if s.MaxKeys == 0 {
+		s.MaxKeys = DefaultMaxKeys
+	}
+	set := &Set{s: s}
+	set.limiters.max = s.MaxKeys
+	set.limiters.idle = func(l *limiter) (uint64, bool) { return l.used.Load(), l.inflight.Load() <= 0 }
+	return set, nil
 }

@@ -57,3 +57,17 @@ func (s *Set) ResetStats() {
 		}
 	}
 }
+
+// KeyStats counts a Set's keys.
+type KeyStats struct {
+	Keys      int   // keys held now
+	Evicted   int64 // idle keys evicted to stay within MaxKeys, since start
+	Overflows int64 // keys added beyond MaxKeys because too few keys were idle, since start
+}
+
+// KeyStats returns the number of keys held and the eviction counters.
+// ResetStats does not reset them.
+func (s *Set) KeyStats() KeyStats {
+	keys, evicted, overflows := s.limiters.counts()
+	return KeyStats{Keys: keys, Evicted: evicted, Overflows: overflows}
+}
