@@ -38,7 +38,7 @@ func NewFetchService(fetcher Fetcher, backends *Backends, log *slog.Logger) *Fet
 
 // Fetch implements vega.v1.FetchService.
 func (s *FetchService) Fetch(ctx context.Context, in *vegav1.FetchRequest) (*vegav1.FetchResponse, error) {
-	req, err := fetchRequest(in)
+	req, _, err := fetchRequest(in)
 	if err != nil {
 		return nil, err
 	}
@@ -58,18 +58,20 @@ func (s *FetchService) Fetch(ctx context.Context, in *vegav1.FetchRequest) (*veg
 	}, nil
 }
 
-// fetchRequest validates a Fetch request and converts it. The SSRF policy
-// itself (schemes, addresses) is enforced by the fetcher at dial time.
-func fetchRequest(in *vegav1.FetchRequest) (*fetch.Request, error) {
+// fetchRequest validates a Fetch request and converts it; host is the URL's
+// host, lower-cased ("" when it has none). The SSRF policy itself (schemes,
+// addresses) is enforced by the fetcher at dial time.
+func fetchRequest(in *vegav1.FetchRequest) (req *fetch.Request, host string, err error) {
 	raw := in.GetUrl()
 	switch {
 	case raw == "":
-		return nil, invalidArgument("url", "required")
+		return nil, "", invalidArgument("url", "required")
 	case len(raw) > maxURLLen:
-		return nil, invalidArgument("url", "longer than %d bytes", maxURLLen)
+		return nil, "", invalidArgument("url", "longer than %d bytes", maxURLLen)
 	}
-	if _, err := url.Parse(raw); err != nil {
-		return nil, invalidArgument("url", "not a valid URL")
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, "", invalidArgument("url", "not a valid URL")
 	}
 	method := strings.ToUpper(in.GetMethod())
 	switch method {
@@ -77,27 +79,27 @@ func fetchRequest(in *vegav1.FetchRequest) (*fetch.Request, error) {
 		method = http.MethodGet
 	case http.MethodGet, http.MethodHead:
 	default:
-		return nil, invalidArgument("method", "%q is not supported; use GET or HEAD", in.GetMethod())
+		return nil, "", invalidArgument("method", "%q is not supported; use GET or HEAD", in.GetMethod())
 	}
 	header := http.Header{}
 	for name, value := range in.GetHeaders() {
 		canon := http.CanonicalHeaderKey(name)
 		if !fetch.IsAllowedRequestHeader(canon) {
-			return nil, invalidArgument("headers", "header %q may not be set; allowed: %s", name, strings.Join(fetch.AllowedRequestHeaders, ", "))
+			return nil, "", invalidArgument("headers", "header %q may not be set; allowed: %s", name, strings.Join(fetch.AllowedRequestHeaders, ", "))
 		}
 		header.Set(canon, value)
 	}
 	if in.GetMaxBytes() < 0 {
-		return nil, invalidArgument("max_bytes", "must not be negative")
+		return nil, "", invalidArgument("max_bytes", "must not be negative")
 	}
-	req := &fetch.Request{URL: raw, Method: method, Header: header, MaxBytes: in.GetMaxBytes()}
+	req = &fetch.Request{URL: raw, Method: method, Header: header, MaxBytes: in.GetMaxBytes()}
 	if t := in.GetTimeout(); t != nil {
 		if err := t.CheckValid(); err != nil || t.AsDuration() < 0 {
-			return nil, invalidArgument("timeout", "must be a non-negative duration")
+			return nil, "", invalidArgument("timeout", "must be a non-negative duration")
 		}
 		req.Timeout = t.AsDuration()
 	}
-	return req, nil
+	return req, strings.ToLower(u.Host), nil
 }
 
 // flattenHeader joins repeated values and drops Set-Cookie: cookies set for

@@ -62,7 +62,7 @@ func (m *Idempotency) do(ctx context.Context, key string, fp [sha256.Size]byte,
 		select {
 		case <-e.done:
 		case <-ctx.Done():
-			return nil, toStatus(ctx, nil, ctx.Err())
+			return nil, ctx.Err() // translated by the caller's toStatus
 		}
 		if e.err != nil { // the first call failed and was forgotten: try again
 			return m.do(ctx, key, fp, send)
@@ -102,5 +102,3 @@ func fingerprint(in *vegav1.NotifyRequest) [sha256.Size]byte {
 	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(c)
 	return sha256.Sum256(b)
 }
-
-func protoSize(m proto.Message) int { return proto.Size(m) }

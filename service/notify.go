@@ -9,6 +9,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/proto"
+
 	vegav1 "github.com/vega-gateway/vega/gen/vega/v1"
 	"github.com/vega-gateway/vega/integrations/notify"
 )
@@ -59,7 +61,11 @@ func (s *NotifyService) Notify(ctx context.Context, in *vegav1.NotifyRequest) (*
 	if in.GetIdempotencyKey() == "" {
 		return send(ctx)
 	}
-	return s.idem.do(ctx, Tenant(ctx)+"\x00"+in.GetIdempotencyKey(), fingerprint(in), send)
+	resp, err := s.idem.do(ctx, Tenant(ctx)+"\x00"+in.GetIdempotencyKey(), fingerprint(in), send)
+	if err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
+	return resp, nil
 }
 
 func (s *NotifyService) validate(in *vegav1.NotifyRequest) (Sender, notify.Message, error) {
@@ -82,7 +88,7 @@ func (s *NotifyService) validate(in *vegav1.NotifyRequest) (Sender, notify.Messa
 	}
 	msg := notify.Message{Text: text}
 	if p := in.GetPayload(); p != nil {
-		if size := protoSize(p); size > maxPayloadBytes {
+		if size := proto.Size(p); size > maxPayloadBytes {
 			return nil, notify.Message{}, invalidArgument("payload", "larger than %d bytes", maxPayloadBytes)
 		}
 		msg.Payload = p.AsMap()

@@ -3,7 +3,6 @@ package service
 import (
 	"context"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -129,17 +128,15 @@ func generateKey(tenant, backend string, in generateParams) (string, error) {
 }
 
 func planFetch(ctx context.Context, s PolicySettings, in *vegav1.FetchRequest) (*policy.Decision, error) {
-	req, err := fetchRequest(in)
+	req, host, err := fetchRequest(in)
 	if err != nil {
 		return nil, err
 	}
-	u, err := url.Parse(req.URL)
-	if err != nil || u.Host == "" {
+	if host == "" {
 		// Let the fetcher produce its precise refusal; no shared state is
 		// keyed by an unusable host.
 		return &policy.Decision{}, nil
 	}
-	host := strings.ToLower(u.Host)
 	canonical := &vegav1.FetchRequest{Url: req.URL, Method: req.Method, Headers: in.GetHeaders(), MaxBytes: in.GetMaxBytes()}
 	key, err := policy.Key([]string{"fetch/", host, "/"}, Tenant(ctx), "fetch", canonical)
 	if err != nil {

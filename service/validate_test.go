@@ -62,7 +62,7 @@ func FuzzFetchValidation(f *testing.F) {
 		if header != "" {
 			in.Headers = map[string]string{header: "v"}
 		}
-		req, err := fetchRequest(in)
+		req, _, err := fetchRequest(in)
 		if err != nil {
 			if status.Code(err) != codes.InvalidArgument {
 				t.Fatalf("refusal with %v: %v", status.Code(err), err)

@@ -119,10 +119,11 @@ func TestWatchStatsSlowReaderNeverSlowsTheServer(t *testing.T) {
 		assert.Less(t, time.Since(start), time.Second)
 		time.Sleep(200 * time.Millisecond)
 	}
-	// The server never queues snapshots: one is built per tick, and ticks
-	// missed while a send waits on flow control are dropped. What the
-	// watcher's own transport already received arrives first (at most one
-	// per interval of the pause), then fresh ones.
+	// After the pause the stream goes on and reaches a snapshot taken after
+	// it. What the watcher's own transport buffered arrives first; this test
+	// cannot tell whether the server skipped ticks (grpc-go's client window
+	// grows large enough to hold every snapshot of the pause), so it checks
+	// only that the stream resumes and is bounded by one per interval.
 	resumed := time.Now()
 	var n int
 	for {
@@ -132,7 +133,7 @@ func TestWatchStatsSlowReaderNeverSlowsTheServer(t *testing.T) {
 		if snap.GetStats().GetTime().AsTime().After(resumed) {
 			break
 		}
-		require.LessOrEqual(t, n, 41, "more snapshots than intervals: something queued them")
+		require.LessOrEqual(t, n, 41, "more snapshots than ticks of the pause")
 	}
 	assert.True(t, resumed.After(first.GetStats().GetTime().AsTime()))
 	t.Logf("%d buffered snapshots before a fresh one", n-1)
