@@ -34,6 +34,10 @@ type Config struct {
 	// Tracing is on when OTEL_EXPORTER_OTLP_ENDPOINT or
 	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set (environment only).
 	Tracing bool `yaml:"-"`
+	// NoPerfChain leaves the perf chain (policy, cache, coalescing, breaker,
+	// limiter) out of the server, for benchmarks that compare the chain with
+	// a bare server (VEGA_PERF_CHAIN=off, environment only; default on).
+	NoPerfChain bool `yaml:"-"`
 
 	TLS    TLSConfig    `yaml:"tls"`
 	LLM    LLMConfig    `yaml:"llm"`
@@ -253,6 +257,13 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 			return fmt.Errorf("VEGA_CACHE_NONDETERMINISTIC: %q is not true or false", v)
 		}
 		cfg.Cache.Nondeterministic = b
+	}
+	switch v := getenv("VEGA_PERF_CHAIN"); v {
+	case "", "on":
+	case "off":
+		cfg.NoPerfChain = true
+	default:
+		return fmt.Errorf("VEGA_PERF_CHAIN: %q is not on or off", v)
 	}
 	if v := getenv("VEGA_CACHE_MAX_BYTES"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)

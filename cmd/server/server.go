@@ -277,21 +277,27 @@ func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics, auth *service.Au
 	notAdmin := selector.MatchFunc(func(_ context.Context, m interceptors.CallMeta) bool {
 		return m.Service != vegav1.PerfAdminService_ServiceDesc.ServiceName
 	})
-	unary := append([]grpc.UnaryServerInterceptor{
+	unary := []grpc.UnaryServerInterceptor{
 		metrics.UnaryServerInterceptor(),
 		slow.UnaryServerInterceptor(),
 		logging.UnaryServerInterceptor(logger, logOpts...),
 		recovery.UnaryServerInterceptor(onPanic),
 		auth.UnaryServerInterceptor(),
-	}, chain.unary()...)
-	stream := append([]grpc.StreamServerInterceptor{
+	}
+	stream := []grpc.StreamServerInterceptor{
 		metrics.StreamServerInterceptor(),
 		selector.StreamServerInterceptor(slow.StreamServerInterceptor(), notAdmin),
 		logging.StreamServerInterceptor(logger, logOpts...),
 		recovery.StreamServerInterceptor(onPanic),
 		auth.StreamServerInterceptor(),
 		streams.StreamServerInterceptor(),
-	}, chain.stream()...)
+	}
+	// VEGA_PERF_CHAIN=off (benchmarks only): the bare server that make bench
+	// compares the chain with.
+	if !s.cfg.NoPerfChain {
+		unary = append(unary, chain.unary()...)
+		stream = append(stream, chain.stream()...)
+	}
 	opts := []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
 		grpc.MaxRecvMsgSize(maxRecvMsgBytes),
