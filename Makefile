@@ -26,11 +26,10 @@ test: ## Run every test with the race detector
 	go test -race -count=1 -timeout 20m ./...
 
 .PHONY: bench
-bench: $(TOOLS) ## Run the Go benchmarks, each mechanism beside its anchor, and print the ratios (benchstat)
+bench: BENCH_STARTED := $(shell date +%s.%N)
+bench: $(BIN)/ghz $(BIN)/benchstat ## Run the benchmark suite (Go benchmarks + ghz end to end, ≤ 10 min) and write perf/bench/REPORT.md with plots
 	@mkdir -p .tmp/bench
-	go test -run '^$$' -bench . -benchmem -count 5 -timeout 30m ./perf/... ./cmd/server/ | tee .tmp/bench/raw.txt
-	benchstat -col /impl .tmp/bench/raw.txt || true
-	benchstat -col /path .tmp/bench/raw.txt || true
+	cd perf/bench && go test -count=1 ./... && go run . --root ../.. --started $(BENCH_STARTED)
 
 .PHONY: tools
 tools: $(TOOLS) ## Build the pinned tools into .tmp/bin
@@ -60,3 +59,4 @@ lint: $(TOOLS) ## buf lint, buf format, gofmt, go vet, staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/') | tee /dev/stderr)" || { echo "gofmt needed" >&2; exit 1; }
 	go vet ./...
 	staticcheck ./...
+	cd perf/bench && go vet ./... && staticcheck ./...

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// limiterMode is one gateway configuration of M6.
+type limiterMode struct {
+	name string
+	env  []string
+	note string
+}
+
+// limiterRun is what one mode produced.
+type limiterRun struct {
+	mode     string
+	samples  []sample
+	goodput  []float64 // OK answers per second, by second since the start
+	result   *ghzResult
+	phase    [2]phaseFigures
+	duration time.Duration
+}
+
+type phaseFigures struct {
+	capacity    float64
+	goodput     float64       // mean OK/s over the last 5 s of the phase
+	convergence time.Duration // -1: never
+}
+
+// limiter is M6: adaptive vs fixed vs no limit against a backend of
+// capacity C under 2× overload, then 4× once capacity halves mid-run.
+func (d *driver) limiter(ctx context.Context) error {
+	const capacity = 100.0
+	offered := 2 * capacity
+	phase := 15 * time.Second
+	if d.quick {
+		phase = 6 * time.Second
+	}
+	c := fmt.Sprint(capacity)
+	modes := []limiterMode{
+		{"adaptive", []string{"INITIAL_RATE_LIMIT=10", "MIN_RATE_LIMIT=1", "MAX_RATE_LIMIT=1000"}, "AIMD between 1 and 1000 req/s, starting at 10; defaults otherwise (VEGA_RATE_LIMIT_MAX_WAIT 30s: a call waits for its turn as long as its deadline allows)"},
+		{"adaptive-wait100ms", []string{"INITIAL_RATE_LIMIT=10", "MIN_RATE_LIMIT=1", "MAX_RATE_LIMIT=1000", "VEGA_RATE_LIMIT_MAX_WAIT=100ms"}, "as adaptive, but VEGA_RATE_LIMIT_MAX_WAIT=100ms (default 30s): a call waits at most 100 ms for its turn"},
+		{"fixed", []string{"INITIAL_RATE_LIMIT=" + c, "MIN_RATE_LIMIT=" + c, "MAX_RATE_LIMIT=" + c}, fmt.Sprintf("MIN = MAX = INITIAL = C = %.0f req/s (never adapts)", capacity)},
+		{"none", highLimits, "MIN = MAX = INITIAL = 100000 req/s: never limits (a backend's Retry-After is still honoured)"},
+	}
+
+	// Unloaded latency: 0.2 C on a fresh stack.
+	f, err := d.startFake("limiter-unloaded", "--latency", "20ms", "--capacity", c)
+	if err != nil {
+		return err
+	}
+	g, err := d.startGateway("limiter-unloaded", append([]string{"VEGA_OLLAMA_URL=" + f.url}, highLimits...)...)
+	if err != nil {
+		running.stop(f.cmd)
+		return err
+	}
+	un, err := d.ghz(ctx, "limiter-unloaded", g, generateCall, `{"model":"llama3","prompt":"u {{.RequestNumber}}"}`,
+		"--async", "-r", fmt.Sprint(capacity/5), "-z", "3s", "-c", "10")
+	g.stop()
+	running.stop(f.cmd)
+	if err != nil {
+		return err
+	}
+	unloadedP99 := un.pct(99)
+
+	var runs []*limiterRun
+	for _, m := range modes {
+		run, err := d.limiterRun(ctx, m, capacity, offered, phase)
+		if err != nil {
+			return fmt.Errorf("%s: %w", m.name, err)
+		}
+		runs = append(runs, run)
+	}
+	d.limiterRuns = runs
+
+	var body strings.Builder
+	fmt.Fprintf(&body, "fakeupstream `--latency 20ms --capacity %.0f` (token bucket, burst of 1 s; beyond it 429 with `Retry-After: 1`). "+
+		"ghz offers %.0f distinct Generate calls/s open loop (`--async -r %.0f -c 100 -t 1s`, 1 s deadline) for %s; "+
+		"at %s capacity is halved to %.0f through `/_fake/config`, so overload goes from 2× to 4×. "+
+		"Goodput = OK answers per second received by ghz (1-s buckets by send time); *steady goodput* is the mean of the last 5 s of each phase; "+
+		"*convergence* is the time from the phase start after which the 2-s rolling goodput stays ≥ 0.9 × capacity to the end of the phase. "+
+		"p99 is over OK calls (ghz's distribution), against the unloaded p99 of %s (ghz `-r %.0f`, 0.2 C). "+
+		"PerfAdmin's `rate_limiters.ollama.current_rate` and the backend's capacity are sampled every 250 ms.\n\n",
+		capacity, offered, offered, 2*phase, phase, capacity/2, ms(unloadedP99), capacity/5)
+	body.WriteString("| mode | configuration | steady goodput, C | steady goodput, C/2 | convergence (C / C/2) | p99 OK | status codes |\n|---|---|---|---|---|---|---|\n")
+	for i, run := range runs {
+		fmt.Fprintf(&body, "| %s | %s | %.1f/s (%.2f C) | %.1f/s (%.2f C/2) | %s / %s | %s | %v |\n", run.mode, modes[i].note,
+			run.phase[0].goodput, run.phase[0].goodput/run.phase[0].capacity, run.phase[1].goodput, run.phase[1].goodput/run.phase[1].capacity,
+			conv(run.phase[0].convergence), conv(run.phase[1].convergence), ms(run.result.pct(99)), run.result.StatusCodes)
+		for p := range 2 {
+			pf := run.phase[p]
+			label := "C"
+			if p == 1 {
+				label = "C/2 (after halving)"
+			}
+			d.report.add(Row{
+				Figure: fmt.Sprintf("limiter %s: goodput at %s, %.0f× overload (M6)", run.mode, label, offered/pf.capacity), Goal: "≥ 0.9 C",
+				Measured: fmt.Sprintf("%.1f/s of %.0f/s", pf.goodput, pf.capacity), Ratio: fmt.Sprintf("%.2f", pf.goodput/pf.capacity),
+				Verdict: verdict(pf.goodput >= 0.9*pf.capacity),
+			})
+			d.report.add(Row{
+				Figure: fmt.Sprintf("limiter %s: convergence at %s (M6)", run.mode, label), Goal: "≤ 10 s",
+				Measured: conv(pf.convergence), Ratio: convRatio(pf.convergence),
+				Verdict: verdict(pf.convergence >= 0 && pf.convergence <= 10*time.Second),
+			})
+		}
+		p99 := run.result.pct(99)
+		d.report.add(Row{
+			Figure: fmt.Sprintf("limiter %s: p99 of OK calls under overload (M6)", run.mode), Goal: "≤ 2× unloaded",
+			Measured: fmt.Sprintf("%s vs unloaded %s", ms(p99), ms(unloadedP99)), Ratio: ratio(float64(p99), float64(unloadedP99)),
+			Verdict: verdict(p99 <= 2*unloadedP99),
+		})
+	}
+	d.report.section("Adaptive limiter vs fixed vs none (M6)", "%s", body.String())
+	return nil
+}
+
+func conv(d time.Duration) string {
+	if d < 0 {
+		return "never"
+	}
+	return fmt.Sprintf("%.1f s", d.Seconds())
+}
+
+func convRatio(d time.Duration) string {
+	if d < 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f of 10 s", d.Seconds()/10)
+}
+
+func (d *driver) limiterRun(ctx context.Context, m limiterMode, capacity, offered float64, phase time.Duration) (*limiterRun, error) {
+	name := "limiter-" + m.name
+	f, err := d.startFake(name, "--latency", "20ms", "--capacity", fmt.Sprint(capacity))
+	if err != nil {
+		return nil, err
+	}
+	defer running.stop(f.cmd)
+	g, err := d.startGateway(name, append([]string{"VEGA_OLLAMA_URL=" + f.url}, m.env...)...)
+	if err != nil {
+		return nil, err
+	}
+	defer g.stop()
+
+	start := time.Now()
+	stopSampling := sampleLoop(ctx, f, g, 250*time.Millisecond, start)
+	halved := make(chan error, 1)
+	go func() {
+		select {
+		case <-time.After(phase):
+			halved <- f.configure(fmt.Sprintf(`{"capacity":%g}`, capacity/2))
+		case <-ctx.Done():
+			halved <- ctx.Err()
+		}
+	}()
+	r, err := d.ghz(ctx, name, g, generateCall, `{"model":"llama3","prompt":"load {{.RequestNumber}}"}`,
+		"--async", "-r", fmt.Sprint(offered), "-z", (2 * phase).String(), "-c", "100", "-t", "1s")
+	samples := stopSampling()
+	if herr := <-halved; err == nil && herr != nil {
+		err = herr
+	}
+	if err != nil {
+		return nil, err
+	}
+	run := &limiterRun{mode: m.name, samples: samples, result: r, duration: 2 * phase}
+	// The time series, for a closer look than the plots give.
+	var csv strings.Builder
+	csv.WriteString("t_s,capacity,backend_200_total,limiter_rate\n")
+	for _, s := range samples {
+		fmt.Fprintf(&csv, "%.3f,%g,%d,%.2f\n", s.t.Seconds(), s.capacity, s.ok200, s.rate)
+	}
+	_ = os.WriteFile(filepath.Join(d.work, name+".samples.csv"), []byte(csv.String()), 0o644)
+	run.goodput = goodputPerSecond(r, 2*phase)
+	run.phase[0] = phaseOf(run.goodput, 0, phase, capacity)
+	run.phase[1] = phaseOf(run.goodput, phase, 2*phase, capacity/2)
+	return run, nil
+}
+
+// goodputPerSecond buckets the OK calls of a ghz run by send second.
+func goodputPerSecond(r *ghzResult, dur time.Duration) []float64 {
+	n := int(dur.Seconds())
+	out := make([]float64, n)
+	if len(r.Details) == 0 {
+		return out
+	}
+	t0 := r.Details[0].Timestamp
+	for _, x := range r.Details {
+		if x.Timestamp.Before(t0) {
+			t0 = x.Timestamp
+		}
+	}
+	for _, x := range r.Details {
+		if x.Status != "OK" {
+			continue
+		}
+		i := int(x.Timestamp.Sub(t0) / time.Second)
+		if i >= 0 && i < n {
+			out[i]++
+		}
+	}
+	return out
+}
+
+// phaseOf computes the steady goodput and convergence of [from, to).
+func phaseOf(goodput []float64, from, to time.Duration, capacity float64) phaseFigures {
+	a, b := int(from.Seconds()), min(int(to.Seconds()), len(goodput))
+	pf := phaseFigures{capacity: capacity, convergence: -1}
+	if b <= a {
+		return pf
+	}
+	tail := max(a, b-5)
+	sum := 0.0
+	for _, g := range goodput[tail:b] {
+		sum += g
+	}
+	pf.goodput = sum / float64(b-tail)
+	// Rolling 2-s mean ending at second i (inclusive) stays ≥ 0.9 C from some i on.
+	rolling := func(i int) float64 {
+		if i == a {
+			return goodput[i]
+		}
+		return (goodput[i-1] + goodput[i]) / 2
+	}
+	conv := -1
+	for i := b - 1; i >= a; i-- {
+		if rolling(i) < 0.9*capacity {
+			break
+		}
+		conv = i
+	}
+	if conv >= 0 {
+		pf.convergence = time.Duration(conv-a+1) * time.Second // the end of the first good bucket
+	}
+	return pf
+}

@@ -1,0 +1,238 @@
+// Command bench is make bench: it runs the Go benchmarks of the perf
+// mechanisms beside their anchors (benchstat), then end-to-end scenarios
+// with ghz against the real bin/vega-server and cmd/fakeupstream on
+// loopback, and writes REPORT.md and PNG plots next to this file.
+//
+// Usage (from the repository root; make bench does this):
+//
+//	(cd perf/bench && go run . --root ../..)
+//
+// It stops every process it started, also on Ctrl-C.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type driver struct {
+	root, out, work            string
+	fakeBin, serverBin, ghzBin string
+	benchstatBin               string
+	serverCPU, clientCPU       string
+	count                      int
+	benchtime                  string
+	quick                      bool
+	report                     Report
+	commands                   []string
+	limiterRuns                []*limiterRun
+}
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	var (
+		d        driver
+		started  float64
+		skipGo   bool
+		skipE2E  bool
+		scenario string
+	)
+	flag.StringVar(&d.root, "root", "../..", "repository root")
+	flag.StringVar(&d.out, "out", "", "where REPORT.md and the plots go (default ROOT/perf/bench)")
+	flag.IntVar(&d.count, "count", 5, "go test -count for the Go benchmarks")
+	flag.StringVar(&d.benchtime, "benchtime", "400ms", "go test -benchtime for the Go benchmarks")
+	flag.BoolVar(&skipGo, "skip-go", false, "skip the Go benchmarks")
+	flag.BoolVar(&skipE2E, "skip-e2e", false, "skip the end-to-end scenarios")
+	flag.StringVar(&scenario, "scenarios", "herd,breaker,reuse,limiter,cpu", "end-to-end scenarios to run, comma separated")
+	flag.BoolVar(&d.quick, "quick", false, "shorter end-to-end runs (for trying the driver, not for the report)")
+	flag.Float64Var(&started, "started", 0, "unix time make bench started (for the wall time in the report)")
+	flag.StringVar(&d.serverCPU, "server-cpu", "0", "taskset CPU list for the gateway (\"\" = no pinning)")
+	flag.StringVar(&d.clientCPU, "client-cpu", "1", "taskset CPU list for ghz and the fake upstream")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	defer running.stopAll()
+
+	var err error
+	if d.root, err = filepath.Abs(d.root); err != nil {
+		return fail(err)
+	}
+	if d.out == "" {
+		d.out = filepath.Join(d.root, "perf", "bench")
+	}
+	d.work = filepath.Join(d.root, ".tmp", "bench")
+	if err := os.MkdirAll(d.work, 0o755); err != nil {
+		return fail(err)
+	}
+	if runtime.NumCPU() < 2 || !haveTaskset() {
+		d.serverCPU, d.clientCPU = "", ""
+	}
+	bin := filepath.Join(d.root, ".tmp", "bin")
+	d.ghzBin, d.benchstatBin = filepath.Join(bin, "ghz"), filepath.Join(bin, "benchstat")
+	d.fakeBin, d.serverBin = filepath.Join(d.work, "fakeupstream"), filepath.Join(d.root, "bin", "vega-server")
+	d.report.Date = time.Now()
+	d.report.Machine = machineInfo(ctx, d.root)
+	d.report.Settings = []string{
+		fmt.Sprintf("Go benchmarks: `-count %d -benchtime %s`: %d samples is the fewest for which benchstat's Mann-Whitney test can report a difference at p < 0.05 with room for one outlier (3 samples can never go below p = 0.1); the short benchtime keeps `make bench` within 10 minutes on 2 cores", d.count, d.benchtime, d.count),
+		fmt.Sprintf("end to end: gateway pinned to CPU %s with GOMAXPROCS=1; ghz (`--cpus 1`) and fakeupstream pinned to CPU %s; everything on 127.0.0.1 with free ports picked at run time", orAll(d.serverCPU), orAll(d.clientCPU)),
+	}
+
+	step := func(name string, f func(context.Context) error) {
+		if ctx.Err() != nil {
+			return
+		}
+		t := time.Now()
+		fmt.Fprintf(os.Stderr, "== %s\n", name)
+		if err := f(ctx); err != nil {
+			fmt.Fprintf(os.Stderr, "   %s failed: %v\n", name, err)
+			d.report.fail(name, err)
+		}
+		fmt.Fprintf(os.Stderr, "   %s: %s\n", name, time.Since(t).Round(100*time.Millisecond))
+	}
+	step("build", d.build)
+	if !skipGo {
+		step("go benchmarks", d.goBench)
+	}
+	if !skipE2E {
+		for _, s := range strings.Split(scenario, ",") {
+			switch strings.TrimSpace(s) {
+			case "herd":
+				step("herd", d.herd)
+			case "breaker":
+				step("breaker", d.breaker)
+			case "reuse":
+				step("reuse", d.reuse)
+			case "limiter":
+				step("limiter", d.limiter)
+			case "cpu":
+				step("cpu", d.cpu)
+			case "":
+			default:
+				d.report.fail(s, fmt.Errorf("unknown scenario"))
+			}
+		}
+		d.plots()
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(os.Stderr, "interrupted; no report written")
+		return 1
+	}
+	d.report.Commands = append([]string{"make bench   # = (cd perf/bench && go run . --root ../.. --started <unix time>)"}, d.commands...)
+	if started > 0 {
+		d.report.WallTime = time.Since(time.Unix(0, int64(started*1e9)))
+	}
+	f, err := os.Create(filepath.Join(d.out, "REPORT.md"))
+	if err != nil {
+		return fail(err)
+	}
+	defer f.Close()
+	if err := d.report.render(f); err != nil {
+		return fail(err)
+	}
+	fmt.Fprintf(os.Stderr, "wrote %s\n", f.Name())
+	return 0
+}
+
+func fail(err error) int {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	return 1
+}
+
+func haveTaskset() bool {
+	_, err := output(context.Background(), "", "taskset", "-c", "0", "true")
+	return err == nil
+}
+
+// build compiles the gateway and the fake upstream.
+func (d *driver) build(ctx context.Context) error {
+	if _, err := output(ctx, d.root, "go", "build", "-o", d.serverBin, "./cmd/server"); err != nil {
+		return err
+	}
+	_, err := output(ctx, d.root, "go", "build", "-o", d.fakeBin, "./cmd/fakeupstream")
+	return err
+}
+
+// goBench runs the in-process benchmarks, then benchstat on them.
+func (d *driver) goBench(ctx context.Context) error {
+	pkgs := []string{"./perf/...", "./cmd/server/"}
+	outbox := filepath.Join(d.root, "integrations", "notify", "outbox")
+	if hasBenchmarks(outbox) {
+		pkgs = append(pkgs, "./integrations/notify/outbox/")
+	}
+	args := append([]string{"test", "-run", "^$", "-bench", ".", "-benchmem", "-count", strconv.Itoa(d.count), "-benchtime", d.benchtime, "-timeout", "20m"}, pkgs...)
+	d.commands = append(d.commands, "go "+strings.Join(args, " ")+" > .tmp/bench/raw.txt")
+	raw, err := output(ctx, d.root, "go", args...)
+	rawFile := filepath.Join(d.work, "raw.txt")
+	if werr := os.WriteFile(rawFile, []byte(raw), 0o644); werr != nil && err == nil {
+		err = werr
+	}
+	if err != nil {
+		return err
+	}
+	s, err := parseBench(strings.NewReader(raw))
+	if err != nil {
+		return err
+	}
+	goFigures(&d.report, s)
+	outboxFigures(&d.report, s)
+	var stat strings.Builder
+	for _, col := range []string{"/impl", "/path"} {
+		d.commands = append(d.commands, "benchstat -col "+col+" .tmp/bench/raw.txt")
+		out, err := output(ctx, d.root, d.benchstatBin, "-col", col, rawFile)
+		if err != nil {
+			out = err.Error()
+		}
+		fmt.Fprintf(&stat, "<details><summary><code>benchstat -col %s</code></summary>\n\n```\n%s```\n\n</details>\n\n", col, out)
+	}
+	pkgNote := ""
+	if len(pkgs) == 2 {
+		pkgNote = "`./integrations/notify/outbox/` had no benchmarks at this run and was left out.\n\n"
+	}
+	d.report.section("Go benchmarks (M1, M4, building blocks)", "%s%s\n%s", pkgNote, goDetails(s, d.count, d.benchtime), stat.String())
+	return nil
+}
+
+// machineInfo describes where the figures come from.
+func machineInfo(ctx context.Context, root string) []string {
+	cpu := "unknown"
+	if raw, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(raw), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				cpu = strings.TrimSpace(l[strings.Index(l, ":")+1:])
+				break
+			}
+		}
+	}
+	kernel, _ := output(ctx, "", "uname", "-sr")
+	gov, _ := output(ctx, root, "go", "version")
+	commit, _ := output(ctx, root, "git", "rev-parse", "--short", "HEAD")
+	dirty, _ := output(ctx, root, "git", "status", "--porcelain", "--untracked-files=no")
+	if strings.TrimSpace(dirty) != "" {
+		commit = strings.TrimSpace(commit) + " (with uncommitted changes in the tree)"
+	}
+	mem := ""
+	if raw, err := os.ReadFile("/proc/meminfo"); err == nil {
+		mem = strings.Fields(strings.SplitN(string(raw), "\n", 2)[0])[1] + " kB"
+	}
+	return []string{
+		"CPU: " + cpu,
+		fmt.Sprintf("cores: %d", runtime.NumCPU()),
+		"memory: " + mem,
+		"kernel: " + strings.TrimSpace(kernel),
+		"Go: " + strings.TrimSpace(gov),
+		"commit: " + strings.TrimSpace(commit),
+	}
+}

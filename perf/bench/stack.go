@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	vegav1 "github.com/vega-gateway/vega/gen/vega/v1"
+)
+
+// fake is a running cmd/fakeupstream.
+type fake struct {
+	cmd *exec.Cmd
+	url string
+}
+
+type fakeStats struct {
+	Requests       int64            `json:"requests"`
+	ByStatus       map[string]int64 `json:"by_status"`
+	NewConnections int64            `json:"new_connections"`
+	InFlight       int64            `json:"in_flight"`
+	Capacity       float64          `json:"capacity"`
+	Outage         bool             `json:"outage"`
+	UptimeMS       int64            `json:"uptime_ms"`
+}
+
+func (d *driver) startFake(name string, args ...string) (*fake, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	cmd, err := running.start(filepath.Join(d.work, name+".fake.log"), d.clientCPU, nil, d.fakeBin, append([]string{"--addr", addr}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	f := &fake{cmd: cmd, url: "http://" + addr}
+	if err := waitTCP(addr, 10*time.Second); err != nil {
+		running.stop(cmd)
+		return nil, err
+	}
+	return f, nil
+}
+
+func (f *fake) stats() (fakeStats, error) {
+	var s fakeStats
+	resp, err := httpClient.Get(f.url + "/_fake/stats")
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
+
+func (f *fake) post(path, body string) error {
+	resp, err := httpClient.Post(f.url+path, "application/json", strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s: %s", path, resp.Status)
+	}
+	return nil
+}
+
+func (f *fake) reset() error                { return f.post("/_fake/reset", "{}") }
+func (f *fake) configure(body string) error { return f.post("/_fake/config", body) }
+
+// gateway is a running bin/vega-server.
+type gateway struct {
+	cmd   *exec.Cmd
+	addr  string
+	conn  *grpc.ClientConn
+	admin vegav1.PerfAdminServiceClient
+}
+
+const adminKey = "bench-admin-key"
+
+// startGateway runs the server pinned to d.serverCPU with GOMAXPROCS=1
+// (when pinning) and env on top of the bench defaults.
+func (d *driver) startGateway(name string, env ...string) (*gateway, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	base := []string{
+		"VEGA_GRPC_ADDR=" + addr, "VEGA_HTTP_ADDR=off", "VEGA_ADMIN_API_KEY=" + adminKey,
+		"VEGA_DATA_DIR=" + filepath.Join(d.work, name+".data"), "VEGA_LOG_LEVEL=error",
+	}
+	if d.serverCPU != "" {
+		base = append(base, "GOMAXPROCS=1")
+	}
+	cmd, err := running.start(filepath.Join(d.work, name+".server.log"), d.serverCPU, append(base, env...), d.serverBin)
+	if err != nil {
+		return nil, err
+	}
+	g := &gateway{cmd: cmd, addr: addr}
+	if err := waitTCP(addr, 15*time.Second); err != nil {
+		running.stop(cmd)
+		return nil, fmt.Errorf("gateway %s: %w (see %s.server.log)", name, err, name)
+	}
+	g.conn, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		running.stop(cmd)
+		return nil, err
+	}
+	g.admin = vegav1.NewPerfAdminServiceClient(g.conn)
+	return g, nil
+}
+
+func (g *gateway) stop() {
+	if g == nil {
+		return
+	}
+	if g.conn != nil {
+		g.conn.Close()
+	}
+	running.stop(g.cmd)
+}
+
+func (g *gateway) stats(sections ...vegav1.StatsSection) (*vegav1.Stats, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, "x-api-key", adminKey)
+	resp, err := g.admin.GetStats(ctx, &vegav1.GetStatsRequest{Sections: sections})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetStats(), nil
+}
+
+// limiterRate is the current rate of the limiter for key, 0 when absent.
+func limiterRate(s *vegav1.Stats, key string) float64 {
+	for _, l := range s.GetRateLimiters().GetLimiters() {
+		if l.GetKey() == key {
+			return l.GetCurrentRate()
+		}
+	}
+	return 0
+}
+
+// ghzResult is the part of ghz's JSON report (runner/reporter.go) we read.
+// Durations are integer nanoseconds.
+type ghzResult struct {
+	Count       int64            `json:"count"`
+	Total       int64            `json:"total"`
+	Average     int64            `json:"average"`
+	Fastest     int64            `json:"fastest"`
+	Slowest     int64            `json:"slowest"`
+	RPS         float64          `json:"rps"`
+	StatusCodes map[string]int64 `json:"statusCodeDistribution"`
+	Latency     []struct {
+		Percentage int   `json:"percentage"`
+		Latency    int64 `json:"latency"`
+	} `json:"latencyDistribution"`
+	Details []struct {
+		Timestamp time.Time `json:"timestamp"`
+		Latency   int64     `json:"latency"`
+		Status    string    `json:"status"`
+	} `json:"details"`
+}
+
+// pct is the latency at percentage p (10, 25, 50, 75, 90, 95, 99).
+func (g *ghzResult) pct(p int) time.Duration {
+	for _, l := range g.Latency {
+		if l.Percentage == p {
+			return time.Duration(l.Latency)
+		}
+	}
+	return 0
+}
+
+// ghz runs ghz against the gateway pinned to the client core and parses its
+// JSON report; args are the load options.
+func (d *driver) ghz(ctx context.Context, name string, g *gateway, call, data string, args ...string) (*ghzResult, error) {
+	out := filepath.Join(d.work, name+".ghz.json")
+	full := []string{"--insecure", "--call", call, "-d", data, "-O", "json", "-o", out, "--duration-stop", "ignore"}
+	if d.clientCPU != "" {
+		full = append(full, "--cpus", "1")
+	}
+	full = append(full, args...)
+	full = append(full, g.addr)
+	d.commands = append(d.commands, "ghz "+shellQuote(full))
+	name0, args0 := d.ghzBin, full
+	if d.clientCPU != "" {
+		name0, args0 = "taskset", append([]string{"-c", d.clientCPU, d.ghzBin}, full...)
+	}
+	cmd := exec.CommandContext(ctx, name0, args0...)
+	msg, err := cmd.CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("ghz %s: %w: %s", name, err, lastLines(string(msg), 5))
+	}
+	var r ghzResult
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, fmt.Errorf("ghz %s: %w", name, err)
+	}
+	return &r, nil
+}
+
+func shellQuote(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if strings.ContainsAny(a, " {}\"'$*") {
+			a = "'" + a + "'"
+		}
+		q[i] = a
+	}
+	return strings.Join(q, " ")
+}
