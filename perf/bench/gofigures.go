@@ -67,6 +67,24 @@ func goFigures(r *Report, s samples) {
 		r.add(row)
 	}
 
+	// Context rows, no goal of their own.
+	context := []struct{ figure, a, b, note string }{
+		{"coalescer vs singleflight.DoChan + select on ctx (the closest x/sync gets to a cancellable wait), 1 hot key",
+			"BenchmarkDo/keys=hot/impl=ours", "BenchmarkDo/keys=hot/impl=dochan", ""},
+		{"chain over a real gRPC server on bufconn, cache miss vs bare server",
+			"BenchmarkChainBufconn/path=miss", "BenchmarkChainBufconn/path=bare", ""},
+	}
+	for _, c := range context {
+		a, ok1 := get(c.a, ns)
+		b, ok2 := get(c.b, ns)
+		if !ok1 || !ok2 {
+			continue
+		}
+		aa, _ := get(c.a, allocs)
+		ba, _ := get(c.b, allocs)
+		r.add(Row{Figure: c.figure, Goal: "(context)", Measured: fmt.Sprintf("%s, %.0f allocs vs %s, %.0f allocs", fmtNs(a), aa, fmtNs(b), ba), Ratio: ratio(a, b), Verdict: NoGoal})
+	}
+
 	// M4: cache hit ratio on the Zipf trace and bytes per entry.
 	ours, ok1 := get("BenchmarkZipfHitRatio/impl=ours", "hit%")
 	otter, ok2 := get("BenchmarkZipfHitRatio/impl=otter", "hit%")

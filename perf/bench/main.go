@@ -176,15 +176,20 @@ func (d *driver) goBench(ctx context.Context) error {
 	d.commands = append(d.commands, "go "+strings.Join(args, " ")+" > .tmp/bench/raw.txt")
 	raw, err := output(ctx, d.root, "go", args...)
 	rawFile := filepath.Join(d.work, "raw.txt")
-	if werr := os.WriteFile(rawFile, []byte(raw), 0o644); werr != nil && err == nil {
-		err = werr
+	if werr := os.WriteFile(rawFile, []byte(raw), 0o644); werr != nil {
+		return werr
+	}
+	// A package that fails (say, one being written while this runs) must
+	// not throw away the others' results: keep what ran, report the failure.
+	s, perr := parseBench(strings.NewReader(raw))
+	if perr != nil {
+		return perr
 	}
 	if err != nil {
-		return err
-	}
-	s, err := parseBench(strings.NewReader(raw))
-	if err != nil {
-		return err
+		if len(s) == 0 {
+			return err
+		}
+		d.report.fail("go benchmarks (partial results kept)", err)
 	}
 	goFigures(&d.report, s)
 	outboxFigures(&d.report, s)

@@ -111,8 +111,8 @@ func TestPhaseOf(t *testing.T) {
 	// 10 s at capacity 100: bad for 3 s, then at capacity.
 	g := []float64{10, 20, 40, 95, 100, 98, 101, 99, 100, 100}
 	pf := phaseOf(g, 0, 10*time.Second, 100)
-	if pf.convergence != 5*time.Second { // rolling(4) = 97.5 is the first that stays ≥ 90
-		t.Errorf("convergence %s, want 5s", pf.convergence)
+	if pf.convergence != 8*time.Second { // the 5-s mean ending at second 7 (98.6) is the first that stays ≥ 90
+		t.Errorf("convergence %s, want 8s", pf.convergence)
 	}
 	if pf.goodput < 99 || pf.goodput > 100 {
 		t.Errorf("steady goodput %v", pf.goodput)

@@ -141,6 +141,15 @@ func (g *gateway) stats(sections ...vegav1.StatsSection) (*vegav1.Stats, error) 
 	return resp.GetStats(), nil
 }
 
+// resetStats zeroes the gateway's counters (PerfAdmin ResetStats).
+func (g *gateway) resetStats() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, "x-api-key", adminKey)
+	_, err := g.admin.ResetStats(ctx, &vegav1.ResetStatsRequest{})
+	return err
+}
+
 // limiterRate is the current rate of the limiter for key, 0 when absent.
 func limiterRate(s *vegav1.Stats, key string) float64 {
 	for _, l := range s.GetRateLimiters().GetLimiters() {
