@@ -1,0 +1,274 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/time/rate"
+
+	"github.com/vega-gateway/vega/integrations"
+	"github.com/vega-gateway/vega/integrations/notify"
+)
+
+// item is a queued notification.
+type item struct {
+	id     string
+	queued time.Time
+}
+
+// worker delivers one channel's queue in order.
+type worker struct {
+	o       *Outbox
+	name    string
+	sender  Sender // nil: the channel is not configured
+	limiter *rate.Limiter
+	wake    chan struct{}
+
+	mu          sync.Mutex
+	queue       []item    // guarded by mu
+	pausedUntil time.Time // guarded by mu
+	lastErr     string    // guarded by mu
+
+	accepted, delivered, retried, deadLettered atomic.Int64 // counters
+	deadDepth                                  atomic.Int64 // gauge
+}
+
+func newWorker(o *Outbox, ch Channel) *worker {
+	r, b := ch.Rate, ch.Burst
+	if r <= 0 {
+		r = 1
+	}
+	if b <= 0 {
+		b = 1
+	}
+	return &worker{o: o, name: ch.Name, sender: ch.Sender, limiter: rate.NewLimiter(r, b), wake: make(chan struct{}, 1)}
+}
+
+func (w *worker) push(it item, wake bool) {
+	w.mu.Lock()
+	w.queue = append(w.queue, it)
+	w.mu.Unlock()
+	if wake {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (w *worker) head() (item, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.queue) == 0 {
+		return item{}, false
+	}
+	return w.queue[0], true
+}
+
+func (w *worker) pop(id string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.queue) > 0 && w.queue[0].id == id {
+		w.queue[0] = item{}
+		w.queue = w.queue[1:]
+	}
+}
+
+// pause returns how long the channel must still wait.
+func (w *worker) pause() time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return time.Until(w.pausedUntil)
+}
+
+func (w *worker) run() {
+	stop := w.o.stopping
+	for {
+		it, ok := w.head()
+		if !ok {
+			select {
+			case <-w.wake:
+				continue
+			case <-stop.Done():
+				return
+			}
+		}
+		if d := w.pause(); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-stop.Done():
+				t.Stop()
+				return
+			}
+			continue
+		}
+		if w.limiter.Wait(stop) != nil {
+			return
+		}
+		if !w.attempt(it) {
+			return
+		}
+	}
+}
+
+// outcome of one attempt
+type outcome int
+
+const (
+	delivered outcome = iota
+	retry
+	dead
+)
+
+// attempt sends the head of the queue once and records the outcome. It
+// returns false when the worker must stop.
+func (w *worker) attempt(it item) bool {
+	o := w.o
+	rec, found, err := o.Get(it.id)
+	if err != nil {
+		o.s.Log.Error("outbox read failed", "channel", w.name, "id", it.id, "error", err)
+		w.setPause(time.Now().Add(time.Second), err.Error())
+		return true
+	}
+	if !found || rec.State != Pending { // finished elsewhere (cannot happen today; harmless)
+		w.pop(it.id)
+		o.finish(it.id)
+		return true
+	}
+	msg := notify.Message{Text: rec.Text}
+	var sendErr error
+	if len(rec.Payload) > 0 {
+		if err := json.Unmarshal(rec.Payload, &msg.Payload); err != nil {
+			sendErr = errors.New("stored payload is not a JSON object")
+		}
+	}
+	if sendErr == nil {
+		ctx, cancel := context.WithTimeout(o.sendCtx, o.s.SendTimeout)
+		sendErr = w.sender.Send(ctx, msg)
+		cancel()
+		if sendErr != nil && o.sendCtx.Err() != nil {
+			// Cut off by shutdown: the receiver may have the message; it is
+			// sent again after the restart (the documented window).
+			return false
+		}
+		o.s.Observe(w.name, sendErr)
+	}
+
+	now := time.Now()
+	next := rec
+	next.Attempts++
+	kind, delay := classify(sendErr)
+	if kind == retry {
+		if now.Sub(rec.Queued) >= o.s.MaxAge {
+			kind = dead
+			sendErr = fmt.Errorf("gave up after %d attempts over %s: %w", next.Attempts, now.Sub(rec.Queued).Round(time.Second), sendErr)
+		} else if delay <= 0 {
+			delay = backoff(o.s.BackoffBase, o.s.BackoffMax, next.Attempts)
+		}
+	}
+	next.LastError = ""
+	if sendErr != nil {
+		next.LastError = sendErr.Error()
+	}
+	switch kind {
+	case delivered:
+		next.State, next.Finished, next.NextAttempt = Delivered, now, time.Time{}
+	case dead:
+		next.State, next.Finished, next.NextAttempt = Dead, now, time.Time{}
+	case retry:
+		next.NextAttempt = now.Add(delay)
+	}
+	if !w.persist(&next) {
+		return false
+	}
+	switch kind {
+	case delivered:
+		w.delivered.Add(1)
+		w.pop(it.id)
+		o.finish(it.id)
+		w.setPause(time.Time{}, "")
+	case dead:
+		w.deadLettered.Add(1)
+		w.deadDepth.Add(1)
+		w.pop(it.id)
+		o.finish(it.id)
+		w.setPause(time.Time{}, next.LastError)
+		o.s.Log.Warn("notification dead-lettered", "channel", w.name, "id", rec.ID, "attempts", next.Attempts, "error", next.LastError)
+	case retry:
+		w.retried.Add(1)
+		w.setPause(next.NextAttempt, next.LastError)
+		o.s.Log.Info("notification delivery will be retried", "channel", w.name, "id", rec.ID, "attempts", next.Attempts, "in", delay.Round(time.Millisecond), "error", next.LastError)
+	}
+	return true
+}
+
+// persist records next, retrying while the store fails (the outcome must
+// not be lost). It returns false when the outbox stops first.
+func (w *worker) persist(next *Record) bool {
+	for {
+		err := w.o.c.do(func(tx *bolt.Tx) error {
+			prev, err := getRecord(tx, next.ID)
+			if err != nil || prev == nil {
+				return err
+			}
+			return putRecord(tx, prev, next)
+		})
+		if err == nil {
+			return true
+		}
+		w.o.s.Log.Error("outbox write failed; retrying", "channel", w.name, "id", next.ID, "error", err)
+		select {
+		case <-time.After(time.Second):
+		case <-w.o.stopping.Done():
+			return false
+		}
+	}
+}
+
+func (w *worker) setPause(until time.Time, lastErr string) {
+	w.mu.Lock()
+	w.pausedUntil, w.lastErr = until, lastErr
+	w.mu.Unlock()
+}
+
+// classify sorts an attempt's error: nil is delivered; 429, 408, 5xx,
+// timeouts and network errors are retried (after Retry-After when the
+// receiver gave one); other answers are permanent.
+func classify(err error) (outcome, time.Duration) {
+	if err == nil {
+		return delivered, 0
+	}
+	var se *integrations.StatusError
+	if errors.As(err, &se) {
+		switch {
+		case se.StatusCode == http.StatusTooManyRequests, se.StatusCode == http.StatusRequestTimeout, se.StatusCode >= 500:
+			return retry, se.RetryAfter
+		default:
+			return dead, 0
+		}
+	}
+	if errors.Is(err, integrations.ErrInvalidRequest) || errors.Is(err, integrations.ErrBlocked) {
+		return dead, 0
+	}
+	return retry, 0 // unreachable, timed out, malformed answer, attempt timeout
+}
+
+// backoff is the delay before retry number attempt (1-based): exponential
+// from base, capped at limit, with "equal jitter" (between half and all of
+// it) so that channels do not retry in step.
+func backoff(base, limit time.Duration, attempt int) time.Duration {
+	d := limit
+	if attempt < 32 && base<<(attempt-1) < limit {
+		d = base << (attempt - 1)
+	}
+	return d/2 + rand.N(d/2+1)
+}
