@@ -43,11 +43,22 @@ func (d *driver) limiter(ctx context.Context) error {
 		phase = 6 * time.Second
 	}
 	c := fmt.Sprint(capacity)
-	modes := []limiterMode{
-		{"adaptive", []string{"INITIAL_RATE_LIMIT=10", "MIN_RATE_LIMIT=1", "MAX_RATE_LIMIT=1000"}, "AIMD between 1 and 1000 req/s, starting at 10; defaults otherwise (VEGA_RATE_LIMIT_MAX_WAIT 30s: a call waits for its turn as long as its deadline allows)"},
-		{"adaptive-wait100ms", []string{"INITIAL_RATE_LIMIT=10", "MIN_RATE_LIMIT=1", "MAX_RATE_LIMIT=1000", "VEGA_RATE_LIMIT_MAX_WAIT=100ms"}, "as adaptive, but VEGA_RATE_LIMIT_MAX_WAIT=100ms (default 30s): a call waits at most 100 ms for its turn"},
-		{"fixed", []string{"INITIAL_RATE_LIMIT=" + c, "MIN_RATE_LIMIT=" + c, "MAX_RATE_LIMIT=" + c}, fmt.Sprintf("MIN = MAX = INITIAL = C = %.0f req/s (never adapts)", capacity)},
-		{"none", highLimits, "MIN = MAX = INITIAL = 100000 req/s: never limits (a backend's Retry-After is still honoured)"},
+	var modes []limiterMode
+	for _, w := range []struct{ suffix, env, note string }{
+		{"", "", "; default VEGA_RATE_LIMIT_MAX_WAIT (30s): a call waits for its turn as long as its deadline allows"},
+		{"/wait100ms", "VEGA_RATE_LIMIT_MAX_WAIT=100ms", "; VEGA_RATE_LIMIT_MAX_WAIT=100ms: a call waits at most 100 ms for its turn"},
+	} {
+		with := func(env []string) []string {
+			if w.env == "" {
+				return env
+			}
+			return append(append([]string(nil), env...), w.env)
+		}
+		modes = append(modes,
+			limiterMode{"adaptive" + w.suffix, with([]string{"INITIAL_RATE_LIMIT=10", "MIN_RATE_LIMIT=1", "MAX_RATE_LIMIT=1000"}), "AIMD between 1 and 1000 req/s, starting at 10" + w.note},
+			limiterMode{"fixed" + w.suffix, with([]string{"INITIAL_RATE_LIMIT=" + c, "MIN_RATE_LIMIT=" + c, "MAX_RATE_LIMIT=" + c}), fmt.Sprintf("MIN = MAX = INITIAL = C = %.0f req/s (never adapts)", capacity) + w.note},
+			limiterMode{"none" + w.suffix, with(highLimits), "MIN = MAX = INITIAL = 100000 req/s: never limits (a backend's Retry-After is still honoured)" + w.note},
+		)
 	}
 
 	// Unloaded latency: 0.2 C on a fresh stack.
@@ -120,7 +131,7 @@ func (d *driver) limiter(ctx context.Context) error {
 	body.WriteString("\nReading the figures (mechanisms, not this run's numbers): with the gateway's default `VEGA_RATE_LIMIT_MAX_WAIT` (30 s) a call waits for its token as long as its deadline allows. " +
 		"Under a steady 2× overload the queue of reservations grows until an admitted call has already waited almost its whole 1 s deadline, so the backend call that follows ends after the deadline: " +
 		"the backend keeps serving about C answers/s (see `.tmp/bench/limiter-*.samples.csv`, column backend_200_total) while the client gets DEADLINE_EXCEEDED. " +
-		"Those results count as the caller's own deadline (neutral) in the limiter, so its rate stops moving. Bounding the wait (`adaptive-wait100ms`) turns the excess into fast RESOURCE_EXHAUSTED refusals instead, and goodput follows capacity; " +
+		"Those results count as the caller's own deadline (neutral) in the limiter, so its rate stops moving. Bounding the wait (the `/wait100ms` modes) turns the excess into fast RESOURCE_EXHAUSTED refusals instead, and goodput follows capacity; " +
 		"its p99 is then the wait bound plus the service time. Every mode honours the backend's `Retry-After: 1` on a 429, which holds every call to the backend for a second. " +
 		"The M6 convergence figure is strict: one bad second inside the last 5-s window resets it.\n")
 	d.report.section("Adaptive limiter vs fixed vs none (M6)", "%s", body.String())
@@ -142,7 +153,7 @@ func convRatio(d time.Duration) string {
 }
 
 func (d *driver) limiterRun(ctx context.Context, m limiterMode, capacity, offered float64, phase time.Duration) (*limiterRun, error) {
-	name := "limiter-" + m.name
+	name := "limiter-" + strings.ReplaceAll(m.name, "/", "-")
 	f, err := d.startFake(name, "--latency", "20ms", "--capacity", fmt.Sprint(capacity))
 	if err != nil {
 		return nil, err

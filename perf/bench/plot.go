@@ -3,6 +3,7 @@ package main
 import (
 	"image/color"
 	"path/filepath"
+	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -13,7 +14,9 @@ var modeColors = map[string]color.Color{
 	"adaptive":           color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
 	"fixed":              color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
 	"none":               color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
-	"adaptive-wait100ms": color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
+	"adaptive/wait100ms": color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
+	"fixed/wait100ms":    color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
+	"none/wait100ms":     color.RGBA{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff},
 	"capacity":           color.Black,
 }
 
@@ -47,11 +50,11 @@ func plotLimiterRate(runs []*limiterRun, file string) error {
 		for _, s := range run.samples {
 			rate := s.rate
 			xy = append(xy, plotter.XY{X: s.t.Seconds(), Y: rate})
-			if run.mode != "none" {
+			if !strings.HasPrefix(run.mode, "none") {
 				yMax = max(yMax, rate)
 			}
 		}
-		if run.mode == "none" {
+		if strings.HasPrefix(run.mode, "none") {
 			continue // 100000 req/s: off the scale; said in the caption
 		}
 		if err := line(p, run.mode, xy, false); err != nil {
@@ -116,7 +119,7 @@ func (d *driver) plots() {
 	if err := plotLimiterRate(d.limiterRuns, filepath.Join(d.out, rateFile)); err != nil {
 		d.report.fail("plot "+rateFile, err)
 	} else {
-		d.report.Plots = append(d.report.Plots, Plot{rateFile, "PerfAdmin rate_limiters.ollama.current_rate per mode (sampled every 250 ms) and the backend's capacity, halved mid-run. Mode none (100000 req/s) is off the scale and not drawn."})
+		d.report.Plots = append(d.report.Plots, Plot{rateFile, "PerfAdmin rate_limiters.ollama.current_rate per mode (sampled every 250 ms) and the backend's capacity, halved mid-run. The none modes (100000 req/s) are off the scale and not drawn."})
 	}
 	run := d.limiterRuns[0]
 	half := run.duration.Seconds() / 2
@@ -127,9 +130,23 @@ func (d *driver) plots() {
 		}
 		return c0 / 2
 	}
-	if err := plotGoodput(d.limiterRuns, capAt, filepath.Join(d.out, goodFile)); err != nil {
-		d.report.fail("plot "+goodFile, err)
-	} else {
-		d.report.Plots = append(d.report.Plots, Plot{goodFile, "OK answers per second received by ghz, per limiter mode, against the backend's capacity."})
+	for _, set := range []struct{ file, suffix, caption string }{
+		{goodFile, "", "OK answers per second received by ghz per limiter mode, default VEGA_RATE_LIMIT_MAX_WAIT (30 s), against the backend's capacity."},
+		{"limiter-goodput-wait100ms.png", "/wait100ms", "The same with VEGA_RATE_LIMIT_MAX_WAIT=100ms."},
+	} {
+		var runs []*limiterRun
+		for _, r := range d.limiterRuns {
+			if strings.HasSuffix(r.mode, "/wait100ms") == (set.suffix != "") {
+				runs = append(runs, r)
+			}
+		}
+		if len(runs) == 0 {
+			continue
+		}
+		if err := plotGoodput(runs, capAt, filepath.Join(d.out, set.file)); err != nil {
+			d.report.fail("plot "+set.file, err)
+		} else {
+			d.report.Plots = append(d.report.Plots, Plot{set.file, set.caption})
+		}
 	}
 }
