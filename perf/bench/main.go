@@ -90,19 +90,25 @@ func run() int {
 		fmt.Sprintf("end to end: gateway pinned to CPU %s with GOMAXPROCS=1; ghz (`--cpus 1`) and fakeupstream pinned to CPU %s; everything on 127.0.0.1 with free ports picked at run time", orAll(d.serverCPU), orAll(d.clientCPU)),
 	}
 
-	step := func(name string, f func(context.Context) error) {
+	step := func(name string, f func(context.Context) error) bool {
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 		t := time.Now()
 		fmt.Fprintf(os.Stderr, "== %s\n", name)
-		if err := f(ctx); err != nil {
+		err := f(ctx)
+		if err != nil {
 			fmt.Fprintf(os.Stderr, "   %s failed: %v\n", name, err)
 			d.report.fail(name, err)
 		}
 		fmt.Fprintf(os.Stderr, "   %s: %s\n", name, time.Since(t).Round(100*time.Millisecond))
+		return err == nil
 	}
-	step("build", d.build)
+	// Never measure a stale binary: without a fresh build, no end-to-end runs.
+	if !step("build", d.build) && !skipE2E {
+		skipE2E = true
+		d.report.fail("end-to-end scenarios", fmt.Errorf("skipped: the gateway or the fake upstream did not build"))
+	}
 	if !skipGo {
 		step("go benchmarks", d.goBench)
 	}
