@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/vega-gateway/vega/integrations"
+	"github.com/vega-gateway/vega/integrations/notify/outbox"
 )
 
 // toStatus translates an error from the inside of the gateway into the gRPC
@@ -34,6 +35,8 @@ import (
 //	StatusError 408                  DEADLINE_EXCEEDED
 //	StatusError other 4xx            FAILED_PRECONDITION
 //	StatusError 5xx                  UNAVAILABLE (+ RetryInfo when Retry-After)
+//	outbox.ErrKeyReused              FAILED_PRECONDITION
+//	outbox.ErrClosed                 UNAVAILABLE (shutting down; retry elsewhere)
 //	a *status.Status error           itself
 //	anything else                    INTERNAL, detail logged, not sent
 //
@@ -58,6 +61,10 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 	case errors.Is(err, integrations.ErrTimeout):
 		return status.Error(codes.DeadlineExceeded, err.Error())
 	case errors.Is(err, integrations.ErrUnreachable), errors.Is(err, integrations.ErrBadResponse):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, outbox.ErrKeyReused):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, outbox.ErrClosed):
 		return status.Error(codes.Unavailable, err.Error())
 	}
 	var se *integrations.StatusError

@@ -2,17 +2,21 @@ package service
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
+	"crypto/sha256"
 	"log/slog"
-	"sort"
+	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	vegav1 "github.com/vega-gateway/vega/gen/vega/v1"
-	"github.com/vega-gateway/vega/integrations/notify"
+	"github.com/vega-gateway/vega/integrations/notify/outbox"
 )
 
 // Limits on Notify input (Slack truncates text beyond 40,000 characters).
@@ -21,96 +25,155 @@ const (
 	maxIdemKeyLen   = 255
 	maxChannelName  = 64
 	maxPayloadBytes = 256 << 10
+	maxIDLen        = 64
 )
 
-// Sender is what NotifyService needs from a channel.
-type Sender interface {
-	Send(ctx context.Context, m notify.Message) error
+// Outbox is what NotifyService needs from the durable notification queue.
+type Outbox interface {
+	Submit(ctx context.Context, sub outbox.Submission) (outbox.Record, bool, error)
+	Wait(ctx context.Context, id string) (outbox.Record, bool, error)
+	Get(id string) (outbox.Record, bool, error)
 }
 
-// NotifyService implements vega.v1.NotifyService. Notifications are never
-// coalesced or cached; a repeated idempotency key returns the first result.
+// NotifyService implements vega.v1.NotifyService. A notification is
+// recorded in the outbox (durably) before Notify answers; the call then
+// waits for its delivery while its deadline allows. Notifications are never
+// coalesced or cached; a repeated idempotency key returns the first
+// notification.
 type NotifyService struct {
 	vegav1.UnimplementedNotifyServiceServer
 
-	channels map[string]Sender
-	idem     *Idempotency
-	backends *Backends
+	channels []string // configured channel names, sorted
+	box      Outbox
+	maxWait  time.Duration
 	log      *slog.Logger
 }
 
-// NewNotifyService serves Notify to the named channels.
-func NewNotifyService(channels map[string]Sender, idem *Idempotency, backends *Backends, log *slog.Logger) *NotifyService {
-	return &NotifyService{channels: channels, idem: idem, backends: backends, log: log}
+// NewNotifyService serves Notify to the named channels through box. Notify
+// waits at most maxWait for a delivery before answering QUEUED.
+func NewNotifyService(channels []string, box Outbox, maxWait time.Duration, log *slog.Logger) *NotifyService {
+	channels = slices.Sorted(slices.Values(channels))
+	return &NotifyService{channels: channels, box: box, maxWait: maxWait, log: log}
 }
 
 // Notify implements vega.v1.NotifyService.
 func (s *NotifyService) Notify(ctx context.Context, in *vegav1.NotifyRequest) (*vegav1.NotifyResponse, error) {
-	sender, msg, err := s.validate(in)
-	if err != nil {
+	if err := s.validate(in); err != nil {
 		return nil, err
 	}
-	send := func(ctx context.Context) (*vegav1.NotifyResponse, error) {
-		err := sender.Send(ctx, msg)
-		s.backends.Observe(in.GetChannel(), err)
+	sub := outbox.Submission{
+		Tenant: Tenant(ctx), Channel: in.GetChannel(), IdempotencyKey: in.GetIdempotencyKey(),
+		Fingerprint: fingerprint(in), Text: in.GetText(),
+	}
+	if p := in.GetPayload(); p != nil {
+		b, err := protojson.Marshal(p)
 		if err != nil {
-			return nil, toStatus(ctx, s.log, err)
+			return nil, invalidArgument("payload", "not representable as JSON: %v", err)
 		}
-		return &vegav1.NotifyResponse{Id: newID(), Status: vegav1.NotificationStatus_NOTIFICATION_STATUS_DELIVERED, Channel: in.GetChannel()}, nil
+		sub.Payload = b
 	}
-	if in.GetIdempotencyKey() == "" {
-		return send(ctx)
-	}
-	resp, err := s.idem.do(ctx, Tenant(ctx)+"\x00"+in.GetIdempotencyKey(), fingerprint(in), send)
+	rec, _, err := s.box.Submit(ctx, sub)
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}
-	return resp, nil
+	if rec.State == outbox.Pending {
+		if wait := s.waitBudget(ctx); wait > 0 {
+			wctx, cancel := context.WithTimeout(ctx, wait)
+			if r, ok, err := s.box.Wait(wctx, rec.ID); err == nil && ok {
+				rec = r
+			}
+			cancel()
+		}
+	}
+	return &vegav1.NotifyResponse{
+		Id: rec.ID, Status: notificationStatus(rec.State), Channel: rec.Channel,
+		Attempts: int32(rec.Attempts), LastError: rec.LastError,
+	}, nil
 }
 
-func (s *NotifyService) validate(in *vegav1.NotifyRequest) (Sender, notify.Message, error) {
+// waitBudget is how long Notify may wait for a delivery: maxWait, cut so
+// that a QUEUED answer still reaches the caller before its deadline.
+func (s *NotifyService) waitBudget(ctx context.Context) time.Duration {
+	wait := s.maxWait
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl)
+		wait = min(wait, left-min(250*time.Millisecond, left/5))
+	}
+	return wait
+}
+
+// GetNotification implements vega.v1.NotifyService.
+func (s *NotifyService) GetNotification(ctx context.Context, in *vegav1.GetNotificationRequest) (*vegav1.GetNotificationResponse, error) {
+	id := in.GetId()
+	if id == "" || len(id) > maxIDLen {
+		return nil, invalidArgument("id", "required: the id Notify returned")
+	}
+	rec, ok, err := s.box.Get(id)
+	if err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
+	if !ok || rec.Tenant != Tenant(ctx) {
+		return nil, status.Errorf(codes.NotFound, "no notification with id %q (delivered notifications are kept for the idempotency retention, 24h by default)", id)
+	}
+	out := &vegav1.GetNotificationResponse{
+		Id: rec.ID, Status: notificationStatus(rec.State), Channel: rec.Channel,
+		Attempts: int32(rec.Attempts), LastError: rec.LastError, CreateTime: timestamppb.New(rec.Created),
+	}
+	if !rec.Finished.IsZero() {
+		out.FinishTime = timestamppb.New(rec.Finished)
+	}
+	if rec.State == outbox.Pending && !rec.NextAttempt.IsZero() {
+		out.NextAttemptTime = timestamppb.New(rec.NextAttempt)
+	}
+	return out, nil
+}
+
+func notificationStatus(s outbox.State) vegav1.NotificationStatus {
+	switch s {
+	case outbox.Delivered:
+		return vegav1.NotificationStatus_NOTIFICATION_STATUS_DELIVERED
+	case outbox.Dead:
+		return vegav1.NotificationStatus_NOTIFICATION_STATUS_FAILED
+	default:
+		return vegav1.NotificationStatus_NOTIFICATION_STATUS_QUEUED
+	}
+}
+
+func (s *NotifyService) validate(in *vegav1.NotifyRequest) error {
 	ch := in.GetChannel()
 	if ch == "" || len(ch) > maxChannelName {
-		return nil, notify.Message{}, invalidArgument("channel", "required; configured channels: %s", s.channelList())
+		return invalidArgument("channel", "required; configured channels: %s", s.channelList())
 	}
-	sender, ok := s.channels[ch]
-	if !ok {
-		return nil, notify.Message{}, invalidArgument("channel", "%q is not configured; configured channels: %s", ch, s.channelList())
+	if _, ok := slices.BinarySearch(s.channels, ch); !ok {
+		return invalidArgument("channel", "%q is not configured; configured channels: %s", ch, s.channelList())
 	}
 	text := in.GetText()
 	switch {
 	case text == "" && len(in.GetPayload().GetFields()) == 0:
-		return nil, notify.Message{}, invalidArgument("text", "set text or payload")
+		return invalidArgument("text", "set text or payload")
 	case utf8.RuneCountInString(text) > maxNotifyText:
-		return nil, notify.Message{}, invalidArgument("text", "longer than %d characters", maxNotifyText)
+		return invalidArgument("text", "longer than %d characters", maxNotifyText)
 	case len(in.GetIdempotencyKey()) > maxIdemKeyLen:
-		return nil, notify.Message{}, invalidArgument("idempotency_key", "longer than %d bytes", maxIdemKeyLen)
+		return invalidArgument("idempotency_key", "longer than %d bytes", maxIdemKeyLen)
 	}
-	msg := notify.Message{Text: text}
-	if p := in.GetPayload(); p != nil {
-		if size := proto.Size(p); size > maxPayloadBytes {
-			return nil, notify.Message{}, invalidArgument("payload", "larger than %d bytes", maxPayloadBytes)
-		}
-		msg.Payload = p.AsMap()
+	if p := in.GetPayload(); p != nil && proto.Size(p) > maxPayloadBytes {
+		return invalidArgument("payload", "larger than %d bytes", maxPayloadBytes)
 	}
-	return sender, msg, nil
+	return nil
 }
 
 func (s *NotifyService) channelList() string {
 	if len(s.channels) == 0 {
 		return "none (set SLACK_WEBHOOK_URL or VEGA_WEBHOOK_URL)"
 	}
-	names := make([]string, 0, len(s.channels))
-	for n := range s.channels {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return strings.Join(names, ", ")
+	return strings.Join(s.channels, ", ")
 }
 
-// newID returns a random 128-bit identifier in hex.
-func newID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
-	return hex.EncodeToString(b[:])
+// fingerprint identifies the content of a notification, for the
+// idempotency check.
+func fingerprint(in *vegav1.NotifyRequest) []byte {
+	c := &vegav1.NotifyRequest{Channel: in.GetChannel(), Text: in.GetText(), Payload: in.GetPayload()}
+	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	sum := sha256.Sum256(b)
+	return sum[:]
 }

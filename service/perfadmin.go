@@ -42,6 +42,7 @@ type PerfAdminService struct {
 	log      *slog.Logger
 	breakers breakerModes // nil until WithActions
 	cache    cachePurger  // nil until WithActions
+	redriver redriver     // nil until WithRedrive
 }
 
 // NewPerfAdminService serves the given sections.

@@ -34,7 +34,8 @@ type PolicySettings struct {
 //	GenerateStream                    FORCE: all; NO_STORE: read   (not for the in-process sim)
 //	                                  only; BYPASS: neither
 //	Fetch           GET and HEAD      by the answer's headers      "fetch:" + host
-//	Notify          never             never                        "notify:" + channel (breaker only)
+//	Notify          never             never                        none: the outbox paces and retries
+//	                                                               each channel itself
 //
 // Every Plan validates its request first, so bad input is refused before it
 // can join a flight, read the cache or spend a rate token.
@@ -62,10 +63,10 @@ func PolicyTable(s PolicySettings, router *Router, notify *NotifyService) policy
 			NewRequest: func() proto.Message { return new(vegav1.NotifyRequest) },
 			Plan: func(ctx context.Context, m proto.Message) (*policy.Decision, error) {
 				in := m.(*vegav1.NotifyRequest)
-				if _, _, err := notify.validate(in); err != nil {
+				if err := notify.validate(in); err != nil {
 					return nil, err
 				}
-				return &policy.Decision{Backend: "notify:" + in.GetChannel(), Break: true}, nil
+				return &policy.Decision{Backend: "notify:" + in.GetChannel()}, nil
 			},
 		},
 	}

@@ -47,7 +47,7 @@ func benchChain(b *testing.B) (perfChain, *service.GenerateService, func()) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	notify := service.NewNotifyService(nil, service.NewIdempotency(0), backends, quiet)
+	notify := service.NewNotifyService(nil, nil, 0, quiet)
 	table := service.PolicyTable(service.PolicySettings{GenerateTTL: time.Hour, FetchTTL: time.Hour}, router, notify)
 	return perfChain{table: table, cache: c, group: coalesce.New(), breakers: breakers, limiters: limiters}, gen, c.Close
 }

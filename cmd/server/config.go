@@ -88,11 +88,31 @@ type FetchConfig struct {
 	MaxRedirects int           `yaml:"max_redirects"`  // default 5
 }
 
-// NotifyConfig lists chat channels.
+// NotifyConfig lists chat channels and sets the durable outbox that
+// delivers to them (its database is VEGA_DATA_DIR/outbox.db).
 type NotifyConfig struct {
 	Channels []ChannelConfig `yaml:"channels"`
-	// IdempotencyRetention is how long idempotency keys are remembered.
-	IdempotencyRetention time.Duration `yaml:"idempotency_retention"` // default 24h
+	// IdempotencyRetention is how long idempotency keys and delivered
+	// notifications are kept; VEGA_IDEMPOTENCY_RETENTION, default 24h.
+	IdempotencyRetention time.Duration `yaml:"idempotency_retention"`
+	// MaxWait is the longest Notify waits for a delivery before answering
+	// QUEUED (the call's deadline shortens it); VEGA_NOTIFY_MAX_WAIT, default 5s.
+	MaxWait time.Duration `yaml:"max_wait"`
+	// BatchSize is the most writes made durable by one fsync (group
+	// commit); VEGA_OUTBOX_BATCH_SIZE, default 128. 1 = one fsync per write.
+	BatchSize int `yaml:"batch_size"`
+	// FlushInterval is how long a commit waits for more writes when its
+	// batch is not full; VEGA_OUTBOX_FLUSH_INTERVAL, default 0 (commit at once;
+	// writes arriving during a commit share the next one).
+	FlushInterval time.Duration `yaml:"flush_interval"`
+	// BackoffBase and BackoffMax bound the retry delay after a 5xx or a
+	// network error (exponential, with jitter); VEGA_NOTIFY_BACKOFF_BASE,
+	// default 1s, and VEGA_NOTIFY_BACKOFF_MAX, default 5m. A Retry-After
+	// header takes precedence.
+	BackoffBase time.Duration `yaml:"backoff_base"`
+	BackoffMax  time.Duration `yaml:"backoff_max"`
+	// SendTimeout bounds one delivery attempt; VEGA_NOTIFY_SEND_TIMEOUT, default 10s.
+	SendTimeout time.Duration `yaml:"send_timeout"`
 }
 
 // ChannelConfig is one notification channel.
@@ -100,6 +120,12 @@ type ChannelConfig struct {
 	Name string `yaml:"name"`
 	Type string `yaml:"type"` // "slack" or "webhook"
 	URL  string `yaml:"url"`
+	// Rate and Burst pace deliveries (messages per second). Defaults:
+	// slack 1/s with a burst of 3 (Slack's webhook limit), webhook 10/s
+	// with a burst of 10. VEGA_NOTIFY_RATE / VEGA_NOTIFY_BURST set every
+	// channel's.
+	Rate  float64 `yaml:"rate"`
+	Burst int     `yaml:"burst"`
 }
 
 // CacheConfig holds the seed's cache TTLs and the cache's bounds.
@@ -143,8 +169,11 @@ func defaultConfig() Config {
 		ShutdownTimeout:  15 * time.Second,
 		SlowRPCThreshold: time.Second,
 		Fetch:            FetchConfig{MaxBodyBytes: 10 << 20, Timeout: 30 * time.Second, MaxRedirects: 5},
-		Notify:           NotifyConfig{IdempotencyRetention: 24 * time.Hour},
-		Cache:            CacheConfig{GenerateTTL: 300 * time.Second, FetchTTL: 60 * time.Second, MaxBytes: 64 << 20, StaleFor: 30 * time.Second},
+		Notify: NotifyConfig{
+			IdempotencyRetention: 24 * time.Hour, MaxWait: 5 * time.Second, BatchSize: 128,
+			BackoffBase: time.Second, BackoffMax: 5 * time.Minute, SendTimeout: 10 * time.Second,
+		},
+		Cache: CacheConfig{GenerateTTL: 300 * time.Second, FetchTTL: 60 * time.Second, MaxBytes: 64 << 20, StaleFor: 30 * time.Second},
 		Pool: PoolConfig{
 			MaxConnectionsPerHost: 10, MaxTotalConnections: 100,
 			ConnectionTTL: 300 * time.Second, IdleTimeout: 60 * time.Second,
@@ -239,6 +268,12 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 		{"IDLE_TIMEOUT", &cfg.Pool.IdleTimeout, true},
 		{"VEGA_CACHE_STALE_FOR", &cfg.Cache.StaleFor, false},
 		{"VEGA_RATE_LIMIT_MAX_WAIT", &cfg.Limits.MaxWait, false},
+		{"VEGA_IDEMPOTENCY_RETENTION", &cfg.Notify.IdempotencyRetention, false},
+		{"VEGA_NOTIFY_MAX_WAIT", &cfg.Notify.MaxWait, false},
+		{"VEGA_OUTBOX_FLUSH_INTERVAL", &cfg.Notify.FlushInterval, false},
+		{"VEGA_NOTIFY_BACKOFF_BASE", &cfg.Notify.BackoffBase, false},
+		{"VEGA_NOTIFY_BACKOFF_MAX", &cfg.Notify.BackoffMax, false},
+		{"VEGA_NOTIFY_SEND_TIMEOUT", &cfg.Notify.SendTimeout, false},
 	}
 	for _, d := range durations {
 		v := getenv(d.key)
@@ -278,6 +313,7 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 	}{
 		{"MAX_CONNECTIONS_PER_HOST", &cfg.Pool.MaxConnectionsPerHost},
 		{"MAX_TOTAL_CONNECTIONS", &cfg.Pool.MaxTotalConnections},
+		{"VEGA_OUTBOX_BATCH_SIZE", &cfg.Notify.BatchSize},
 	}
 	for _, n := range ints {
 		if v := getenv(n.key); v != "" {
@@ -304,6 +340,24 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 				return fmt.Errorf("%s: %q is not a number", f.key, v)
 			}
 			*f.dst = x
+		}
+	}
+	if v := getenv("VEGA_NOTIFY_RATE"); v != "" {
+		x, err := strconv.ParseFloat(v, 64)
+		if err != nil || x <= 0 {
+			return fmt.Errorf("VEGA_NOTIFY_RATE: %q is not a positive number of messages per second", v)
+		}
+		for i := range cfg.Notify.Channels {
+			cfg.Notify.Channels[i].Rate = x
+		}
+	}
+	if v := getenv("VEGA_NOTIFY_BURST"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("VEGA_NOTIFY_BURST: %q is not a positive whole number", v)
+		}
+		for i := range cfg.Notify.Channels {
+			cfg.Notify.Channels[i].Burst = n
 		}
 	}
 	return nil
@@ -435,10 +489,25 @@ func (c *Config) Validate() error {
 		if err := checkURL(channelURLKey(ch), ch.URL); err != nil {
 			return err
 		}
+		if ch.Rate < 0 || ch.Burst < 0 {
+			return fmt.Errorf("%s.rate / burst: must not be negative", key)
+		}
 		chans[ch.Name] = true
 	}
-	if c.Notify.IdempotencyRetention <= 0 {
-		return errors.New("notify.idempotency_retention: must be positive")
+	n := c.Notify
+	switch {
+	case n.IdempotencyRetention <= 0:
+		return errors.New("VEGA_IDEMPOTENCY_RETENTION: must be positive")
+	case n.MaxWait < 0:
+		return errors.New("VEGA_NOTIFY_MAX_WAIT: must not be negative")
+	case n.BatchSize < 1 || n.BatchSize > 10000:
+		return errors.New("VEGA_OUTBOX_BATCH_SIZE: must be between 1 and 10000")
+	case n.FlushInterval < 0 || n.FlushInterval > time.Second:
+		return errors.New("VEGA_OUTBOX_FLUSH_INTERVAL: must be between 0 and 1s (every accepted call waits for it)")
+	case n.BackoffBase <= 0 || n.BackoffMax < n.BackoffBase:
+		return errors.New("VEGA_NOTIFY_BACKOFF_BASE / VEGA_NOTIFY_BACKOFF_MAX: base must be positive and not above max")
+	case n.SendTimeout <= 0:
+		return errors.New("VEGA_NOTIFY_SEND_TIMEOUT: must be positive")
 	}
 	if c.Fetch.MaxBodyBytes <= 0 || c.Fetch.Timeout <= 0 || c.Fetch.MaxRedirects < 0 {
 		return errors.New("fetch: max_body_bytes and timeout must be positive, max_redirects not negative")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -114,20 +115,24 @@ func TestFetchRedirectToPrivateRefused(t *testing.T) {
 func TestNotifySlack(t *testing.T) {
 	slack := newFakeSlack(t)
 	secret := "/services/T000/B000/XXXXSECRETXXXX"
-	g := startGateway(t, map[string]string{"SLACK_WEBHOOK_URL": slack.URL + secret})
+	g := startGateway(t, map[string]string{"SLACK_WEBHOOK_URL": slack.URL + secret, "VEGA_NOTIFY_RATE": "1000", "VEGA_NOTIFY_BURST": "100"})
 	ctx := ctxTimeout(t, 20*time.Second)
 
 	resp, err := g.notify().Notify(ctx, &vegav1.NotifyRequest{Channel: "slack", Text: "deploy finished"})
 	require.NoError(t, err)
 	assert.Equal(t, vegav1.NotificationStatus_NOTIFICATION_STATUS_DELIVERED, resp.GetStatus())
 	assert.Len(t, resp.GetId(), 32)
+	assert.Equal(t, int32(1), resp.GetAttempts())
 	assert.Equal(t, 1, slack.count("deploy finished"))
 
 	// Never coalesced: 20 identical notifications are 20 messages.
 	errs := make(chan error, 20)
 	for range 20 {
 		go func() {
-			_, err := g.notify().Notify(ctx, &vegav1.NotifyRequest{Channel: "slack", Text: "same text"})
+			resp, err := g.notify().Notify(ctx, &vegav1.NotifyRequest{Channel: "slack", Text: "same text"})
+			if err == nil && resp.GetStatus() != vegav1.NotificationStatus_NOTIFICATION_STATUS_DELIVERED {
+				err = fmt.Errorf("status %v", resp.GetStatus())
+			}
 			errs <- err
 		}()
 	}
@@ -145,14 +150,28 @@ func TestNotifySlack(t *testing.T) {
 	assert.Equal(t, "vega-bot", last["username"])
 	assert.Len(t, last["blocks"], 1)
 
-	for text, want := range map[string]codes.Code{
-		"fail-500": codes.Unavailable,
-		"fail-429": codes.ResourceExhausted,
-		"fail-404": codes.NotFound,
-	} {
-		_, err := g.notify().Notify(ctx, &vegav1.NotifyRequest{Channel: "slack", Text: text})
-		st := requireCode(t, err, want)
-		assert.NotContains(t, st.Message(), "SECRET", text)
+	// A permanent refusal is a dead letter: FAILED with the reason.
+	resp, err = g.notify().Notify(ctx, &vegav1.NotifyRequest{Channel: "slack", Text: "fail-404"})
+	require.NoError(t, err)
+	assert.Equal(t, vegav1.NotificationStatus_NOTIFICATION_STATUS_FAILED, resp.GetStatus())
+	assert.Contains(t, resp.GetLastError(), "404")
+	assert.NotContains(t, resp.GetLastError(), "SECRET")
+
+	// A retryable failure (a 500 is TestNotifyIdempotency's): QUEUED before
+	// the caller's deadline, with the reason.
+	for text, want := range map[string]string{"fail-429": "429"} {
+		short := ctxTimeout(t, time.Second)
+		start := time.Now()
+		resp, err := g.notify().Notify(short, &vegav1.NotifyRequest{Channel: "slack", Text: text})
+		require.NoError(t, err, text)
+		assert.Less(t, time.Since(start), time.Second, "answered before the deadline")
+		assert.Equal(t, vegav1.NotificationStatus_NOTIFICATION_STATUS_QUEUED, resp.GetStatus(), text)
+		assert.Contains(t, resp.GetLastError(), want)
+		assert.NotContains(t, resp.GetLastError(), "SECRET")
+		got, err := g.notify().GetNotification(ctx, &vegav1.GetNotificationRequest{Id: resp.GetId()})
+		require.NoError(t, err)
+		assert.Equal(t, vegav1.NotificationStatus_NOTIFICATION_STATUS_QUEUED, got.GetStatus())
+		assert.NotNil(t, got.GetCreateTime())
 	}
 	assert.NotContains(t, g.logs.String(), "SECRET", "the webhook path never reaches the logs")
 }
@@ -167,17 +186,26 @@ func TestNotifyIdempotency(t *testing.T) {
 	second, err := g.notify().Notify(ctx, &vegav1.NotifyRequest{Channel: "slack", Text: "once", IdempotencyKey: "k1"})
 	require.NoError(t, err)
 	assert.Equal(t, first.GetId(), second.GetId(), "the first result comes back")
+	assert.Equal(t, vegav1.NotificationStatus_NOTIFICATION_STATUS_DELIVERED, second.GetStatus())
 	assert.Equal(t, 1, slack.count("once"), "no second message")
 
 	_, err = g.notify().Notify(ctx, &vegav1.NotifyRequest{Channel: "slack", Text: "different", IdempotencyKey: "k1"})
 	requireCode(t, err, codes.FailedPrecondition)
 	assert.Equal(t, 0, slack.count("different"))
 
-	// A failed first attempt is not remembered: the retry sends.
-	_, err = g.notify().Notify(ctx, &vegav1.NotifyRequest{Channel: "slack", Text: "fail-500", IdempotencyKey: "k2"})
-	requireCode(t, err, codes.Unavailable)
-	_, err = g.notify().Notify(ctx, &vegav1.NotifyRequest{Channel: "slack", Text: "fail-500", IdempotencyKey: "k2"})
-	requireCode(t, err, codes.Unavailable)
+	// A notification still being retried: the repeat gets the same id and
+	// records nothing new.
+	q1, err := g.notify().Notify(ctxTimeout(t, time.Second), &vegav1.NotifyRequest{Channel: "slack", Text: "fail-500", IdempotencyKey: "k2"})
+	require.NoError(t, err)
+	assert.Equal(t, vegav1.NotificationStatus_NOTIFICATION_STATUS_QUEUED, q1.GetStatus())
+	q2, err := g.notify().Notify(ctxTimeout(t, time.Second), &vegav1.NotifyRequest{Channel: "slack", Text: "fail-500", IdempotencyKey: "k2"})
+	require.NoError(t, err)
+	assert.Equal(t, q1.GetId(), q2.GetId())
+
+	_, err = g.notify().GetNotification(ctx, &vegav1.GetNotificationRequest{Id: "0000000000000000ffffffffffffffff"})
+	requireCode(t, err, codes.NotFound)
+	_, err = g.notify().GetNotification(ctx, &vegav1.GetNotificationRequest{})
+	requireCode(t, err, codes.InvalidArgument)
 }
 
 func TestNotifyWebhookAndBadInput(t *testing.T) {
@@ -196,9 +224,13 @@ func TestNotifyWebhookAndBadInput(t *testing.T) {
 	assert.Equal(t, "disk full", last["text"])
 	assert.Equal(t, map[string]any{"severity": "high"}, last["payload"])
 
-	_, err = g.notify().Notify(ctx, &vegav1.NotifyRequest{Channel: "slack", Text: "x"})
-	st := requireCode(t, err, codes.Unavailable)
-	assert.NotContains(t, st.Message(), "SECRET")
+	// The receiver is down: accepted and queued, the reason says why.
+	resp, err = g.notify().Notify(ctxTimeout(t, time.Second), &vegav1.NotifyRequest{Channel: "slack", Text: "x"})
+	require.NoError(t, err)
+	assert.Equal(t, vegav1.NotificationStatus_NOTIFICATION_STATUS_QUEUED, resp.GetStatus())
+	assert.Contains(t, resp.GetLastError(), "unreachable")
+	assert.NotContains(t, resp.GetLastError(), "SECRET")
+	assert.NotContains(t, resp.GetLastError(), "127.0.0.1")
 
 	for name, req := range map[string]*vegav1.NotifyRequest{
 		"no channel":      {Text: "x"},

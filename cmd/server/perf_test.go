@@ -82,7 +82,7 @@ func TestHerdOfIdenticalGenerateMakesOneBackendCall(t *testing.T) {
 
 func TestNotifyIsNeverCoalesced(t *testing.T) {
 	slack := newFakeSlack(t)
-	g := startGateway(t, map[string]string{"SLACK_WEBHOOK_URL": slack.URL + "/hook"})
+	g := startGateway(t, map[string]string{"SLACK_WEBHOOK_URL": slack.URL + "/hook", "VEGA_NOTIFY_RATE": "1000", "VEGA_NOTIFY_BURST": "100"})
 	ctx := ctxTimeout(t, 20*time.Second)
 	var wg sync.WaitGroup
 	for range 20 {

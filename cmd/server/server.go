@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	xrate "golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -38,6 +40,7 @@ import (
 	"github.com/vega-gateway/vega/integrations/llm/openai"
 	"github.com/vega-gateway/vega/integrations/llm/sim"
 	"github.com/vega-gateway/vega/integrations/notify"
+	"github.com/vega-gateway/vega/integrations/notify/outbox"
 	"github.com/vega-gateway/vega/perf/breaker"
 	"github.com/vega-gateway/vega/perf/cache"
 	"github.com/vega-gateway/vega/perf/coalesce"
@@ -69,6 +72,7 @@ type Server struct {
 	fetcher *fetch.Client
 	router  *service.Router
 	cache   *cache.Cache
+	outbox  *outbox.Outbox // durable notifications
 	leaks   *monitor.LeakDetector
 	tracing *tracing
 
@@ -95,6 +99,9 @@ func NewServer(cfg Config, log *slog.Logger) (_ *Server, err error) {
 			if s.cache != nil {
 				s.cache.Close()
 			}
+			if s.outbox != nil {
+				_ = s.outbox.Close(context.Background())
+			}
 		}
 	}()
 	shared := &http.Client{Transport: s.pool}
@@ -116,13 +123,20 @@ func NewServer(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.outbox, err = openOutbox(cfg, channels, backends, log); err != nil {
+		return nil, err
+	}
+	channelNames := make([]string, len(channels))
+	for i, ch := range channels {
+		channelNames[i] = ch.Name
+	}
 	auth, err := service.NewAuth(cfg.AdminAPIKey, cfg.APIKeys)
 	if err != nil {
 		return nil, err
 	}
 	generateSvc := service.NewGenerateService(s.router, backends, log)
 	fetchSvc := service.NewFetchService(s.fetcher, backends, log)
-	notifySvc := service.NewNotifyService(channels, service.NewIdempotency(cfg.Notify.IdempotencyRetention), backends, log)
+	notifySvc := service.NewNotifyService(channelNames, s.outbox, cfg.Notify.MaxWait, log)
 
 	// The perf core.
 	s.cache, err = cache.New(cache.Settings{MaxBytes: cfg.Cache.MaxBytes, DefaultTTL: cfg.Cache.FetchTTL, StaleFor: cfg.Cache.StaleFor})
@@ -177,7 +191,8 @@ func NewServer(cfg Config, log *slog.Logger) (_ *Server, err error) {
 		service.Section{ID: vegav1.StatsSection_STATS_SECTION_CIRCUIT_BREAKERS, Reporter: service.BreakerReporter{Set: breakers}},
 		service.Section{ID: vegav1.StatsSection_STATS_SECTION_RATE_LIMITERS, Reporter: service.LimiterReporter{Set: limiters}},
 		service.Section{ID: vegav1.StatsSection_STATS_SECTION_CONNECTION_POOL, Reporter: service.PoolReporter{Pool: s.pool}},
-	).WithActions(breakers, s.cache)
+		service.Section{ID: vegav1.StatsSection_STATS_SECTION_BATCH, Reporter: service.OutboxReporter{Box: s.outbox}},
+	).WithActions(breakers, s.cache).WithRedrive(s.outbox)
 	vegav1.RegisterPerfAdminServiceServer(s.grpc, admin)
 	reg.MustRegister(promstats.NewCollector(admin.Snapshot))
 	s.health = health.NewServer()
@@ -230,27 +245,57 @@ func newRouter(cfg LLMConfig, shared *http.Client, backends *service.Backends) (
 	return router, nil
 }
 
-// newChannels builds the notification channels on the shared transport.
-func newChannels(cfg NotifyConfig, shared *http.Client, backends *service.Backends) (map[string]service.Sender, error) {
-	channels := map[string]service.Sender{}
+// newChannels builds the notification channels on the shared transport,
+// with their pacing.
+func newChannels(cfg NotifyConfig, shared *http.Client, backends *service.Backends) ([]outbox.Channel, error) {
+	var channels []outbox.Channel
 	for _, ch := range cfg.Channels {
 		var (
-			sender service.Sender
+			sender outbox.Sender
 			err    error
 		)
+		rate, burst := 10.0, 10 // generic webhooks
 		switch ch.Type {
 		case "slack":
 			sender, err = notify.NewSlack(ch.Name, ch.URL, shared)
+			rate, burst = 1, 3 // Slack: about one message per second per webhook
 		case "webhook":
 			sender, err = notify.NewWebhook(ch.Name, ch.URL, shared)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", channelURLKey(ch), err)
 		}
-		channels[ch.Name] = sender
+		if ch.Rate > 0 {
+			rate = ch.Rate
+		}
+		if ch.Burst > 0 {
+			burst = ch.Burst
+		}
+		channels = append(channels, outbox.Channel{Name: ch.Name, Sender: sender, Rate: xrate.Limit(rate), Burst: burst})
 		backends.Register(ch.Name, "notify", ch.Type, hostOf(ch.URL))
 	}
 	return channels, nil
+}
+
+// openOutbox opens the durable notification outbox under the data
+// directory; its workers start delivering what a previous run left queued.
+func openOutbox(cfg Config, channels []outbox.Channel, backends *service.Backends, log *slog.Logger) (*outbox.Outbox, error) {
+	box, err := outbox.Open(outbox.Settings{
+		Path:          filepath.Join(cfg.DataDir, "outbox.db"),
+		Channels:      channels,
+		MaxBatch:      cfg.Notify.BatchSize,
+		FlushInterval: cfg.Notify.FlushInterval,
+		Retention:     cfg.Notify.IdempotencyRetention,
+		BackoffBase:   cfg.Notify.BackoffBase,
+		BackoffMax:    cfg.Notify.BackoffMax,
+		SendTimeout:   cfg.Notify.SendTimeout,
+		Log:           log,
+		Observe:       backends.Observe,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("VEGA_DATA_DIR: %w", err)
+	}
+	return box, nil
 }
 
 // serverOptions sets the gRPC bounds and the interceptor chain. The chain
@@ -421,6 +466,13 @@ func (s *Server) shutdown() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = s.http.Shutdown(ctx)
+	}
+	// Sends in flight may finish within the shutdown bound; what is not
+	// delivered stays in the outbox for the next start.
+	outboxCtx, cancelOutbox := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancelOutbox()
+	if err := s.outbox.Close(outboxCtx); err != nil {
+		s.log.Error("closing the notification outbox failed", "err", err)
 	}
 	s.cache.Close()
 	_ = s.pool.Close()

@@ -29,6 +29,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(asServerEnv) == "1" { // a child process of TestNotifySurvivesKill9
+		main()
+		os.Exit(0)
+	}
 	goleak.VerifyTestMain(m)
 }
 

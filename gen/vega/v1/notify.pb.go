@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	structpb "google.golang.org/protobuf/types/known/structpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -32,7 +33,8 @@ const (
 	NotificationStatus_NOTIFICATION_STATUS_DELIVERED NotificationStatus = 1
 	// Accepted by the gateway; delivery continues in the background.
 	NotificationStatus_NOTIFICATION_STATUS_QUEUED NotificationStatus = 2
-	// Delivery failed for good.
+	// Delivery failed for good (a permanent error such as 404): the
+	// notification is a dead letter, re-drivable by an admin.
 	NotificationStatus_NOTIFICATION_STATUS_FAILED NotificationStatus = 3
 )
 
@@ -90,7 +92,9 @@ type NotifyRequest struct {
 	// (blocks, attachments, ...). Webhook: sent as "payload".
 	Payload *structpb.Struct `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
 	// Optional key that makes retries safe: the same key and payload return
-	// the first result instead of sending twice.
+	// the first notification (its current status) instead of sending twice;
+	// the same key with another channel, text or payload is
+	// FAILED_PRECONDITION. Keys are kept at least 24 hours (configurable).
 	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
@@ -162,7 +166,11 @@ type NotifyResponse struct {
 	// Where the notification stands.
 	Status NotificationStatus `protobuf:"varint,2,opt,name=status,proto3,enum=vega.v1.NotificationStatus" json:"status,omitempty"`
 	// The channel it was sent to.
-	Channel       string `protobuf:"bytes,3,opt,name=channel,proto3" json:"channel,omitempty"`
+	Channel string `protobuf:"bytes,3,opt,name=channel,proto3" json:"channel,omitempty"`
+	// Delivery attempts so far.
+	Attempts int32 `protobuf:"varint,4,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// Why the last attempt failed (for FAILED, why it will not be retried).
+	LastError     string `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -218,27 +226,214 @@ func (x *NotifyResponse) GetChannel() string {
 	return ""
 }
 
+func (x *NotifyResponse) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *NotifyResponse) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+// GetNotificationRequest names a notification.
+type GetNotificationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The id Notify returned.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetNotificationRequest) Reset() {
+	*x = GetNotificationRequest{}
+	mi := &file_vega_v1_notify_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetNotificationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetNotificationRequest) ProtoMessage() {}
+
+func (x *GetNotificationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_vega_v1_notify_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetNotificationRequest.ProtoReflect.Descriptor instead.
+func (*GetNotificationRequest) Descriptor() ([]byte, []int) {
+	return file_vega_v1_notify_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *GetNotificationRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// GetNotificationResponse says where a notification stands.
+type GetNotificationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier of the notification.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Where the notification stands.
+	Status NotificationStatus `protobuf:"varint,2,opt,name=status,proto3,enum=vega.v1.NotificationStatus" json:"status,omitempty"`
+	// Its channel.
+	Channel string `protobuf:"bytes,3,opt,name=channel,proto3" json:"channel,omitempty"`
+	// Delivery attempts so far.
+	Attempts int32 `protobuf:"varint,4,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// Why the last attempt failed.
+	LastError string `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// When the gateway accepted it.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// When it was delivered or dead-lettered; unset while queued.
+	FinishTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
+	// When the next attempt may start; unset unless queued.
+	NextAttemptTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=next_attempt_time,json=nextAttemptTime,proto3" json:"next_attempt_time,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *GetNotificationResponse) Reset() {
+	*x = GetNotificationResponse{}
+	mi := &file_vega_v1_notify_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetNotificationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetNotificationResponse) ProtoMessage() {}
+
+func (x *GetNotificationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_vega_v1_notify_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetNotificationResponse.ProtoReflect.Descriptor instead.
+func (*GetNotificationResponse) Descriptor() ([]byte, []int) {
+	return file_vega_v1_notify_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetNotificationResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *GetNotificationResponse) GetStatus() NotificationStatus {
+	if x != nil {
+		return x.Status
+	}
+	return NotificationStatus_NOTIFICATION_STATUS_UNSPECIFIED
+}
+
+func (x *GetNotificationResponse) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *GetNotificationResponse) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *GetNotificationResponse) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *GetNotificationResponse) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *GetNotificationResponse) GetFinishTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishTime
+	}
+	return nil
+}
+
+func (x *GetNotificationResponse) GetNextAttemptTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextAttemptTime
+	}
+	return nil
+}
+
 var File_vega_v1_notify_proto protoreflect.FileDescriptor
 
 const file_vega_v1_notify_proto_rawDesc = "" +
 	"\n" +
-	"\x14vega/v1/notify.proto\x12\avega.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x99\x01\n" +
+	"\x14vega/v1/notify.proto\x12\avega.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x01\n" +
 	"\rNotifyRequest\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x121\n" +
 	"\apayload\x18\x03 \x01(\v2\x17.google.protobuf.StructR\apayload\x12'\n" +
-	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\"o\n" +
+	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\"\xaa\x01\n" +
 	"\x0eNotifyResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x123\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1b.vega.v1.NotificationStatusR\x06status\x12\x18\n" +
-	"\achannel\x18\x03 \x01(\tR\achannel*\x9c\x01\n" +
+	"\achannel\x18\x03 \x01(\tR\achannel\x12\x1a\n" +
+	"\battempts\x18\x04 \x01(\x05R\battempts\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x05 \x01(\tR\tlastError\"(\n" +
+	"\x16GetNotificationRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xf5\x02\n" +
+	"\x17GetNotificationResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x123\n" +
+	"\x06status\x18\x02 \x01(\x0e2\x1b.vega.v1.NotificationStatusR\x06status\x12\x18\n" +
+	"\achannel\x18\x03 \x01(\tR\achannel\x12\x1a\n" +
+	"\battempts\x18\x04 \x01(\x05R\battempts\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x05 \x01(\tR\tlastError\x12;\n" +
+	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vfinish_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishTime\x12F\n" +
+	"\x11next_attempt_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime*\x9c\x01\n" +
 	"\x12NotificationStatus\x12#\n" +
 	"\x1fNOTIFICATION_STATUS_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dNOTIFICATION_STATUS_DELIVERED\x10\x01\x12\x1e\n" +
 	"\x1aNOTIFICATION_STATUS_QUEUED\x10\x02\x12\x1e\n" +
-	"\x1aNOTIFICATION_STATUS_FAILED\x10\x032J\n" +
+	"\x1aNOTIFICATION_STATUS_FAILED\x10\x032\xa0\x01\n" +
 	"\rNotifyService\x129\n" +
-	"\x06Notify\x12\x16.vega.v1.NotifyRequest\x1a\x17.vega.v1.NotifyResponseB\x88\x01\n" +
+	"\x06Notify\x12\x16.vega.v1.NotifyRequest\x1a\x17.vega.v1.NotifyResponse\x12T\n" +
+	"\x0fGetNotification\x12\x1f.vega.v1.GetNotificationRequest\x1a .vega.v1.GetNotificationResponseB\x88\x01\n" +
 	"\vcom.vega.v1B\vNotifyProtoP\x01Z/github.com/vega-gateway/vega/gen/vega/v1;vegav1\xa2\x02\x03VXX\xaa\x02\aVega.V1\xca\x02\aVega\\V1\xe2\x02\x13Vega\\V1\\GPBMetadata\xea\x02\bVega::V1b\x06proto3"
 
 var (
@@ -254,23 +449,32 @@ func file_vega_v1_notify_proto_rawDescGZIP() []byte {
 }
 
 var file_vega_v1_notify_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_vega_v1_notify_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_vega_v1_notify_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_vega_v1_notify_proto_goTypes = []any{
-	(NotificationStatus)(0), // 0: vega.v1.NotificationStatus
-	(*NotifyRequest)(nil),   // 1: vega.v1.NotifyRequest
-	(*NotifyResponse)(nil),  // 2: vega.v1.NotifyResponse
-	(*structpb.Struct)(nil), // 3: google.protobuf.Struct
+	(NotificationStatus)(0),         // 0: vega.v1.NotificationStatus
+	(*NotifyRequest)(nil),           // 1: vega.v1.NotifyRequest
+	(*NotifyResponse)(nil),          // 2: vega.v1.NotifyResponse
+	(*GetNotificationRequest)(nil),  // 3: vega.v1.GetNotificationRequest
+	(*GetNotificationResponse)(nil), // 4: vega.v1.GetNotificationResponse
+	(*structpb.Struct)(nil),         // 5: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),   // 6: google.protobuf.Timestamp
 }
 var file_vega_v1_notify_proto_depIdxs = []int32{
-	3, // 0: vega.v1.NotifyRequest.payload:type_name -> google.protobuf.Struct
+	5, // 0: vega.v1.NotifyRequest.payload:type_name -> google.protobuf.Struct
 	0, // 1: vega.v1.NotifyResponse.status:type_name -> vega.v1.NotificationStatus
-	1, // 2: vega.v1.NotifyService.Notify:input_type -> vega.v1.NotifyRequest
-	2, // 3: vega.v1.NotifyService.Notify:output_type -> vega.v1.NotifyResponse
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	0, // 2: vega.v1.GetNotificationResponse.status:type_name -> vega.v1.NotificationStatus
+	6, // 3: vega.v1.GetNotificationResponse.create_time:type_name -> google.protobuf.Timestamp
+	6, // 4: vega.v1.GetNotificationResponse.finish_time:type_name -> google.protobuf.Timestamp
+	6, // 5: vega.v1.GetNotificationResponse.next_attempt_time:type_name -> google.protobuf.Timestamp
+	1, // 6: vega.v1.NotifyService.Notify:input_type -> vega.v1.NotifyRequest
+	3, // 7: vega.v1.NotifyService.GetNotification:input_type -> vega.v1.GetNotificationRequest
+	2, // 8: vega.v1.NotifyService.Notify:output_type -> vega.v1.NotifyResponse
+	4, // 9: vega.v1.NotifyService.GetNotification:output_type -> vega.v1.GetNotificationResponse
+	8, // [8:10] is the sub-list for method output_type
+	6, // [6:8] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_vega_v1_notify_proto_init() }
@@ -284,7 +488,7 @@ func file_vega_v1_notify_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vega_v1_notify_proto_rawDesc), len(file_vega_v1_notify_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   2,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,7 +19,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	NotifyService_Notify_FullMethodName = "/vega.v1.NotifyService/Notify"
+	NotifyService_Notify_FullMethodName          = "/vega.v1.NotifyService/Notify"
+	NotifyService_GetNotification_FullMethodName = "/vega.v1.NotifyService/GetNotification"
 )
 
 // NotifyServiceClient is the client API for NotifyService service.
@@ -29,9 +30,17 @@ const (
 // NotifyService posts messages to configured chat channels (Slack incoming
 // webhooks, generic JSON webhooks). Notifications are never coalesced or
 // cached: N calls make N deliveries.
+//
+// A notification is recorded durably (fsync) before Notify answers OK, then
+// delivered by the channel's worker with pacing and retries; it survives a
+// crash or restart of the gateway.
 type NotifyServiceClient interface {
-	// Notify delivers one message to a channel.
+	// Notify records one message for a channel and waits for its delivery
+	// while the call's deadline allows: DELIVERED, FAILED (dead letter), or
+	// QUEUED when delivery continues in the background.
 	Notify(ctx context.Context, in *NotifyRequest, opts ...grpc.CallOption) (*NotifyResponse, error)
+	// GetNotification reports what became of a notification.
+	GetNotification(ctx context.Context, in *GetNotificationRequest, opts ...grpc.CallOption) (*GetNotificationResponse, error)
 }
 
 type notifyServiceClient struct {
@@ -52,6 +61,16 @@ func (c *notifyServiceClient) Notify(ctx context.Context, in *NotifyRequest, opt
 	return out, nil
 }
 
+func (c *notifyServiceClient) GetNotification(ctx context.Context, in *GetNotificationRequest, opts ...grpc.CallOption) (*GetNotificationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetNotificationResponse)
+	err := c.cc.Invoke(ctx, NotifyService_GetNotification_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NotifyServiceServer is the server API for NotifyService service.
 // All implementations must embed UnimplementedNotifyServiceServer
 // for forward compatibility.
@@ -59,9 +78,17 @@ func (c *notifyServiceClient) Notify(ctx context.Context, in *NotifyRequest, opt
 // NotifyService posts messages to configured chat channels (Slack incoming
 // webhooks, generic JSON webhooks). Notifications are never coalesced or
 // cached: N calls make N deliveries.
+//
+// A notification is recorded durably (fsync) before Notify answers OK, then
+// delivered by the channel's worker with pacing and retries; it survives a
+// crash or restart of the gateway.
 type NotifyServiceServer interface {
-	// Notify delivers one message to a channel.
+	// Notify records one message for a channel and waits for its delivery
+	// while the call's deadline allows: DELIVERED, FAILED (dead letter), or
+	// QUEUED when delivery continues in the background.
 	Notify(context.Context, *NotifyRequest) (*NotifyResponse, error)
+	// GetNotification reports what became of a notification.
+	GetNotification(context.Context, *GetNotificationRequest) (*GetNotificationResponse, error)
 	mustEmbedUnimplementedNotifyServiceServer()
 }
 
@@ -74,6 +101,9 @@ type UnimplementedNotifyServiceServer struct{}
 
 func (UnimplementedNotifyServiceServer) Notify(context.Context, *NotifyRequest) (*NotifyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Notify not implemented")
+}
+func (UnimplementedNotifyServiceServer) GetNotification(context.Context, *GetNotificationRequest) (*GetNotificationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetNotification not implemented")
 }
 func (UnimplementedNotifyServiceServer) mustEmbedUnimplementedNotifyServiceServer() {}
 func (UnimplementedNotifyServiceServer) testEmbeddedByValue()                       {}
@@ -114,6 +144,24 @@ func _NotifyService_Notify_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _NotifyService_GetNotification_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetNotificationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NotifyServiceServer).GetNotification(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: NotifyService_GetNotification_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NotifyServiceServer).GetNotification(ctx, req.(*GetNotificationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // NotifyService_ServiceDesc is the grpc.ServiceDesc for NotifyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -124,6 +172,10 @@ var NotifyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Notify",
 			Handler:    _NotifyService_Notify_Handler,
+		},
+		{
+			MethodName: "GetNotification",
+			Handler:    _NotifyService_GetNotification_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -359,6 +359,107 @@ func (x *PurgeCacheResponse) GetPurged() int64 {
 	return 0
 }
 
+// RedriveNotificationsRequest chooses the dead letters to send again.
+type RedriveNotificationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this channel's dead letters; empty for every channel.
+	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
+	// Only these notification ids; empty for every dead letter (of the channel).
+	Ids           []string `protobuf:"bytes,2,rep,name=ids,proto3" json:"ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveNotificationsRequest) Reset() {
+	*x = RedriveNotificationsRequest{}
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveNotificationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveNotificationsRequest) ProtoMessage() {}
+
+func (x *RedriveNotificationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveNotificationsRequest.ProtoReflect.Descriptor instead.
+func (*RedriveNotificationsRequest) Descriptor() ([]byte, []int) {
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RedriveNotificationsRequest) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *RedriveNotificationsRequest) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+// RedriveNotificationsResponse counts what was put back in a queue.
+type RedriveNotificationsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Notifications queued again.
+	Redriven      int64 `protobuf:"varint,1,opt,name=redriven,proto3" json:"redriven,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedriveNotificationsResponse) Reset() {
+	*x = RedriveNotificationsResponse{}
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedriveNotificationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedriveNotificationsResponse) ProtoMessage() {}
+
+func (x *RedriveNotificationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedriveNotificationsResponse.ProtoReflect.Descriptor instead.
+func (*RedriveNotificationsResponse) Descriptor() ([]byte, []int) {
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RedriveNotificationsResponse) GetRedriven() int64 {
+	if x != nil {
+		return x.Redriven
+	}
+	return 0
+}
+
 // GetStatsRequest chooses sections.
 type GetStatsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -370,7 +471,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[4]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -382,7 +483,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[4]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -395,7 +496,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{4}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetStatsRequest) GetSections() []StatsSection {
@@ -416,7 +517,7 @@ type GetStatsResponse struct {
 
 func (x *GetStatsResponse) Reset() {
 	*x = GetStatsResponse{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[5]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +529,7 @@ func (x *GetStatsResponse) String() string {
 func (*GetStatsResponse) ProtoMessage() {}
 
 func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[5]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +542,7 @@ func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetStatsResponse) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{5}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetStatsResponse) GetStats() *Stats {
@@ -464,7 +565,7 @@ type WatchStatsRequest struct {
 
 func (x *WatchStatsRequest) Reset() {
 	*x = WatchStatsRequest{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[6]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -476,7 +577,7 @@ func (x *WatchStatsRequest) String() string {
 func (*WatchStatsRequest) ProtoMessage() {}
 
 func (x *WatchStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[6]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -489,7 +590,7 @@ func (x *WatchStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchStatsRequest.ProtoReflect.Descriptor instead.
 func (*WatchStatsRequest) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{6}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *WatchStatsRequest) GetInterval() *durationpb.Duration {
@@ -517,7 +618,7 @@ type WatchStatsResponse struct {
 
 func (x *WatchStatsResponse) Reset() {
 	*x = WatchStatsResponse{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[7]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +630,7 @@ func (x *WatchStatsResponse) String() string {
 func (*WatchStatsResponse) ProtoMessage() {}
 
 func (x *WatchStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[7]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +643,7 @@ func (x *WatchStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchStatsResponse.ProtoReflect.Descriptor instead.
 func (*WatchStatsResponse) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{7}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatchStatsResponse) GetStats() *Stats {
@@ -563,7 +664,7 @@ type ResetStatsRequest struct {
 
 func (x *ResetStatsRequest) Reset() {
 	*x = ResetStatsRequest{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[8]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +676,7 @@ func (x *ResetStatsRequest) String() string {
 func (*ResetStatsRequest) ProtoMessage() {}
 
 func (x *ResetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[8]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +689,7 @@ func (x *ResetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetStatsRequest.ProtoReflect.Descriptor instead.
 func (*ResetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{8}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ResetStatsRequest) GetSections() []StatsSection {
@@ -609,7 +710,7 @@ type ResetStatsResponse struct {
 
 func (x *ResetStatsResponse) Reset() {
 	*x = ResetStatsResponse{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[9]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +722,7 @@ func (x *ResetStatsResponse) String() string {
 func (*ResetStatsResponse) ProtoMessage() {}
 
 func (x *ResetStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[9]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +735,7 @@ func (x *ResetStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetStatsResponse.ProtoReflect.Descriptor instead.
 func (*ResetStatsResponse) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{9}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ResetStatsResponse) GetResetTime() *timestamppb.Timestamp {
@@ -677,7 +778,7 @@ type Stats struct {
 
 func (x *Stats) Reset() {
 	*x = Stats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[10]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +790,7 @@ func (x *Stats) String() string {
 func (*Stats) ProtoMessage() {}
 
 func (x *Stats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[10]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +803,7 @@ func (x *Stats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stats.ProtoReflect.Descriptor instead.
 func (*Stats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{10}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Stats) GetTime() *timestamppb.Timestamp {
@@ -802,7 +903,7 @@ type CircuitBreakersStats struct {
 
 func (x *CircuitBreakersStats) Reset() {
 	*x = CircuitBreakersStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[11]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +915,7 @@ func (x *CircuitBreakersStats) String() string {
 func (*CircuitBreakersStats) ProtoMessage() {}
 
 func (x *CircuitBreakersStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[11]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +928,7 @@ func (x *CircuitBreakersStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitBreakersStats.ProtoReflect.Descriptor instead.
 func (*CircuitBreakersStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{11}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CircuitBreakersStats) GetBreakers() []*BreakerStats {
@@ -873,7 +974,7 @@ type BreakerStats struct {
 
 func (x *BreakerStats) Reset() {
 	*x = BreakerStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[12]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -885,7 +986,7 @@ func (x *BreakerStats) String() string {
 func (*BreakerStats) ProtoMessage() {}
 
 func (x *BreakerStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[12]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -898,7 +999,7 @@ func (x *BreakerStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BreakerStats.ProtoReflect.Descriptor instead.
 func (*BreakerStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{12}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BreakerStats) GetKey() string {
@@ -1006,7 +1107,7 @@ type CacheStats struct {
 
 func (x *CacheStats) Reset() {
 	*x = CacheStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[13]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1119,7 @@ func (x *CacheStats) String() string {
 func (*CacheStats) ProtoMessage() {}
 
 func (x *CacheStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[13]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1132,7 @@ func (x *CacheStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CacheStats.ProtoReflect.Descriptor instead.
 func (*CacheStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{13}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CacheStats) GetEntries() int64 {
@@ -1148,7 +1249,7 @@ type MemoryLeaksStats struct {
 
 func (x *MemoryLeaksStats) Reset() {
 	*x = MemoryLeaksStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[14]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1261,7 @@ func (x *MemoryLeaksStats) String() string {
 func (*MemoryLeaksStats) ProtoMessage() {}
 
 func (x *MemoryLeaksStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[14]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1274,7 @@ func (x *MemoryLeaksStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemoryLeaksStats.ProtoReflect.Descriptor instead.
 func (*MemoryLeaksStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{14}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *MemoryLeaksStats) GetSuspected() bool {
@@ -1240,7 +1341,7 @@ type GrowingStack struct {
 
 func (x *GrowingStack) Reset() {
 	*x = GrowingStack{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[15]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1353,7 @@ func (x *GrowingStack) String() string {
 func (*GrowingStack) ProtoMessage() {}
 
 func (x *GrowingStack) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[15]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1366,7 @@ func (x *GrowingStack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrowingStack.ProtoReflect.Descriptor instead.
 func (*GrowingStack) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{15}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GrowingStack) GetCount() int64 {
@@ -1289,16 +1390,44 @@ func (x *GrowingStack) GetFunctions() []string {
 	return nil
 }
 
-// BatchStats: filled by the notification outbox.
+// BatchStats describes the notification outbox: its group commits (the
+// seed's "batch operations": several writes made durable by one fsync) and
+// the delivery queue of each channel.
 type BatchStats struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Commits since start or reset; each is one fsync.
+	Commits int64 `protobuf:"varint,1,opt,name=commits,proto3" json:"commits,omitempty"`
+	// Writes made durable by those commits (accepted notifications,
+	// deliveries, retries, dead letters).
+	Operations int64 `protobuf:"varint,2,opt,name=operations,proto3" json:"operations,omitempty"`
+	// operations / commits.
+	AvgBatchSize float64 `protobuf:"fixed64,3,opt,name=avg_batch_size,json=avgBatchSize,proto3" json:"avg_batch_size,omitempty"`
+	// The largest batch since start or reset.
+	MaxBatchSize int64 `protobuf:"varint,4,opt,name=max_batch_size,json=maxBatchSize,proto3" json:"max_batch_size,omitempty"`
+	// Commits started because the batch reached max_batch (flush on size).
+	FlushedOnSize int64 `protobuf:"varint,5,opt,name=flushed_on_size,json=flushedOnSize,proto3" json:"flushed_on_size,omitempty"`
+	// Commits started because the flush interval ended (flush on interval).
+	FlushedOnInterval int64 `protobuf:"varint,6,opt,name=flushed_on_interval,json=flushedOnInterval,proto3" json:"flushed_on_interval,omitempty"`
+	// Commits started at once because nothing else was waiting and no flush
+	// interval is set.
+	FlushedIdle int64 `protobuf:"varint,7,opt,name=flushed_idle,json=flushedIdle,proto3" json:"flushed_idle,omitempty"`
+	// Mean time of one commit (write and fsync), in milliseconds.
+	AvgCommitMs float64 `protobuf:"fixed64,8,opt,name=avg_commit_ms,json=avgCommitMs,proto3" json:"avg_commit_ms,omitempty"`
+	// The slowest commit, in milliseconds.
+	MaxCommitMs float64 `protobuf:"fixed64,9,opt,name=max_commit_ms,json=maxCommitMs,proto3" json:"max_commit_ms,omitempty"`
+	// Setting: the most writes in one commit (VEGA_OUTBOX_BATCH_SIZE).
+	MaxBatch int64 `protobuf:"varint,10,opt,name=max_batch,json=maxBatch,proto3" json:"max_batch,omitempty"`
+	// Setting: how long a commit waits for more writes (VEGA_OUTBOX_FLUSH_INTERVAL).
+	FlushInterval *durationpb.Duration `protobuf:"bytes,11,opt,name=flush_interval,json=flushInterval,proto3" json:"flush_interval,omitempty"`
+	// Delivery queue of each channel, by channel name.
+	Channels      map[string]*OutboxChannelStats `protobuf:"bytes,12,rep,name=channels,proto3" json:"channels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BatchStats) Reset() {
 	*x = BatchStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[16]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1310,7 +1439,7 @@ func (x *BatchStats) String() string {
 func (*BatchStats) ProtoMessage() {}
 
 func (x *BatchStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[16]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1323,7 +1452,238 @@ func (x *BatchStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchStats.ProtoReflect.Descriptor instead.
 func (*BatchStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{16}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *BatchStats) GetCommits() int64 {
+	if x != nil {
+		return x.Commits
+	}
+	return 0
+}
+
+func (x *BatchStats) GetOperations() int64 {
+	if x != nil {
+		return x.Operations
+	}
+	return 0
+}
+
+func (x *BatchStats) GetAvgBatchSize() float64 {
+	if x != nil {
+		return x.AvgBatchSize
+	}
+	return 0
+}
+
+func (x *BatchStats) GetMaxBatchSize() int64 {
+	if x != nil {
+		return x.MaxBatchSize
+	}
+	return 0
+}
+
+func (x *BatchStats) GetFlushedOnSize() int64 {
+	if x != nil {
+		return x.FlushedOnSize
+	}
+	return 0
+}
+
+func (x *BatchStats) GetFlushedOnInterval() int64 {
+	if x != nil {
+		return x.FlushedOnInterval
+	}
+	return 0
+}
+
+func (x *BatchStats) GetFlushedIdle() int64 {
+	if x != nil {
+		return x.FlushedIdle
+	}
+	return 0
+}
+
+func (x *BatchStats) GetAvgCommitMs() float64 {
+	if x != nil {
+		return x.AvgCommitMs
+	}
+	return 0
+}
+
+func (x *BatchStats) GetMaxCommitMs() float64 {
+	if x != nil {
+		return x.MaxCommitMs
+	}
+	return 0
+}
+
+func (x *BatchStats) GetMaxBatch() int64 {
+	if x != nil {
+		return x.MaxBatch
+	}
+	return 0
+}
+
+func (x *BatchStats) GetFlushInterval() *durationpb.Duration {
+	if x != nil {
+		return x.FlushInterval
+	}
+	return nil
+}
+
+func (x *BatchStats) GetChannels() map[string]*OutboxChannelStats {
+	if x != nil {
+		return x.Channels
+	}
+	return nil
+}
+
+// OutboxChannelStats describes one channel's delivery queue.
+type OutboxChannelStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Notifications waiting for delivery (durable; they survive a restart).
+	QueueDepth int64 `protobuf:"varint,1,opt,name=queue_depth,json=queueDepth,proto3" json:"queue_depth,omitempty"`
+	// Age of the oldest waiting notification, in milliseconds.
+	OldestPendingAgeMs float64 `protobuf:"fixed64,2,opt,name=oldest_pending_age_ms,json=oldestPendingAgeMs,proto3" json:"oldest_pending_age_ms,omitempty"`
+	// Notifications accepted since start or reset.
+	Accepted int64 `protobuf:"varint,3,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	// Notifications the receiver accepted since start or reset.
+	Delivered int64 `protobuf:"varint,4,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	// Failed attempts that were scheduled again (429, 5xx, network errors).
+	Retried int64 `protobuf:"varint,5,opt,name=retried,proto3" json:"retried,omitempty"`
+	// Notifications moved to the dead letters since start or reset.
+	DeadLettered int64 `protobuf:"varint,6,opt,name=dead_lettered,json=deadLettered,proto3" json:"dead_lettered,omitempty"`
+	// Dead letters kept now (re-drivable with RedriveNotifications).
+	DeadLetterDepth int64 `protobuf:"varint,7,opt,name=dead_letter_depth,json=deadLetterDepth,proto3" json:"dead_letter_depth,omitempty"`
+	// The last delivery error, empty after a success.
+	LastError string `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// Time until the next attempt may start (Retry-After or backoff), in
+	// milliseconds; 0 when the channel is not waiting.
+	PausedForMs float64 `protobuf:"fixed64,9,opt,name=paused_for_ms,json=pausedForMs,proto3" json:"paused_for_ms,omitempty"`
+	// Pacing: messages per second and burst.
+	RatePerSecond float64 `protobuf:"fixed64,10,opt,name=rate_per_second,json=ratePerSecond,proto3" json:"rate_per_second,omitempty"`
+	// Pacing burst.
+	Burst int64 `protobuf:"varint,11,opt,name=burst,proto3" json:"burst,omitempty"`
+	// True when the channel is no longer configured: its queue waits until it
+	// is configured again.
+	Unconfigured  bool `protobuf:"varint,12,opt,name=unconfigured,proto3" json:"unconfigured,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutboxChannelStats) Reset() {
+	*x = OutboxChannelStats{}
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutboxChannelStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutboxChannelStats) ProtoMessage() {}
+
+func (x *OutboxChannelStats) ProtoReflect() protoreflect.Message {
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutboxChannelStats.ProtoReflect.Descriptor instead.
+func (*OutboxChannelStats) Descriptor() ([]byte, []int) {
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *OutboxChannelStats) GetQueueDepth() int64 {
+	if x != nil {
+		return x.QueueDepth
+	}
+	return 0
+}
+
+func (x *OutboxChannelStats) GetOldestPendingAgeMs() float64 {
+	if x != nil {
+		return x.OldestPendingAgeMs
+	}
+	return 0
+}
+
+func (x *OutboxChannelStats) GetAccepted() int64 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
+func (x *OutboxChannelStats) GetDelivered() int64 {
+	if x != nil {
+		return x.Delivered
+	}
+	return 0
+}
+
+func (x *OutboxChannelStats) GetRetried() int64 {
+	if x != nil {
+		return x.Retried
+	}
+	return 0
+}
+
+func (x *OutboxChannelStats) GetDeadLettered() int64 {
+	if x != nil {
+		return x.DeadLettered
+	}
+	return 0
+}
+
+func (x *OutboxChannelStats) GetDeadLetterDepth() int64 {
+	if x != nil {
+		return x.DeadLetterDepth
+	}
+	return 0
+}
+
+func (x *OutboxChannelStats) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *OutboxChannelStats) GetPausedForMs() float64 {
+	if x != nil {
+		return x.PausedForMs
+	}
+	return 0
+}
+
+func (x *OutboxChannelStats) GetRatePerSecond() float64 {
+	if x != nil {
+		return x.RatePerSecond
+	}
+	return 0
+}
+
+func (x *OutboxChannelStats) GetBurst() int64 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
+func (x *OutboxChannelStats) GetUnconfigured() bool {
+	if x != nil {
+		return x.Unconfigured
+	}
+	return false
 }
 
 // RequestCoalescingStats describes request coalescing.
@@ -1353,7 +1713,7 @@ type RequestCoalescingStats struct {
 
 func (x *RequestCoalescingStats) Reset() {
 	*x = RequestCoalescingStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[17]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1365,7 +1725,7 @@ func (x *RequestCoalescingStats) String() string {
 func (*RequestCoalescingStats) ProtoMessage() {}
 
 func (x *RequestCoalescingStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[17]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1378,7 +1738,7 @@ func (x *RequestCoalescingStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestCoalescingStats.ProtoReflect.Descriptor instead.
 func (*RequestCoalescingStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{17}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RequestCoalescingStats) GetRequests() int64 {
@@ -1491,7 +1851,7 @@ type ConnectionPoolStats struct {
 
 func (x *ConnectionPoolStats) Reset() {
 	*x = ConnectionPoolStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[18]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1503,7 +1863,7 @@ func (x *ConnectionPoolStats) String() string {
 func (*ConnectionPoolStats) ProtoMessage() {}
 
 func (x *ConnectionPoolStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[18]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1516,7 +1876,7 @@ func (x *ConnectionPoolStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectionPoolStats.ProtoReflect.Descriptor instead.
 func (*ConnectionPoolStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{18}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ConnectionPoolStats) GetTotalConnections() int64 {
@@ -1675,7 +2035,7 @@ type HostPoolStats struct {
 
 func (x *HostPoolStats) Reset() {
 	*x = HostPoolStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[19]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1687,7 +2047,7 @@ func (x *HostPoolStats) String() string {
 func (*HostPoolStats) ProtoMessage() {}
 
 func (x *HostPoolStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[19]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1700,7 +2060,7 @@ func (x *HostPoolStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostPoolStats.ProtoReflect.Descriptor instead.
 func (*HostPoolStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{19}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HostPoolStats) GetHost() string {
@@ -1763,7 +2123,7 @@ type RateLimitersStats struct {
 
 func (x *RateLimitersStats) Reset() {
 	*x = RateLimitersStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[20]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1775,7 +2135,7 @@ func (x *RateLimitersStats) String() string {
 func (*RateLimitersStats) ProtoMessage() {}
 
 func (x *RateLimitersStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[20]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1788,7 +2148,7 @@ func (x *RateLimitersStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimitersStats.ProtoReflect.Descriptor instead.
 func (*RateLimitersStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{20}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RateLimitersStats) GetLimiters() []*LimiterStats {
@@ -1829,7 +2189,7 @@ type LimiterStats struct {
 
 func (x *LimiterStats) Reset() {
 	*x = LimiterStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[21]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1841,7 +2201,7 @@ func (x *LimiterStats) String() string {
 func (*LimiterStats) ProtoMessage() {}
 
 func (x *LimiterStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[21]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1854,7 +2214,7 @@ func (x *LimiterStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LimiterStats.ProtoReflect.Descriptor instead.
 func (*LimiterStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{21}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *LimiterStats) GetKey() string {
@@ -1951,7 +2311,7 @@ type StreamingStats struct {
 
 func (x *StreamingStats) Reset() {
 	*x = StreamingStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[22]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1963,7 +2323,7 @@ func (x *StreamingStats) String() string {
 func (*StreamingStats) ProtoMessage() {}
 
 func (x *StreamingStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[22]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1976,7 +2336,7 @@ func (x *StreamingStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamingStats.ProtoReflect.Descriptor instead.
 func (*StreamingStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{22}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StreamingStats) GetActiveStreams() int64 {
@@ -2047,7 +2407,7 @@ type RuntimeStats struct {
 
 func (x *RuntimeStats) Reset() {
 	*x = RuntimeStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[23]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2059,7 +2419,7 @@ func (x *RuntimeStats) String() string {
 func (*RuntimeStats) ProtoMessage() {}
 
 func (x *RuntimeStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[23]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2072,7 +2432,7 @@ func (x *RuntimeStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuntimeStats.ProtoReflect.Descriptor instead.
 func (*RuntimeStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{23}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RuntimeStats) GetGoroutines() int64 {
@@ -2197,7 +2557,7 @@ type SlowRPC struct {
 
 func (x *SlowRPC) Reset() {
 	*x = SlowRPC{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[24]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2209,7 +2569,7 @@ func (x *SlowRPC) String() string {
 func (*SlowRPC) ProtoMessage() {}
 
 func (x *SlowRPC) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[24]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2222,7 +2582,7 @@ func (x *SlowRPC) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlowRPC.ProtoReflect.Descriptor instead.
 func (*SlowRPC) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{24}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SlowRPC) GetMethod() string {
@@ -2264,7 +2624,7 @@ type IntegrationsStats struct {
 
 func (x *IntegrationsStats) Reset() {
 	*x = IntegrationsStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[25]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2276,7 +2636,7 @@ func (x *IntegrationsStats) String() string {
 func (*IntegrationsStats) ProtoMessage() {}
 
 func (x *IntegrationsStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[25]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2289,7 +2649,7 @@ func (x *IntegrationsStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntegrationsStats.ProtoReflect.Descriptor instead.
 func (*IntegrationsStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{25}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *IntegrationsStats) GetBackends() []*BackendHealth {
@@ -2326,7 +2686,7 @@ type BackendHealth struct {
 
 func (x *BackendHealth) Reset() {
 	*x = BackendHealth{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[26]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2338,7 +2698,7 @@ func (x *BackendHealth) String() string {
 func (*BackendHealth) ProtoMessage() {}
 
 func (x *BackendHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[26]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2351,7 +2711,7 @@ func (x *BackendHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendHealth.ProtoReflect.Descriptor instead.
 func (*BackendHealth) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{26}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *BackendHealth) GetName() string {
@@ -2430,7 +2790,12 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\x11PurgeCacheRequest\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\",\n" +
 	"\x12PurgeCacheResponse\x12\x16\n" +
-	"\x06purged\x18\x01 \x01(\x03R\x06purged\"D\n" +
+	"\x06purged\x18\x01 \x01(\x03R\x06purged\"I\n" +
+	"\x1bRedriveNotificationsRequest\x12\x18\n" +
+	"\achannel\x18\x01 \x01(\tR\achannel\x12\x10\n" +
+	"\x03ids\x18\x02 \x03(\tR\x03ids\":\n" +
+	"\x1cRedriveNotificationsResponse\x12\x1a\n" +
+	"\bredriven\x18\x01 \x01(\x03R\bredriven\"D\n" +
 	"\x0fGetStatsRequest\x121\n" +
 	"\bsections\x18\x01 \x03(\x0e2\x15.vega.v1.StatsSectionR\bsections\"8\n" +
 	"\x10GetStatsResponse\x12$\n" +
@@ -2503,9 +2868,43 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\fGrowingStack\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x03R\x05count\x12\x16\n" +
 	"\x06growth\x18\x02 \x01(\x03R\x06growth\x12\x1c\n" +
-	"\tfunctions\x18\x03 \x03(\tR\tfunctions\"\f\n" +
+	"\tfunctions\x18\x03 \x03(\tR\tfunctions\"\xcd\x04\n" +
 	"\n" +
-	"BatchStats\"\xb2\x02\n" +
+	"BatchStats\x12\x18\n" +
+	"\acommits\x18\x01 \x01(\x03R\acommits\x12\x1e\n" +
+	"\n" +
+	"operations\x18\x02 \x01(\x03R\n" +
+	"operations\x12$\n" +
+	"\x0eavg_batch_size\x18\x03 \x01(\x01R\favgBatchSize\x12$\n" +
+	"\x0emax_batch_size\x18\x04 \x01(\x03R\fmaxBatchSize\x12&\n" +
+	"\x0fflushed_on_size\x18\x05 \x01(\x03R\rflushedOnSize\x12.\n" +
+	"\x13flushed_on_interval\x18\x06 \x01(\x03R\x11flushedOnInterval\x12!\n" +
+	"\fflushed_idle\x18\a \x01(\x03R\vflushedIdle\x12\"\n" +
+	"\ravg_commit_ms\x18\b \x01(\x01R\vavgCommitMs\x12\"\n" +
+	"\rmax_commit_ms\x18\t \x01(\x01R\vmaxCommitMs\x12\x1b\n" +
+	"\tmax_batch\x18\n" +
+	" \x01(\x03R\bmaxBatch\x12@\n" +
+	"\x0eflush_interval\x18\v \x01(\v2\x19.google.protobuf.DurationR\rflushInterval\x12=\n" +
+	"\bchannels\x18\f \x03(\v2!.vega.v1.BatchStats.ChannelsEntryR\bchannels\x1aX\n" +
+	"\rChannelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x121\n" +
+	"\x05value\x18\x02 \x01(\v2\x1b.vega.v1.OutboxChannelStatsR\x05value:\x028\x01\"\xb2\x03\n" +
+	"\x12OutboxChannelStats\x12\x1f\n" +
+	"\vqueue_depth\x18\x01 \x01(\x03R\n" +
+	"queueDepth\x121\n" +
+	"\x15oldest_pending_age_ms\x18\x02 \x01(\x01R\x12oldestPendingAgeMs\x12\x1a\n" +
+	"\baccepted\x18\x03 \x01(\x03R\baccepted\x12\x1c\n" +
+	"\tdelivered\x18\x04 \x01(\x03R\tdelivered\x12\x18\n" +
+	"\aretried\x18\x05 \x01(\x03R\aretried\x12#\n" +
+	"\rdead_lettered\x18\x06 \x01(\x03R\fdeadLettered\x12*\n" +
+	"\x11dead_letter_depth\x18\a \x01(\x03R\x0fdeadLetterDepth\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\b \x01(\tR\tlastError\x12\"\n" +
+	"\rpaused_for_ms\x18\t \x01(\x01R\vpausedForMs\x12&\n" +
+	"\x0frate_per_second\x18\n" +
+	" \x01(\x01R\rratePerSecond\x12\x14\n" +
+	"\x05burst\x18\v \x01(\x03R\x05burst\x12\"\n" +
+	"\funconfigured\x18\f \x01(\bR\funconfigured\"\xb2\x02\n" +
 	"\x16RequestCoalescingStats\x12\x1a\n" +
 	"\brequests\x18\x01 \x01(\x03R\brequests\x12\x1c\n" +
 	"\tcoalesced\x18\x02 \x01(\x03R\tcoalesced\x12#\n" +
@@ -2628,7 +3027,7 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\x1dSTATS_SECTION_CONNECTION_POOL\x10\b\x12\x1f\n" +
 	"\x1bSTATS_SECTION_RATE_LIMITERS\x10\t\x12\x1e\n" +
 	"\x1aSTATS_SECTION_INTEGRATIONS\x10\n" +
-	"2\xfd\x02\n" +
+	"2\xe2\x03\n" +
 	"\x10PerfAdminService\x12?\n" +
 	"\bGetStats\x12\x18.vega.v1.GetStatsRequest\x1a\x19.vega.v1.GetStatsResponse\x12G\n" +
 	"\n" +
@@ -2637,7 +3036,8 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"ResetStats\x12\x1a.vega.v1.ResetStatsRequest\x1a\x1b.vega.v1.ResetStatsResponse\x12Q\n" +
 	"\x0eSetBreakerMode\x12\x1e.vega.v1.SetBreakerModeRequest\x1a\x1f.vega.v1.SetBreakerModeResponse\x12E\n" +
 	"\n" +
-	"PurgeCache\x12\x1a.vega.v1.PurgeCacheRequest\x1a\x1b.vega.v1.PurgeCacheResponseB\x8b\x01\n" +
+	"PurgeCache\x12\x1a.vega.v1.PurgeCacheRequest\x1a\x1b.vega.v1.PurgeCacheResponse\x12c\n" +
+	"\x14RedriveNotifications\x12$.vega.v1.RedriveNotificationsRequest\x1a%.vega.v1.RedriveNotificationsResponseB\x8b\x01\n" +
 	"\vcom.vega.v1B\x0ePerfadminProtoP\x01Z/github.com/vega-gateway/vega/gen/vega/v1;vegav1\xa2\x02\x03VXX\xaa\x02\aVega.V1\xca\x02\aVega\\V1\xe2\x02\x13Vega\\V1\\GPBMetadata\xea\x02\bVega::V1b\x06proto3"
 
 var (
@@ -2653,102 +3053,111 @@ func file_vega_v1_perfadmin_proto_rawDescGZIP() []byte {
 }
 
 var file_vega_v1_perfadmin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_vega_v1_perfadmin_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_vega_v1_perfadmin_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_vega_v1_perfadmin_proto_goTypes = []any{
-	(BreakerMode)(0),               // 0: vega.v1.BreakerMode
-	(StatsSection)(0),              // 1: vega.v1.StatsSection
-	(*SetBreakerModeRequest)(nil),  // 2: vega.v1.SetBreakerModeRequest
-	(*SetBreakerModeResponse)(nil), // 3: vega.v1.SetBreakerModeResponse
-	(*PurgeCacheRequest)(nil),      // 4: vega.v1.PurgeCacheRequest
-	(*PurgeCacheResponse)(nil),     // 5: vega.v1.PurgeCacheResponse
-	(*GetStatsRequest)(nil),        // 6: vega.v1.GetStatsRequest
-	(*GetStatsResponse)(nil),       // 7: vega.v1.GetStatsResponse
-	(*WatchStatsRequest)(nil),      // 8: vega.v1.WatchStatsRequest
-	(*WatchStatsResponse)(nil),     // 9: vega.v1.WatchStatsResponse
-	(*ResetStatsRequest)(nil),      // 10: vega.v1.ResetStatsRequest
-	(*ResetStatsResponse)(nil),     // 11: vega.v1.ResetStatsResponse
-	(*Stats)(nil),                  // 12: vega.v1.Stats
-	(*CircuitBreakersStats)(nil),   // 13: vega.v1.CircuitBreakersStats
-	(*BreakerStats)(nil),           // 14: vega.v1.BreakerStats
-	(*CacheStats)(nil),             // 15: vega.v1.CacheStats
-	(*MemoryLeaksStats)(nil),       // 16: vega.v1.MemoryLeaksStats
-	(*GrowingStack)(nil),           // 17: vega.v1.GrowingStack
-	(*BatchStats)(nil),             // 18: vega.v1.BatchStats
-	(*RequestCoalescingStats)(nil), // 19: vega.v1.RequestCoalescingStats
-	(*ConnectionPoolStats)(nil),    // 20: vega.v1.ConnectionPoolStats
-	(*HostPoolStats)(nil),          // 21: vega.v1.HostPoolStats
-	(*RateLimitersStats)(nil),      // 22: vega.v1.RateLimitersStats
-	(*LimiterStats)(nil),           // 23: vega.v1.LimiterStats
-	(*StreamingStats)(nil),         // 24: vega.v1.StreamingStats
-	(*RuntimeStats)(nil),           // 25: vega.v1.RuntimeStats
-	(*SlowRPC)(nil),                // 26: vega.v1.SlowRPC
-	(*IntegrationsStats)(nil),      // 27: vega.v1.IntegrationsStats
-	(*BackendHealth)(nil),          // 28: vega.v1.BackendHealth
-	(*durationpb.Duration)(nil),    // 29: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 30: google.protobuf.Timestamp
+	(BreakerMode)(0),                     // 0: vega.v1.BreakerMode
+	(StatsSection)(0),                    // 1: vega.v1.StatsSection
+	(*SetBreakerModeRequest)(nil),        // 2: vega.v1.SetBreakerModeRequest
+	(*SetBreakerModeResponse)(nil),       // 3: vega.v1.SetBreakerModeResponse
+	(*PurgeCacheRequest)(nil),            // 4: vega.v1.PurgeCacheRequest
+	(*PurgeCacheResponse)(nil),           // 5: vega.v1.PurgeCacheResponse
+	(*RedriveNotificationsRequest)(nil),  // 6: vega.v1.RedriveNotificationsRequest
+	(*RedriveNotificationsResponse)(nil), // 7: vega.v1.RedriveNotificationsResponse
+	(*GetStatsRequest)(nil),              // 8: vega.v1.GetStatsRequest
+	(*GetStatsResponse)(nil),             // 9: vega.v1.GetStatsResponse
+	(*WatchStatsRequest)(nil),            // 10: vega.v1.WatchStatsRequest
+	(*WatchStatsResponse)(nil),           // 11: vega.v1.WatchStatsResponse
+	(*ResetStatsRequest)(nil),            // 12: vega.v1.ResetStatsRequest
+	(*ResetStatsResponse)(nil),           // 13: vega.v1.ResetStatsResponse
+	(*Stats)(nil),                        // 14: vega.v1.Stats
+	(*CircuitBreakersStats)(nil),         // 15: vega.v1.CircuitBreakersStats
+	(*BreakerStats)(nil),                 // 16: vega.v1.BreakerStats
+	(*CacheStats)(nil),                   // 17: vega.v1.CacheStats
+	(*MemoryLeaksStats)(nil),             // 18: vega.v1.MemoryLeaksStats
+	(*GrowingStack)(nil),                 // 19: vega.v1.GrowingStack
+	(*BatchStats)(nil),                   // 20: vega.v1.BatchStats
+	(*OutboxChannelStats)(nil),           // 21: vega.v1.OutboxChannelStats
+	(*RequestCoalescingStats)(nil),       // 22: vega.v1.RequestCoalescingStats
+	(*ConnectionPoolStats)(nil),          // 23: vega.v1.ConnectionPoolStats
+	(*HostPoolStats)(nil),                // 24: vega.v1.HostPoolStats
+	(*RateLimitersStats)(nil),            // 25: vega.v1.RateLimitersStats
+	(*LimiterStats)(nil),                 // 26: vega.v1.LimiterStats
+	(*StreamingStats)(nil),               // 27: vega.v1.StreamingStats
+	(*RuntimeStats)(nil),                 // 28: vega.v1.RuntimeStats
+	(*SlowRPC)(nil),                      // 29: vega.v1.SlowRPC
+	(*IntegrationsStats)(nil),            // 30: vega.v1.IntegrationsStats
+	(*BackendHealth)(nil),                // 31: vega.v1.BackendHealth
+	nil,                                  // 32: vega.v1.BatchStats.ChannelsEntry
+	(*durationpb.Duration)(nil),          // 33: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),        // 34: google.protobuf.Timestamp
 }
 var file_vega_v1_perfadmin_proto_depIdxs = []int32{
 	0,  // 0: vega.v1.SetBreakerModeRequest.mode:type_name -> vega.v1.BreakerMode
-	14, // 1: vega.v1.SetBreakerModeResponse.breaker:type_name -> vega.v1.BreakerStats
+	16, // 1: vega.v1.SetBreakerModeResponse.breaker:type_name -> vega.v1.BreakerStats
 	1,  // 2: vega.v1.GetStatsRequest.sections:type_name -> vega.v1.StatsSection
-	12, // 3: vega.v1.GetStatsResponse.stats:type_name -> vega.v1.Stats
-	29, // 4: vega.v1.WatchStatsRequest.interval:type_name -> google.protobuf.Duration
+	14, // 3: vega.v1.GetStatsResponse.stats:type_name -> vega.v1.Stats
+	33, // 4: vega.v1.WatchStatsRequest.interval:type_name -> google.protobuf.Duration
 	1,  // 5: vega.v1.WatchStatsRequest.sections:type_name -> vega.v1.StatsSection
-	12, // 6: vega.v1.WatchStatsResponse.stats:type_name -> vega.v1.Stats
+	14, // 6: vega.v1.WatchStatsResponse.stats:type_name -> vega.v1.Stats
 	1,  // 7: vega.v1.ResetStatsRequest.sections:type_name -> vega.v1.StatsSection
-	30, // 8: vega.v1.ResetStatsResponse.reset_time:type_name -> google.protobuf.Timestamp
-	30, // 9: vega.v1.Stats.time:type_name -> google.protobuf.Timestamp
-	29, // 10: vega.v1.Stats.uptime:type_name -> google.protobuf.Duration
-	13, // 11: vega.v1.Stats.circuit_breakers:type_name -> vega.v1.CircuitBreakersStats
-	15, // 12: vega.v1.Stats.cache:type_name -> vega.v1.CacheStats
-	24, // 13: vega.v1.Stats.streaming:type_name -> vega.v1.StreamingStats
-	25, // 14: vega.v1.Stats.runtime:type_name -> vega.v1.RuntimeStats
-	16, // 15: vega.v1.Stats.memory_leaks:type_name -> vega.v1.MemoryLeaksStats
-	18, // 16: vega.v1.Stats.batch:type_name -> vega.v1.BatchStats
-	19, // 17: vega.v1.Stats.request_coalescing:type_name -> vega.v1.RequestCoalescingStats
-	20, // 18: vega.v1.Stats.connection_pool:type_name -> vega.v1.ConnectionPoolStats
-	22, // 19: vega.v1.Stats.rate_limiters:type_name -> vega.v1.RateLimitersStats
-	27, // 20: vega.v1.Stats.integrations:type_name -> vega.v1.IntegrationsStats
-	14, // 21: vega.v1.CircuitBreakersStats.breakers:type_name -> vega.v1.BreakerStats
-	30, // 22: vega.v1.BreakerStats.last_change:type_name -> google.protobuf.Timestamp
-	29, // 23: vega.v1.MemoryLeaksStats.window:type_name -> google.protobuf.Duration
-	17, // 24: vega.v1.MemoryLeaksStats.growing_stacks:type_name -> vega.v1.GrowingStack
-	29, // 25: vega.v1.ConnectionPoolStats.age_p50:type_name -> google.protobuf.Duration
-	29, // 26: vega.v1.ConnectionPoolStats.age_p90:type_name -> google.protobuf.Duration
-	29, // 27: vega.v1.ConnectionPoolStats.age_max:type_name -> google.protobuf.Duration
-	29, // 28: vega.v1.ConnectionPoolStats.idle_p50:type_name -> google.protobuf.Duration
-	29, // 29: vega.v1.ConnectionPoolStats.idle_max:type_name -> google.protobuf.Duration
-	21, // 30: vega.v1.ConnectionPoolStats.hosts:type_name -> vega.v1.HostPoolStats
-	23, // 31: vega.v1.RateLimitersStats.limiters:type_name -> vega.v1.LimiterStats
-	30, // 32: vega.v1.LimiterStats.blocked_until:type_name -> google.protobuf.Timestamp
-	29, // 33: vega.v1.RuntimeStats.last_gc_pause:type_name -> google.protobuf.Duration
-	29, // 34: vega.v1.RuntimeStats.sched_latency_p50:type_name -> google.protobuf.Duration
-	29, // 35: vega.v1.RuntimeStats.sched_latency_p99:type_name -> google.protobuf.Duration
-	29, // 36: vega.v1.RuntimeStats.gc_pause_p50:type_name -> google.protobuf.Duration
-	29, // 37: vega.v1.RuntimeStats.gc_pause_p99:type_name -> google.protobuf.Duration
-	29, // 38: vega.v1.RuntimeStats.gc_pause_max:type_name -> google.protobuf.Duration
-	29, // 39: vega.v1.RuntimeStats.slow_rpc_threshold:type_name -> google.protobuf.Duration
-	26, // 40: vega.v1.RuntimeStats.recent_slow_rpcs:type_name -> vega.v1.SlowRPC
-	29, // 41: vega.v1.SlowRPC.duration:type_name -> google.protobuf.Duration
-	30, // 42: vega.v1.SlowRPC.time:type_name -> google.protobuf.Timestamp
-	28, // 43: vega.v1.IntegrationsStats.backends:type_name -> vega.v1.BackendHealth
-	30, // 44: vega.v1.BackendHealth.last_success:type_name -> google.protobuf.Timestamp
-	30, // 45: vega.v1.BackendHealth.last_error:type_name -> google.protobuf.Timestamp
-	6,  // 46: vega.v1.PerfAdminService.GetStats:input_type -> vega.v1.GetStatsRequest
-	8,  // 47: vega.v1.PerfAdminService.WatchStats:input_type -> vega.v1.WatchStatsRequest
-	10, // 48: vega.v1.PerfAdminService.ResetStats:input_type -> vega.v1.ResetStatsRequest
-	2,  // 49: vega.v1.PerfAdminService.SetBreakerMode:input_type -> vega.v1.SetBreakerModeRequest
-	4,  // 50: vega.v1.PerfAdminService.PurgeCache:input_type -> vega.v1.PurgeCacheRequest
-	7,  // 51: vega.v1.PerfAdminService.GetStats:output_type -> vega.v1.GetStatsResponse
-	9,  // 52: vega.v1.PerfAdminService.WatchStats:output_type -> vega.v1.WatchStatsResponse
-	11, // 53: vega.v1.PerfAdminService.ResetStats:output_type -> vega.v1.ResetStatsResponse
-	3,  // 54: vega.v1.PerfAdminService.SetBreakerMode:output_type -> vega.v1.SetBreakerModeResponse
-	5,  // 55: vega.v1.PerfAdminService.PurgeCache:output_type -> vega.v1.PurgeCacheResponse
-	51, // [51:56] is the sub-list for method output_type
-	46, // [46:51] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	34, // 8: vega.v1.ResetStatsResponse.reset_time:type_name -> google.protobuf.Timestamp
+	34, // 9: vega.v1.Stats.time:type_name -> google.protobuf.Timestamp
+	33, // 10: vega.v1.Stats.uptime:type_name -> google.protobuf.Duration
+	15, // 11: vega.v1.Stats.circuit_breakers:type_name -> vega.v1.CircuitBreakersStats
+	17, // 12: vega.v1.Stats.cache:type_name -> vega.v1.CacheStats
+	27, // 13: vega.v1.Stats.streaming:type_name -> vega.v1.StreamingStats
+	28, // 14: vega.v1.Stats.runtime:type_name -> vega.v1.RuntimeStats
+	18, // 15: vega.v1.Stats.memory_leaks:type_name -> vega.v1.MemoryLeaksStats
+	20, // 16: vega.v1.Stats.batch:type_name -> vega.v1.BatchStats
+	22, // 17: vega.v1.Stats.request_coalescing:type_name -> vega.v1.RequestCoalescingStats
+	23, // 18: vega.v1.Stats.connection_pool:type_name -> vega.v1.ConnectionPoolStats
+	25, // 19: vega.v1.Stats.rate_limiters:type_name -> vega.v1.RateLimitersStats
+	30, // 20: vega.v1.Stats.integrations:type_name -> vega.v1.IntegrationsStats
+	16, // 21: vega.v1.CircuitBreakersStats.breakers:type_name -> vega.v1.BreakerStats
+	34, // 22: vega.v1.BreakerStats.last_change:type_name -> google.protobuf.Timestamp
+	33, // 23: vega.v1.MemoryLeaksStats.window:type_name -> google.protobuf.Duration
+	19, // 24: vega.v1.MemoryLeaksStats.growing_stacks:type_name -> vega.v1.GrowingStack
+	33, // 25: vega.v1.BatchStats.flush_interval:type_name -> google.protobuf.Duration
+	32, // 26: vega.v1.BatchStats.channels:type_name -> vega.v1.BatchStats.ChannelsEntry
+	33, // 27: vega.v1.ConnectionPoolStats.age_p50:type_name -> google.protobuf.Duration
+	33, // 28: vega.v1.ConnectionPoolStats.age_p90:type_name -> google.protobuf.Duration
+	33, // 29: vega.v1.ConnectionPoolStats.age_max:type_name -> google.protobuf.Duration
+	33, // 30: vega.v1.ConnectionPoolStats.idle_p50:type_name -> google.protobuf.Duration
+	33, // 31: vega.v1.ConnectionPoolStats.idle_max:type_name -> google.protobuf.Duration
+	24, // 32: vega.v1.ConnectionPoolStats.hosts:type_name -> vega.v1.HostPoolStats
+	26, // 33: vega.v1.RateLimitersStats.limiters:type_name -> vega.v1.LimiterStats
+	34, // 34: vega.v1.LimiterStats.blocked_until:type_name -> google.protobuf.Timestamp
+	33, // 35: vega.v1.RuntimeStats.last_gc_pause:type_name -> google.protobuf.Duration
+	33, // 36: vega.v1.RuntimeStats.sched_latency_p50:type_name -> google.protobuf.Duration
+	33, // 37: vega.v1.RuntimeStats.sched_latency_p99:type_name -> google.protobuf.Duration
+	33, // 38: vega.v1.RuntimeStats.gc_pause_p50:type_name -> google.protobuf.Duration
+	33, // 39: vega.v1.RuntimeStats.gc_pause_p99:type_name -> google.protobuf.Duration
+	33, // 40: vega.v1.RuntimeStats.gc_pause_max:type_name -> google.protobuf.Duration
+	33, // 41: vega.v1.RuntimeStats.slow_rpc_threshold:type_name -> google.protobuf.Duration
+	29, // 42: vega.v1.RuntimeStats.recent_slow_rpcs:type_name -> vega.v1.SlowRPC
+	33, // 43: vega.v1.SlowRPC.duration:type_name -> google.protobuf.Duration
+	34, // 44: vega.v1.SlowRPC.time:type_name -> google.protobuf.Timestamp
+	31, // 45: vega.v1.IntegrationsStats.backends:type_name -> vega.v1.BackendHealth
+	34, // 46: vega.v1.BackendHealth.last_success:type_name -> google.protobuf.Timestamp
+	34, // 47: vega.v1.BackendHealth.last_error:type_name -> google.protobuf.Timestamp
+	21, // 48: vega.v1.BatchStats.ChannelsEntry.value:type_name -> vega.v1.OutboxChannelStats
+	8,  // 49: vega.v1.PerfAdminService.GetStats:input_type -> vega.v1.GetStatsRequest
+	10, // 50: vega.v1.PerfAdminService.WatchStats:input_type -> vega.v1.WatchStatsRequest
+	12, // 51: vega.v1.PerfAdminService.ResetStats:input_type -> vega.v1.ResetStatsRequest
+	2,  // 52: vega.v1.PerfAdminService.SetBreakerMode:input_type -> vega.v1.SetBreakerModeRequest
+	4,  // 53: vega.v1.PerfAdminService.PurgeCache:input_type -> vega.v1.PurgeCacheRequest
+	6,  // 54: vega.v1.PerfAdminService.RedriveNotifications:input_type -> vega.v1.RedriveNotificationsRequest
+	9,  // 55: vega.v1.PerfAdminService.GetStats:output_type -> vega.v1.GetStatsResponse
+	11, // 56: vega.v1.PerfAdminService.WatchStats:output_type -> vega.v1.WatchStatsResponse
+	13, // 57: vega.v1.PerfAdminService.ResetStats:output_type -> vega.v1.ResetStatsResponse
+	3,  // 58: vega.v1.PerfAdminService.SetBreakerMode:output_type -> vega.v1.SetBreakerModeResponse
+	5,  // 59: vega.v1.PerfAdminService.PurgeCache:output_type -> vega.v1.PurgeCacheResponse
+	7,  // 60: vega.v1.PerfAdminService.RedriveNotifications:output_type -> vega.v1.RedriveNotificationsResponse
+	55, // [55:61] is the sub-list for method output_type
+	49, // [49:55] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_vega_v1_perfadmin_proto_init() }
@@ -2762,7 +3171,7 @@ func file_vega_v1_perfadmin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vega_v1_perfadmin_proto_rawDesc), len(file_vega_v1_perfadmin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   27,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,11 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PerfAdminService_GetStats_FullMethodName       = "/vega.v1.PerfAdminService/GetStats"
-	PerfAdminService_WatchStats_FullMethodName     = "/vega.v1.PerfAdminService/WatchStats"
-	PerfAdminService_ResetStats_FullMethodName     = "/vega.v1.PerfAdminService/ResetStats"
-	PerfAdminService_SetBreakerMode_FullMethodName = "/vega.v1.PerfAdminService/SetBreakerMode"
-	PerfAdminService_PurgeCache_FullMethodName     = "/vega.v1.PerfAdminService/PurgeCache"
+	PerfAdminService_GetStats_FullMethodName             = "/vega.v1.PerfAdminService/GetStats"
+	PerfAdminService_WatchStats_FullMethodName           = "/vega.v1.PerfAdminService/WatchStats"
+	PerfAdminService_ResetStats_FullMethodName           = "/vega.v1.PerfAdminService/ResetStats"
+	PerfAdminService_SetBreakerMode_FullMethodName       = "/vega.v1.PerfAdminService/SetBreakerMode"
+	PerfAdminService_PurgeCache_FullMethodName           = "/vega.v1.PerfAdminService/PurgeCache"
+	PerfAdminService_RedriveNotifications_FullMethodName = "/vega.v1.PerfAdminService/RedriveNotifications"
 )
 
 // PerfAdminServiceClient is the client API for PerfAdminService service.
@@ -49,6 +50,10 @@ type PerfAdminServiceClient interface {
 	// PurgeCache removes cached answers: all of them, or those whose key
 	// starts with a prefix ("generate/", "generate/ollama/", "fetch/example.com/").
 	PurgeCache(ctx context.Context, in *PurgeCacheRequest, opts ...grpc.CallOption) (*PurgeCacheResponse, error)
+	// RedriveNotifications puts dead-lettered notifications back in their
+	// channel's queue with a fresh attempt count: those of one channel, the
+	// listed ids, or all of them when both are empty.
+	RedriveNotifications(ctx context.Context, in *RedriveNotificationsRequest, opts ...grpc.CallOption) (*RedriveNotificationsResponse, error)
 }
 
 type perfAdminServiceClient struct {
@@ -118,6 +123,16 @@ func (c *perfAdminServiceClient) PurgeCache(ctx context.Context, in *PurgeCacheR
 	return out, nil
 }
 
+func (c *perfAdminServiceClient) RedriveNotifications(ctx context.Context, in *RedriveNotificationsRequest, opts ...grpc.CallOption) (*RedriveNotificationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RedriveNotificationsResponse)
+	err := c.cc.Invoke(ctx, PerfAdminService_RedriveNotifications_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PerfAdminServiceServer is the server API for PerfAdminService service.
 // All implementations must embed UnimplementedPerfAdminServiceServer
 // for forward compatibility.
@@ -141,6 +156,10 @@ type PerfAdminServiceServer interface {
 	// PurgeCache removes cached answers: all of them, or those whose key
 	// starts with a prefix ("generate/", "generate/ollama/", "fetch/example.com/").
 	PurgeCache(context.Context, *PurgeCacheRequest) (*PurgeCacheResponse, error)
+	// RedriveNotifications puts dead-lettered notifications back in their
+	// channel's queue with a fresh attempt count: those of one channel, the
+	// listed ids, or all of them when both are empty.
+	RedriveNotifications(context.Context, *RedriveNotificationsRequest) (*RedriveNotificationsResponse, error)
 	mustEmbedUnimplementedPerfAdminServiceServer()
 }
 
@@ -165,6 +184,9 @@ func (UnimplementedPerfAdminServiceServer) SetBreakerMode(context.Context, *SetB
 }
 func (UnimplementedPerfAdminServiceServer) PurgeCache(context.Context, *PurgeCacheRequest) (*PurgeCacheResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PurgeCache not implemented")
+}
+func (UnimplementedPerfAdminServiceServer) RedriveNotifications(context.Context, *RedriveNotificationsRequest) (*RedriveNotificationsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RedriveNotifications not implemented")
 }
 func (UnimplementedPerfAdminServiceServer) mustEmbedUnimplementedPerfAdminServiceServer() {}
 func (UnimplementedPerfAdminServiceServer) testEmbeddedByValue()                          {}
@@ -270,6 +292,24 @@ func _PerfAdminService_PurgeCache_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PerfAdminService_RedriveNotifications_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RedriveNotificationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PerfAdminServiceServer).RedriveNotifications(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PerfAdminService_RedriveNotifications_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PerfAdminServiceServer).RedriveNotifications(ctx, req.(*RedriveNotificationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PerfAdminService_ServiceDesc is the grpc.ServiceDesc for PerfAdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -292,6 +332,10 @@ var PerfAdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PurgeCache",
 			Handler:    _PerfAdminService_PurgeCache_Handler,
+		},
+		{
+			MethodName: "RedriveNotifications",
+			Handler:    _PerfAdminService_RedriveNotifications_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

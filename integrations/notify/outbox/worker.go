@@ -37,6 +37,8 @@ type worker struct {
 	pausedUntil time.Time // guarded by mu
 	lastErr     string    // guarded by mu
 
+	failures int // consecutive failed attempts; owned by run
+
 	accepted, delivered, retried, deadLettered atomic.Int64 // counters
 	deadDepth                                  atomic.Int64 // gauge
 }
@@ -79,6 +81,18 @@ func (w *worker) pop(id string) {
 	if len(w.queue) > 0 && w.queue[0].id == id {
 		w.queue[0] = item{}
 		w.queue = w.queue[1:]
+	}
+}
+
+// requeue moves the head to the back of the queue: a message that keeps
+// failing must not hold up the ones behind it.
+func (w *worker) requeue(id string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.queue) > 1 && w.queue[0].id == id {
+		it := w.queue[0]
+		w.queue[0] = item{}
+		w.queue = append(w.queue[1:], it)
 	}
 }
 
@@ -167,12 +181,17 @@ func (w *worker) attempt(it item) bool {
 	next := rec
 	next.Attempts++
 	kind, delay := classify(sendErr)
+	if kind == delivered {
+		w.failures = 0
+	} else {
+		w.failures++
+	}
 	if kind == retry {
 		if now.Sub(rec.Queued) >= o.s.MaxAge {
 			kind = dead
 			sendErr = fmt.Errorf("gave up after %d attempts over %s: %w", next.Attempts, now.Sub(rec.Queued).Round(time.Second), sendErr)
 		} else if delay <= 0 {
-			delay = backoff(o.s.BackoffBase, o.s.BackoffMax, next.Attempts)
+			delay = backoff(o.s.BackoffBase, o.s.BackoffMax, w.failures)
 		}
 	}
 	next.LastError = ""
@@ -205,6 +224,9 @@ func (w *worker) attempt(it item) bool {
 		o.s.Log.Warn("notification dead-lettered", "channel", w.name, "id", rec.ID, "attempts", next.Attempts, "error", next.LastError)
 	case retry:
 		w.retried.Add(1)
+		if !isRateLimit(sendErr) { // a 429 is the channel's limit, not this message's fault
+			w.requeue(it.id)
+		}
 		w.setPause(next.NextAttempt, next.LastError)
 		o.s.Log.Info("notification delivery will be retried", "channel", w.name, "id", rec.ID, "attempts", next.Attempts, "in", delay.Round(time.Millisecond), "error", next.LastError)
 	}
@@ -262,7 +284,12 @@ func classify(err error) (outcome, time.Duration) {
 	return retry, 0 // unreachable, timed out, malformed answer, attempt timeout
 }
 
-// backoff is the delay before retry number attempt (1-based): exponential
+func isRateLimit(err error) bool {
+	var se *integrations.StatusError
+	return errors.As(err, &se) && se.StatusCode == http.StatusTooManyRequests
+}
+
+// backoff is the delay after the channel's attempt-th failure in a row: exponential
 // from base, capped at limit, with "equal jitter" (between half and all of
 // it) so that channels do not retry in step.
 func backoff(base, limit time.Duration, attempt int) time.Duration {
