@@ -341,17 +341,22 @@ func TestClientKeys(t *testing.T) {
 
 func TestBadConfigNamesTheKey(t *testing.T) {
 	cases := map[string]map[string]string{
-		"VEGA_GRPC_ADDR":           {"VEGA_GRPC_ADDR": "nonsense"},
-		"VEGA_OLLAMA_URL":          {"VEGA_OLLAMA_URL": "ftp://x"},
-		"SLACK_WEBHOOK_URL":        {"SLACK_WEBHOOK_URL": "not a url"},
-		"COALESCE_CACHE_TTL":       {"COALESCE_CACHE_TTL": "soon"},
-		"MAX_CONNECTIONS_PER_HOST": {"MAX_CONNECTIONS_PER_HOST": "0"},
-		"MAX_TOTAL_CONNECTIONS":    {"MAX_TOTAL_CONNECTIONS": "5"},
-		"INITIAL_RATE_LIMIT":       {"INITIAL_RATE_LIMIT": "500"},
-		"MIN_RATE_LIMIT":           {"MIN_RATE_LIMIT": "x"},
-		"REDIS_URL":                {"REDIS_URL": "localhost:6379"},
-		"VEGA_LOG_LEVEL":           {"VEGA_LOG_LEVEL": "loud"},
-		"VEGA_TLS_CERT":            {"VEGA_TLS_CERT": "/nope.pem"},
+		"VEGA_GRPC_ADDR":             {"VEGA_GRPC_ADDR": "nonsense"},
+		"VEGA_OLLAMA_URL":            {"VEGA_OLLAMA_URL": "ftp://x"},
+		"SLACK_WEBHOOK_URL":          {"SLACK_WEBHOOK_URL": "not a url"},
+		"COALESCE_CACHE_TTL":         {"COALESCE_CACHE_TTL": "soon"},
+		"MAX_CONNECTIONS_PER_HOST":   {"MAX_CONNECTIONS_PER_HOST": "0"},
+		"MAX_TOTAL_CONNECTIONS":      {"MAX_TOTAL_CONNECTIONS": "5"},
+		"INITIAL_RATE_LIMIT":         {"INITIAL_RATE_LIMIT": "500"},
+		"MIN_RATE_LIMIT":             {"MIN_RATE_LIMIT": "x"},
+		"REDIS_URL":                  {"REDIS_URL": "localhost:6379"},
+		"VEGA_LOG_LEVEL":             {"VEGA_LOG_LEVEL": "loud"},
+		"VEGA_TLS_CERT":              {"VEGA_TLS_CERT": "/nope.pem"},
+		"VEGA_OUTBOX_BATCH_SIZE":     {"VEGA_OUTBOX_BATCH_SIZE": "0"},
+		"VEGA_OUTBOX_FLUSH_INTERVAL": {"VEGA_OUTBOX_FLUSH_INTERVAL": "5s"},
+		"VEGA_NOTIFY_RATE":           {"VEGA_NOTIFY_RATE": "-1"},
+		"VEGA_NOTIFY_BACKOFF_BASE":   {"VEGA_NOTIFY_BACKOFF_BASE": "10m"},
+		"VEGA_IDEMPOTENCY_RETENTION": {"VEGA_IDEMPOTENCY_RETENTION": "0s"},
 	}
 	for key, env := range cases {
 		t.Run(key, func(t *testing.T) {

@@ -59,10 +59,15 @@ func TestMetricsEndpointCarriesGRPCAndVegaSeries(t *testing.T) {
 }
 
 func TestGetStatsShowsLiveSections(t *testing.T) {
-	g := startGateway(t, map[string]string{"VEGA_ADMIN_API_KEY": "k", "VEGA_SLOW_RPC_THRESHOLD": "100ms", "VEGA_SIM_LATENCY": "150ms"})
+	recv := newReceiver(t)
+	recv.up.Store(true)
+	g := startGateway(t, map[string]string{"VEGA_ADMIN_API_KEY": "k", "VEGA_SLOW_RPC_THRESHOLD": "100ms", "VEGA_SIM_LATENCY": "150ms", "VEGA_WEBHOOK_URL": recv.URL})
 	ctx := ctxTimeout(t, 10*time.Second)
 	_, err := g.generate().Generate(ctx, &vegav1.GenerateRequest{Model: "sim", Prompt: "slow one"})
 	require.NoError(t, err)
+	sent, err := g.notify().Notify(ctx, &vegav1.NotifyRequest{Channel: "webhook", Text: "for the batch section"})
+	require.NoError(t, err)
+	require.Equal(t, vegav1.NotificationStatus_NOTIFICATION_STATUS_DELIVERED, sent.GetStatus())
 	resp, err := g.admin().GetStats(withKey(ctx, "k"), &vegav1.GetStatsRequest{})
 	require.NoError(t, err)
 	st := resp.GetStats()
@@ -82,6 +87,17 @@ func TestGetStatsShowsLiveSections(t *testing.T) {
 		assert.NotNil(t, section, name)
 	}
 	assert.Equal(t, int64(1), st.GetRequestCoalescing().GetFlights())
+	batch := st.GetBatch()
+	require.NotNil(t, batch, "batch")
+	assert.GreaterOrEqual(t, batch.GetOperations(), int64(2), "the accept and the delivery were written")
+	assert.Positive(t, batch.GetCommits())
+	assert.Equal(t, int64(128), batch.GetMaxBatch())
+	hook := batch.GetChannels()["webhook"]
+	require.NotNil(t, hook)
+	assert.Equal(t, int64(1), hook.GetAccepted())
+	assert.Equal(t, int64(1), hook.GetDelivered())
+	assert.Equal(t, int64(0), hook.GetQueueDepth())
+	assert.Equal(t, 10.0, hook.GetRatePerSecond(), "generic webhook pacing")
 }
 
 func TestTracingOnStartsAndStops(t *testing.T) {

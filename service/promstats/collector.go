@@ -16,6 +16,7 @@ const (
 	labelMode      = "mode"
 	labelReason    = "reason"
 	labelGoVersion = "go_version"
+	labelChannel   = "channel"
 )
 
 // breakerStateValues is the value of vega_circuit_breaker_state.
@@ -42,8 +43,11 @@ type collector struct {
 	poolRetired     *prometheus.Desc               // labels: reason
 	poolHost        figures[*vegav1.HostPoolStats] // labels: host
 	limiter         figures[*vegav1.LimiterStats]  // labels: backend
-	integration     figures[*vegav1.BackendHealth] // labels: backend, kind, type
-	integrationInfo figures[*vegav1.BackendHealth] // labels: backend, kind, type, host
+	batch           figures[*vegav1.BatchStats]
+	batchFlushes    *prometheus.Desc                    // labels: reason
+	outbox          figures[*vegav1.OutboxChannelStats] // labels: channel
+	integration     figures[*vegav1.BackendHealth]      // labels: backend, kind, type
+	integrationInfo figures[*vegav1.BackendHealth]      // labels: backend, kind, type, host
 }
 
 // NewCollector returns a prometheus.Collector that, on each scrape, takes
@@ -270,6 +274,41 @@ func NewCollector(snapshot func() *vegav1.Stats) prometheus.Collector {
 		"Admissions are held until then (seconds since the Unix epoch) by the backend's Retry-After; absent when not blocked.",
 		(*vegav1.LimiterStats).GetBlockedUntil)
 
+	c.batch = newFigures[*vegav1.BatchStats](d)
+	c.batch.counter("batch_commits_total", "Group commits of the notification outbox (one fsync each).",
+		func(s *vegav1.BatchStats) float64 { return float64(s.GetCommits()) })
+	c.batch.counter("batch_operations_total", "Writes made durable by those commits.",
+		func(s *vegav1.BatchStats) float64 { return float64(s.GetOperations()) })
+	c.batch.gauge("batch_avg_size", "Mean writes per commit, since start or reset.",
+		func(s *vegav1.BatchStats) float64 { return s.GetAvgBatchSize() })
+	c.batch.gauge("batch_max_size", "Largest batch, since start or reset.",
+		func(s *vegav1.BatchStats) float64 { return float64(s.GetMaxBatchSize()) })
+	c.batch.gauge("batch_avg_commit_seconds", "Mean time of one commit (write and fsync), since start or reset.",
+		func(s *vegav1.BatchStats) float64 { return s.GetAvgCommitMs() / 1e3 })
+	c.batch.gauge("batch_max_commit_seconds", "Slowest commit, since start or reset.",
+		func(s *vegav1.BatchStats) float64 { return s.GetMaxCommitMs() / 1e3 })
+	c.batchFlushes = newDesc(d, "batch_flushes_total",
+		`Commits by what started them: "size" (the batch was full), "interval" (VEGA_OUTBOX_FLUSH_INTERVAL ended), "idle" (nothing else was waiting).`,
+		labelReason)
+
+	c.outbox = newFigures[*vegav1.OutboxChannelStats](d, labelChannel)
+	c.outbox.gauge("outbox_queue_depth", "Notifications waiting for delivery on the channel.",
+		func(s *vegav1.OutboxChannelStats) float64 { return float64(s.GetQueueDepth()) })
+	c.outbox.gauge("outbox_oldest_pending_age_seconds", "Age of the channel's oldest waiting notification; 0 when none waits.",
+		func(s *vegav1.OutboxChannelStats) float64 { return s.GetOldestPendingAgeMs() / 1e3 })
+	c.outbox.counter("outbox_accepted_total", "Notifications accepted (recorded durably) for the channel.",
+		func(s *vegav1.OutboxChannelStats) float64 { return float64(s.GetAccepted()) })
+	c.outbox.counter("outbox_delivered_total", "Notifications the channel's receiver accepted.",
+		func(s *vegav1.OutboxChannelStats) float64 { return float64(s.GetDelivered()) })
+	c.outbox.counter("outbox_retried_total", "Failed delivery attempts scheduled again (429, 5xx, network errors).",
+		func(s *vegav1.OutboxChannelStats) float64 { return float64(s.GetRetried()) })
+	c.outbox.counter("outbox_dead_lettered_total", "Notifications that failed for good (dead letters).",
+		func(s *vegav1.OutboxChannelStats) float64 { return float64(s.GetDeadLettered()) })
+	c.outbox.gauge("outbox_dead_letters", "Dead letters kept now (re-drivable with PerfAdmin RedriveNotifications).",
+		func(s *vegav1.OutboxChannelStats) float64 { return float64(s.GetDeadLetterDepth()) })
+	c.outbox.gauge("outbox_paused_seconds", "Time until the channel's next attempt may start (Retry-After or backoff); 0 when not waiting.",
+		func(s *vegav1.OutboxChannelStats) float64 { return s.GetPausedForMs() / 1e3 })
+
 	c.integration = newFigures[*vegav1.BackendHealth](d, labelBackend, labelKind, labelType)
 	c.integration.counter("integration_calls_total", "Calls to the backend.",
 		func(s *vegav1.BackendHealth) float64 { return float64(s.GetCalls()) })
@@ -323,7 +362,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if s := st.GetMemoryLeaks(); s != nil {
 		c.memoryLeaks.collect(ch, s)
 	}
-	// st.Batch has no figures yet.
+	if s := st.GetBatch(); s != nil {
+		c.batch.collect(ch, s)
+		ch <- prometheus.MustNewConstMetric(c.batchFlushes, prometheus.CounterValue, float64(s.GetFlushedOnSize()), "size")
+		ch <- prometheus.MustNewConstMetric(c.batchFlushes, prometheus.CounterValue, float64(s.GetFlushedOnInterval()), "interval")
+		ch <- prometheus.MustNewConstMetric(c.batchFlushes, prometheus.CounterValue, float64(s.GetFlushedIdle()), "idle")
+		for name, o := range s.GetChannels() {
+			c.outbox.collect(ch, o, name)
+		}
+	}
 	if s := st.GetRequestCoalescing(); s != nil {
 		c.coalescing.collect(ch, s)
 	}

@@ -31,8 +31,7 @@
 //     collector does not know is left out of the number but kept on the info.
 //   - Repeated details are exposed as their count (recent slow RPCs, growing
 //     goroutine stacks); free text (the leak reason, a backend's last error
-//     message) and the snapshot's own time are not exposed. The batch
-//     section has no figures yet.
+//     message) and the snapshot's own time are not exposed.
 //
 // The series ("backend" etc. are labels; PerfAdmin field in parentheses when
 // the name differs):
@@ -136,6 +135,22 @@
 //	vega_rate_limiter_decreases_total                           counter  backend                    rate decreases
 //	vega_rate_limiter_avg_wait_seconds                          gauge    backend                    avg_wait_ms / 1000
 //	vega_rate_limiter_blocked_until_timestamp_seconds           gauge    backend                    Retry-After hold; absent when none (blocked_until)
+//
+//	vega_batch_commits_total                                    counter                             outbox group commits (one fsync each)
+//	vega_batch_operations_total                                 counter                             writes made durable by them
+//	vega_batch_avg_size                                         gauge                               writes per commit (avg_batch_size)
+//	vega_batch_max_size                                         gauge                               largest batch (max_batch_size)
+//	vega_batch_avg_commit_seconds                               gauge                               avg_commit_ms / 1000
+//	vega_batch_max_commit_seconds                               gauge                               max_commit_ms / 1000
+//	vega_batch_flushes_total                                    counter  reason                     reason="size" (flushed_on_size), "interval", "idle"
+//	vega_outbox_queue_depth                                     gauge    channel                    notifications waiting
+//	vega_outbox_oldest_pending_age_seconds                      gauge    channel                    oldest waiting (oldest_pending_age_ms)
+//	vega_outbox_accepted_total                                  counter  channel                    accepted
+//	vega_outbox_delivered_total                                 counter  channel                    delivered
+//	vega_outbox_retried_total                                   counter  channel                    attempts scheduled again
+//	vega_outbox_dead_lettered_total                             counter  channel                    failed for good
+//	vega_outbox_dead_letters                                    gauge    channel                    dead letters kept (dead_letter_depth)
+//	vega_outbox_paused_seconds                                  gauge    channel                    until the next attempt (paused_for_ms)
 //
 //	vega_integration_info                                       gauge    backend, kind, type, host  always 1
 //	vega_integration_calls_total                                counter  backend, kind, type        calls

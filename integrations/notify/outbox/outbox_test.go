@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -320,5 +322,39 @@ func TestGroupCommitFlushesOnSizeAndInterval(t *testing.T) {
 	}
 	if st := o2.Stats().Channels["hook"]; !st.Unconfigured || st.QueueDepth != 1 {
 		t.Fatalf("unconfigured channel stats = %+v", st)
+	}
+}
+
+func TestAFailingMessageDoesNotHoldUpTheChannel(t *testing.T) {
+	r := newReceiver(t)
+	r.setAnswer(func(text string, _ int) (int, http.Header) {
+		if text == "poison" {
+			return http.StatusInternalServerError, nil
+		}
+		return http.StatusOK, nil
+	})
+	o := open(t, t.TempDir(), r, nil)
+	defer closeOutbox(t, o)
+
+	poison := submit(t, o, sub("poison", ""))
+	for i := range 5 {
+		if rec := waitFinished(t, o, submit(t, o, sub(fmt.Sprintf("after-%d", i), "")).ID); rec.State != Delivered {
+			t.Fatalf("after-%d: %v", i, rec.State)
+		}
+	}
+	rec, _, _ := o.Get(poison.ID)
+	if rec.State != Pending || rec.Attempts < 1 || rec.LastError == "" {
+		t.Fatalf("the failing message: %+v, want pending with attempts and a reason", rec)
+	}
+}
+
+func TestSecondOpenOfTheSameStoreIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	r := newReceiver(t)
+	o := open(t, dir, r, nil)
+	defer closeOutbox(t, o)
+	_, err := Open(Settings{Path: filepath.Join(dir, "outbox.db")})
+	if err == nil || !strings.Contains(err.Error(), "locked by another process") {
+		t.Fatalf("second Open: %v, want a clear 'locked' error", err)
 	}
 }
