@@ -14,6 +14,7 @@ import (
 // left in the caller's variables.
 type write struct {
 	apply func(tx *bolt.Tx) error
+	after func()     // optional; runs once the write is durable, whether or not its caller still waits
 	done  chan error // buffered; receives the commit's result
 }
 
@@ -127,7 +128,7 @@ func (c *committer) commit(batch []write, reason int) {
 	c.record(len(batch), reason, time.Since(start))
 	if err == nil || len(batch) == 1 {
 		for _, w := range batch {
-			w.done <- err
+			w.finish(err)
 		}
 		return
 	}
@@ -135,9 +136,17 @@ func (c *committer) commit(batch []write, reason int) {
 	// the others are not refused for it.
 	for _, w := range batch {
 		start := time.Now()
-		w.done <- c.db.Update(w.apply)
+		err := c.db.Update(w.apply)
 		c.record(1, reason, time.Since(start))
+		w.finish(err)
 	}
+}
+
+func (w write) finish(err error) {
+	if err == nil && w.after != nil {
+		w.after()
+	}
+	w.done <- err
 }
 
 func (c *committer) record(n, reason int, took time.Duration) {

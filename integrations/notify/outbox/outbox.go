@@ -205,7 +205,15 @@ func (o *Outbox) Submit(ctx context.Context, sub Submission) (rec Record, replay
 		isReplay bool
 		now      = time.Now()
 	)
-	err = o.write(ctx, func(tx *bolt.Tx) error {
+	// The record is queued by the committer once it is durable, so that a
+	// caller who gives up while the commit runs cannot leave it unqueued.
+	queue := func() {
+		if out == nil || isReplay || conflict {
+			return
+		}
+		o.enqueue(out, true)
+	}
+	err = o.write(ctx, queue, func(tx *bolt.Tx) error {
 		out, conflict, isReplay = nil, false, false
 		if sub.IdempotencyKey != "" {
 			if id := tx.Bucket(bIdem).Get(idemKey(sub.Tenant, sub.IdempotencyKey)); id != nil {
@@ -247,25 +255,33 @@ func (o *Outbox) Submit(ctx context.Context, sub Submission) (rec Record, replay
 	case isReplay:
 		return *out, true, nil
 	}
-	w := o.workerFor(out.Channel)
-	o.mu.Lock()
-	o.waiters[out.ID] = make(chan struct{})
-	o.mu.Unlock()
-	w.accepted.Add(1)
-	w.push(item{id: out.ID, queued: out.Queued}, true)
 	return *out, false, nil
 }
 
-// write hands apply to the committer and waits for the commit. The commit
-// goes on when ctx ends (the write may still become durable); the caller
-// gets ctx's error.
-func (o *Outbox) write(ctx context.Context, apply func(tx *bolt.Tx) error) error {
+// enqueue hands a durable pending record to its channel's worker. accepted
+// counts it as newly accepted (not for a redrive).
+func (o *Outbox) enqueue(r *Record, accepted bool) {
+	w := o.workerFor(r.Channel)
+	o.mu.Lock()
+	o.waiters[r.ID] = make(chan struct{})
+	o.mu.Unlock()
+	if accepted {
+		w.accepted.Add(1)
+	}
+	w.push(item{id: r.ID, queued: r.Queued}, true)
+}
+
+// write hands apply to the committer and waits for the commit; after (may
+// be nil) runs once the write is durable. When ctx ends first the caller
+// gets ctx's error, but a write already handed over still commits and its
+// after still runs.
+func (o *Outbox) write(ctx context.Context, after func(), apply func(tx *bolt.Tx) error) error {
 	o.gate.RLock()
 	if o.closed {
 		o.gate.RUnlock()
 		return ErrClosed
 	}
-	w := write{apply: apply, done: make(chan error, 1)}
+	w := write{apply: apply, after: after, done: make(chan error, 1)}
 	select {
 	case o.c.in <- w:
 	case <-ctx.Done():
@@ -317,7 +333,14 @@ func (o *Outbox) Get(id string) (Record, bool, error) {
 func (o *Outbox) Redrive(ctx context.Context, channel string, ids []string) (int, error) {
 	var moved []*Record
 	now := time.Now()
-	err := o.write(ctx, func(tx *bolt.Tx) error {
+	queue := func() {
+		sort.Slice(moved, func(i, j int) bool { return moved[i].ID < moved[j].ID })
+		for _, r := range moved {
+			o.workerFor(r.Channel).deadDepth.Add(-1)
+			o.enqueue(r, false)
+		}
+	}
+	err := o.write(ctx, queue, func(tx *bolt.Tx) error {
 		moved = moved[:0]
 		var candidates []string
 		if len(ids) > 0 {
@@ -347,15 +370,6 @@ func (o *Outbox) Redrive(ctx context.Context, channel string, ids []string) (int
 	})
 	if err != nil {
 		return 0, err
-	}
-	sort.Slice(moved, func(i, j int) bool { return moved[i].ID < moved[j].ID })
-	for _, r := range moved {
-		w := o.workerFor(r.Channel)
-		o.mu.Lock()
-		o.waiters[r.ID] = make(chan struct{})
-		o.mu.Unlock()
-		w.deadDepth.Add(-1)
-		w.push(item{id: r.ID, queued: r.Queued}, true)
 	}
 	return len(moved), nil
 }
@@ -405,7 +419,12 @@ func (o *Outbox) Sweep(now time.Time) error {
 			removed int
 			dead    []string // channels of the dead letters removed
 		)
-		err := o.write(context.Background(), func(tx *bolt.Tx) error {
+		forget := func() {
+			for _, ch := range dead {
+				o.workerFor(ch).deadDepth.Add(-1)
+			}
+		}
+		err := o.write(context.Background(), forget, func(tx *bolt.Tx) error {
 			removed, dead = 0, dead[:0]
 			cur := tx.Bucket(bFinished).Cursor()
 			cutoff := now.Add(-o.s.Retention)
@@ -437,11 +456,6 @@ func (o *Outbox) Sweep(now time.Time) error {
 			removed = len(doomed)
 			return nil
 		})
-		if err == nil {
-			for _, ch := range dead {
-				o.workerFor(ch).deadDepth.Add(-1)
-			}
-		}
 		if err != nil || removed < chunk {
 			return err
 		}

@@ -358,3 +358,25 @@ func TestSecondOpenOfTheSameStoreIsRefused(t *testing.T) {
 		t.Fatalf("second Open: %v, want a clear 'locked' error", err)
 	}
 }
+
+func TestACallerWhoGivesUpDuringTheCommitLosesNothing(t *testing.T) {
+	r := newReceiver(t)
+	o := open(t, t.TempDir(), r, func(s *Settings) { s.FlushInterval = 100 * time.Millisecond })
+	defer closeOutbox(t, o)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if _, _, err := o.Submit(ctx, sub("impatient", "")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Submit: %v, want the caller's deadline", err)
+	}
+	// The write was handed over before the deadline: it commits and is
+	// delivered anyway (the caller's retry with an idempotency key would
+	// find it).
+	deadline := time.Now().Add(10 * time.Second)
+	for r.acceptedCount("impatient") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a committed notification was never delivered")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

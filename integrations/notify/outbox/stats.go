@@ -42,8 +42,8 @@ func (o *Outbox) Stats() Stats {
 			QueueDepth: len(w.queue), LastError: w.lastErr,
 			Rate: float64(w.limiter.Limit()), Burst: w.limiter.Burst(), Unconfigured: w.sender == nil,
 		}
-		if len(w.queue) > 0 {
-			cs.OldestPendingAge = now.Sub(w.queue[0].queued)
+		for _, it := range w.queue { // not always the head: failed messages go to the back
+			cs.OldestPendingAge = max(cs.OldestPendingAge, now.Sub(it.queued))
 		}
 		if d := w.pausedUntil.Sub(now); d > 0 {
 			cs.PausedFor = d
