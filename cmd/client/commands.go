@@ -179,7 +179,42 @@ func notifyCmd(fs *flag.FlagSet) command {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "%s %s on %s\n", resp.GetId(), resp.GetStatus(), resp.GetChannel())
+		fmt.Fprintf(out, "%s %s on %s", resp.GetId(), statusWord(resp.GetStatus()), resp.GetChannel())
+		if resp.GetLastError() != "" {
+			fmt.Fprintf(out, " (attempts %d, last error: %s)", resp.GetAttempts(), resp.GetLastError())
+		}
+		fmt.Fprintln(out)
+		return nil
+	}
+}
+
+// statusWord is DELIVERED, QUEUED or FAILED.
+func statusWord(s vegav1.NotificationStatus) string {
+	return strings.TrimPrefix(s.String(), "NOTIFICATION_STATUS_")
+}
+
+func notificationCmd(*flag.FlagSet) command {
+	return func(ctx context.Context, conn *grpc.ClientConn, args []string, out, _ io.Writer) error {
+		if len(args) != 1 {
+			return errors.New("notification: give the id Notify returned")
+		}
+		resp, err := vegav1.NewNotifyServiceClient(conn).GetNotification(ctx, &vegav1.GetNotificationRequest{Id: args[0]})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(out, jsonOut.Format(resp))
+		return nil
+	}
+}
+
+func redriveCmd(fs *flag.FlagSet) command {
+	channel := fs.String("channel", "", "only this channel's dead letters (default: every channel)")
+	return func(ctx context.Context, conn *grpc.ClientConn, ids []string, out, _ io.Writer) error {
+		resp, err := vegav1.NewPerfAdminServiceClient(conn).RedriveNotifications(ctx, &vegav1.RedriveNotificationsRequest{Channel: *channel, Ids: ids})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%d dead letters queued again\n", resp.GetRedriven())
 		return nil
 	}
 }

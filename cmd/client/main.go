@@ -5,6 +5,8 @@
 //	vega [flags] stream   [--model sim] PROMPT
 //	vega [flags] fetch    [--method GET] [--header 'Accept: text/html'] URL
 //	vega [flags] notify   --channel slack [--idempotency-key K] TEXT
+//	vega [flags] notification ID
+//	vega [flags] redrive  [--channel slack] [ID...]
 //	vega [flags] stats    [--section cache,runtime]
 //	vega [flags] watch    [--interval 1s] [--section runtime]
 //
@@ -38,7 +40,10 @@ commands:
   generate  PROMPT      one completion (--model, --temperature, --max-tokens, --seed, --cache-mode)
   stream    PROMPT      a streamed completion, printed as it arrives
   fetch     URL         fetch a URL through the SSRF guard (--method, --header, --max-bytes)
-  notify    TEXT        send to a channel (--channel, --idempotency-key)
+  notify    TEXT        send to a channel (--channel, --idempotency-key, --payload);
+                        prints the id and DELIVERED, QUEUED (delivery goes on) or FAILED
+  notification ID       what became of a notification
+  redrive   [ID...]     queue dead-lettered notifications again (--channel); needs the admin key
   stats                 PerfAdmin snapshot as JSON (--section); needs the admin key
   watch                 PerfAdmin snapshots every --interval; needs the admin key
 
@@ -99,12 +104,14 @@ type commandSpec struct {
 }
 
 var commands = map[string]commandSpec{
-	"generate": {flags: generateCmd},
-	"stream":   {flags: streamCmd},
-	"fetch":    {flags: fetchCmd},
-	"notify":   {flags: notifyCmd},
-	"stats":    {flags: statsCmd},
-	"watch":    {flags: watchCmd, long: true},
+	"generate":     {flags: generateCmd},
+	"stream":       {flags: streamCmd},
+	"fetch":        {flags: fetchCmd},
+	"notify":       {flags: notifyCmd},
+	"notification": {flags: notificationCmd},
+	"redrive":      {flags: redriveCmd},
+	"stats":        {flags: statsCmd},
+	"watch":        {flags: watchCmd, long: true},
 }
 
 func run(ctx context.Context, args []string, out, errOut io.Writer) error {

@@ -168,8 +168,7 @@ func (StatsSection) EnumDescriptor() ([]byte, []int) {
 // SetBreakerModeRequest names a breaker and its new mode.
 type SetBreakerModeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Breaker key as GetStats shows it ("ollama", "fetch:example.com",
-	// "notify:slack").
+	// Breaker key as GetStats shows it ("ollama", "fetch:example.com").
 	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	// The new mode.
 	Mode          BreakerMode `protobuf:"varint,2,opt,name=mode,proto3,enum=vega.v1.BreakerMode" json:"mode,omitempty"`
@@ -948,7 +947,7 @@ func (x *CircuitBreakersStats) GetOpen() int64 {
 // BreakerStats is one circuit breaker.
 type BreakerStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Backend key ("ollama", "fetch:example.com", "notify:slack").
+	// Backend key ("ollama", "fetch:example.com").
 	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	// "closed", "open" or "half-open".
 	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/time/rate"
 
 	"github.com/vega-gateway/vega/integrations/notify"
@@ -120,7 +121,7 @@ func Open(s Settings) (*Outbox, error) {
 	}
 	db, err := bolt.Open(s.Path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("outbox: %s is locked by another process (is another gateway running with the same VEGA_DATA_DIR?)", s.Path)
 		}
 		return nil, fmt.Errorf("outbox: open %s: %w", s.Path, err)
