@@ -16,13 +16,14 @@
 // Each channel has one worker that sends its queue in order of acceptance:
 //   - pacing with a token bucket (Slack allows about one message per second
 //     per webhook, with short bursts);
-//   - 429 and 503 with Retry-After pause the channel for at least that long
-//     (a 429 keeps the message at the head of the queue);
+//   - 429 and 503 with Retry-After pause the channel for at least that long;
 //   - 5xx, 408, timeouts and network errors pause the channel with
 //     exponential backoff and jitter (growing with the channel's failures in
-//     a row, so a receiver that is down gets one probe per pause) and move
-//     the message behind the others: one message that keeps failing does
-//     not hold up the channel. Order is kept while deliveries succeed;
+//     a row, so a receiver that is down gets one probe per pause);
+//   - order is kept through outages (429, 502, 503, 504, 408, timeouts and
+//     network errors keep the message at the head), but after a 500, which
+//     may be this message's own fault, the message moves behind the others:
+//     one message that keeps failing does not hold up the channel;
 //   - other 4xx (404 webhook gone, 400 invalid payload, ...) are permanent:
 //     the notification becomes a dead letter, kept and re-drivable;
 //   - a notification still failing after MaxAge is dead-lettered too.

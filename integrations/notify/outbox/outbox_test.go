@@ -380,3 +380,40 @@ func TestACallerWhoGivesUpDuringTheCommitLosesNothing(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestOrderIsKeptThroughAnOutage(t *testing.T) {
+	dir := t.TempDir()
+	r := newReceiver(t)
+	var mu sync.Mutex
+	var order []string
+	up := false
+	r.setAnswer(func(text string, _ int) (int, http.Header) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !up {
+			return http.StatusServiceUnavailable, nil
+		}
+		order = append(order, text)
+		return http.StatusOK, nil
+	})
+	o := open(t, dir, r, func(s *Settings) { s.BackoffBase, s.BackoffMax = 5*time.Millisecond, 5*time.Millisecond })
+	defer closeOutbox(t, o)
+	var ids []string
+	for i := range 5 {
+		ids = append(ids, submit(t, o, sub(fmt.Sprintf("o%d", i), "")).ID)
+	}
+	for o.Stats().Channels["hook"].Retried < 5 { // several failed probes
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	up = true
+	mu.Unlock()
+	for _, id := range ids {
+		waitFinished(t, o, id)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(order) != "[o0 o1 o2 o3 o4]" {
+		t.Fatalf("delivered in order %v after an outage of 503s", order)
+	}
+}

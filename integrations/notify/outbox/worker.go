@@ -224,7 +224,7 @@ func (w *worker) attempt(it item) bool {
 		o.s.Log.Warn("notification dead-lettered", "channel", w.name, "id", rec.ID, "attempts", next.Attempts, "error", next.LastError)
 	case retry:
 		w.retried.Add(1)
-		if !isRateLimit(sendErr) { // a 429 is the channel's limit, not this message's fault
+		if mayBeTheMessage(sendErr) {
 			w.requeue(it.id)
 		}
 		w.setPause(next.NextAttempt, next.LastError)
@@ -284,9 +284,22 @@ func classify(err error) (outcome, time.Duration) {
 	return retry, 0 // unreachable, timed out, malformed answer, attempt timeout
 }
 
-func isRateLimit(err error) bool {
+// mayBeTheMessage tells a failure that may be this message's own (a 500:
+// the receiver may choke on this payload) from one of the whole channel
+// (429, 502, 503, 504, 408, timeouts, network errors: the receiver is
+// limited or down). Only the first moves the message behind the others;
+// the second keeps the order.
+func mayBeTheMessage(err error) bool {
 	var se *integrations.StatusError
-	return errors.As(err, &se) && se.StatusCode == http.StatusTooManyRequests
+	if !errors.As(err, &se) {
+		return false
+	}
+	switch se.StatusCode {
+	case http.StatusTooManyRequests, http.StatusRequestTimeout,
+		http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return false
+	}
+	return true
 }
 
 // backoff is the delay after the channel's attempt-th failure in a row: exponential
