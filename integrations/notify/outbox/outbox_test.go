@@ -417,3 +417,18 @@ func TestOrderIsKeptThroughAnOutage(t *testing.T) {
 		t.Fatalf("delivered in order %v after an outage of 503s", order)
 	}
 }
+
+func TestGivesUpAfterMaxAge(t *testing.T) {
+	r := newReceiver(t)
+	r.setAnswer(func(string, int) (int, http.Header) { return http.StatusBadGateway, nil })
+	o := open(t, t.TempDir(), r, func(s *Settings) { s.MaxAge = 100 * time.Millisecond })
+	defer closeOutbox(t, o)
+
+	rec := waitFinished(t, o, submit(t, o, sub("never answered", "")).ID)
+	if rec.State != Dead || rec.Attempts < 2 || !strings.Contains(rec.LastError, "gave up after") || !strings.Contains(rec.LastError, "502") {
+		t.Fatalf("after MaxAge of failures: %+v, want a dead letter saying it gave up", rec)
+	}
+	if st := o.Stats().Channels["hook"]; st.DeadLetterDepth != 1 {
+		t.Fatalf("stats = %+v", st)
+	}
+}
