@@ -214,22 +214,31 @@ func (o *Outbox) Submit(ctx context.Context, sub Submission) (rec Record, replay
 		}
 		o.enqueue(out, true)
 	}
+	// A key seen before is answered from a read transaction: a repeat costs
+	// no fsync. The check is made again inside the write for concurrent
+	// first uses of one key.
+	if sub.IdempotencyKey != "" {
+		err := o.db.View(func(tx *bolt.Tx) error {
+			var err error
+			out, conflict, err = lookupKey(tx, sub)
+			return err
+		})
+		switch {
+		case err != nil:
+			return Record{}, false, err
+		case conflict:
+			return Record{}, false, ErrKeyReused
+		case out != nil:
+			return *out, true, nil
+		}
+	}
 	err = o.write(ctx, queue, func(tx *bolt.Tx) error {
 		out, conflict, isReplay = nil, false, false
 		if sub.IdempotencyKey != "" {
-			if id := tx.Bucket(bIdem).Get(idemKey(sub.Tenant, sub.IdempotencyKey)); id != nil {
-				prev, err := getRecord(tx, string(id))
-				if err != nil {
-					return err
-				}
-				if prev != nil {
-					if !bytes.Equal(prev.Fingerprint, sub.Fingerprint) {
-						conflict = true
-						return nil
-					}
-					out, isReplay = prev, true
-					return nil
-				}
+			prev, clash, err := lookupKey(tx, sub)
+			if err != nil || clash || prev != nil {
+				out, conflict, isReplay = prev, clash, prev != nil
+				return err
 			}
 		}
 		id, err := newID(tx)
@@ -257,6 +266,23 @@ func (o *Outbox) Submit(ctx context.Context, sub Submission) (rec Record, replay
 		return *out, true, nil
 	}
 	return *out, false, nil
+}
+
+// lookupKey finds the notification recorded under sub's idempotency key:
+// nil when the key is free, conflict when it holds other content.
+func lookupKey(tx *bolt.Tx, sub Submission) (prev *Record, conflict bool, err error) {
+	id := tx.Bucket(bIdem).Get(idemKey(sub.Tenant, sub.IdempotencyKey))
+	if id == nil {
+		return nil, false, nil
+	}
+	prev, err = getRecord(tx, string(id))
+	if err != nil || prev == nil {
+		return nil, false, err
+	}
+	if !bytes.Equal(prev.Fingerprint, sub.Fingerprint) {
+		return nil, true, nil
+	}
+	return prev, false, nil
 }
 
 // enqueue hands a durable pending record to its channel's worker. accepted

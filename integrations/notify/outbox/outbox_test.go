@@ -49,9 +49,13 @@ func TestIdempotencyKeys(t *testing.T) {
 	first := submit(t, o, sub("hello", "k1"))
 	waitFinished(t, o, first.ID)
 
+	commits := o.Stats().Batch.Commits
 	again, replayed, err := o.Submit(context.Background(), sub("hello", "k1"))
 	if err != nil || !replayed || again.ID != first.ID || again.State != Delivered {
 		t.Fatalf("same key, same content: rec=%+v replayed=%v err=%v; want the first (delivered) record", again, replayed, err)
+	}
+	if n := o.Stats().Batch.Commits; n != commits {
+		t.Fatalf("a repeat cost %d commits, want none", n-commits)
 	}
 	if _, _, err := o.Submit(context.Background(), sub("other text", "k1")); !errors.Is(err, ErrKeyReused) {
 		t.Fatalf("same key, other content: err = %v, want ErrKeyReused", err)
