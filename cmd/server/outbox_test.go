@@ -241,3 +241,24 @@ func TestNotifyDeadLetterAndRedrive(t *testing.T) {
 	assert.Equal(t, int64(0), hook.GetDeadLetterDepth())
 	assert.Equal(t, int64(1), hook.GetDelivered())
 }
+
+func TestNotificationsBelongToTheirTenant(t *testing.T) {
+	recv := newReceiver(t)
+	recv.up.Store(true)
+	g := startGateway(t, map[string]string{"VEGA_WEBHOOK_URL": recv.URL, "VEGA_API_KEYS": "key-a=tenant-a,key-b=tenant-b"})
+	ctx := ctxTimeout(t, 10*time.Second)
+
+	sent, err := g.notify().Notify(withKey(ctx, "key-a"), &vegav1.NotifyRequest{Channel: "webhook", Text: "for a", IdempotencyKey: "k"})
+	require.NoError(t, err)
+	_, err = g.notify().GetNotification(withKey(ctx, "key-b"), &vegav1.GetNotificationRequest{Id: sent.GetId()})
+	requireCode(t, err, codes.NotFound)
+	got, err := g.notify().GetNotification(withKey(ctx, "key-a"), &vegav1.GetNotificationRequest{Id: sent.GetId()})
+	require.NoError(t, err)
+	assert.Equal(t, vegav1.NotificationStatus_NOTIFICATION_STATUS_DELIVERED, got.GetStatus())
+
+	// The same key in another tenant is another notification.
+	other, err := g.notify().Notify(withKey(ctx, "key-b"), &vegav1.NotifyRequest{Channel: "webhook", Text: "for b", IdempotencyKey: "k"})
+	require.NoError(t, err)
+	assert.NotEqual(t, sent.GetId(), other.GetId())
+	assert.Equal(t, map[string]int{"for a": 1, "for b": 1}, recv.counts())
+}
