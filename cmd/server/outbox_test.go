@@ -262,3 +262,25 @@ func TestNotificationsBelongToTheirTenant(t *testing.T) {
 	assert.NotEqual(t, sent.GetId(), other.GetId())
 	assert.Equal(t, map[string]int{"for a": 1, "for b": 1}, recv.counts())
 }
+
+func TestShutdownReleasesNotifyCallsWaitingForDelivery(t *testing.T) {
+	recv := newReceiver(t) // down: every attempt gets 503
+	g, stop := startGatewayWith(t, map[string]string{"VEGA_WEBHOOK_URL": recv.URL, "VEGA_NOTIFY_MAX_WAIT": "30s"}, nil)
+	ctx := ctxTimeout(t, 40*time.Second)
+	answered := make(chan *vegav1.NotifyResponse, 1)
+	go func() {
+		resp, err := g.notify().Notify(ctx, &vegav1.NotifyRequest{Channel: "webhook", Text: "in flight at shutdown"})
+		assert.NoError(t, err)
+		answered <- resp
+	}()
+	require.Eventually(t, func() bool {
+		st, ok := g.srv.outbox.Stats().Channels["webhook"]
+		return ok && st.Retried > 0
+	}, 10*time.Second, 10*time.Millisecond, "the notification is being retried")
+
+	start := time.Now()
+	require.NoError(t, stop())
+	resp := <-answered
+	assert.Less(t, time.Since(start), 5*time.Second, "the waiting call did not hold the graceful stop")
+	assert.Equal(t, vegav1.NotificationStatus_NOTIFICATION_STATUS_QUEUED, resp.GetStatus())
+}

@@ -449,6 +449,7 @@ func (s *Server) shutdown() {
 	s.log.Info("shutting down", "drain_delay", s.cfg.DrainDelay.String(), "timeout", s.cfg.ShutdownTimeout.String())
 	s.readyOnce.Do(func() { close(s.ready) })
 	s.health.Shutdown()
+	s.outbox.Release() // Notify calls waiting for a delivery answer QUEUED now
 	time.Sleep(s.cfg.DrainDelay)
 
 	stopped := make(chan struct{})

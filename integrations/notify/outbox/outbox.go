@@ -99,8 +99,10 @@ type Outbox struct {
 	db *bolt.DB
 	c  *committer
 
-	gate     sync.RWMutex       // held for reading while a caller hands the committer a write
-	closed   bool               // guarded by gate
+	gate     sync.RWMutex  // held for reading while a caller hands the committer a write
+	closed   bool          // guarded by gate
+	release  chan struct{} // closed by Release (or Close): Wait returns at once
+	relOnce  sync.Once
 	stopping context.Context    // done when Close starts
 	halt     context.CancelFunc // ends stopping
 	abort    context.CancelFunc // cuts off sends in flight
@@ -130,7 +132,7 @@ func Open(s Settings) (*Outbox, error) {
 		db.Close()
 		return nil, fmt.Errorf("outbox: %w", err)
 	}
-	o := &Outbox{s: s, db: db, workers: map[string]*worker{}, waiters: map[string]chan struct{}{}}
+	o := &Outbox{s: s, db: db, release: make(chan struct{}), workers: map[string]*worker{}, waiters: map[string]chan struct{}{}}
 	o.stopping, o.halt = context.WithCancel(context.Background())
 	o.sendCtx, o.abort = context.WithCancel(context.Background())
 	for _, ch := range s.Channels {
@@ -325,7 +327,7 @@ func (o *Outbox) write(ctx context.Context, after func(), apply func(tx *bolt.Tx
 }
 
 // Wait waits until the notification is delivered or dead-lettered, ctx
-// ends, or the outbox shuts down, and returns the record as it stands.
+// ends, or Release or Close is called, and returns the record as it stands.
 func (o *Outbox) Wait(ctx context.Context, id string) (Record, bool, error) {
 	o.mu.Lock()
 	ch := o.waiters[id]
@@ -334,10 +336,17 @@ func (o *Outbox) Wait(ctx context.Context, id string) (Record, bool, error) {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-		case <-o.stopping.Done():
+		case <-o.release:
 		}
 	}
 	return o.Get(id)
+}
+
+// Release makes every Wait return at once, now and later, while delivery
+// goes on: a server that starts shutting down answers its waiting Notify
+// calls QUEUED instead of holding its graceful stop.
+func (o *Outbox) Release() {
+	o.relOnce.Do(func() { close(o.release) })
 }
 
 // Get returns a stored notification.
@@ -501,6 +510,7 @@ func (o *Outbox) Close(ctx context.Context) error {
 	}
 	o.closed = true
 	o.gate.Unlock()
+	o.Release()
 	o.halt()
 	done := make(chan struct{})
 	go func() { o.wg.Wait(); close(done) }()
