@@ -436,3 +436,18 @@ func TestGivesUpAfterMaxAge(t *testing.T) {
 		t.Fatalf("stats = %+v", st)
 	}
 }
+
+func TestAnUnreadablePayloadIsADeadLetter(t *testing.T) {
+	r := newReceiver(t)
+	o := open(t, t.TempDir(), r, nil)
+	defer closeOutbox(t, o)
+	s := sub("odd payload", "")
+	s.Payload = []byte(`[1, 2]`) // not an object: cannot become a message
+	rec := waitFinished(t, o, submit(t, o, s).ID)
+	if rec.State != Dead || rec.Attempts != 1 || !strings.Contains(rec.LastError, "not a JSON object") {
+		t.Fatalf("%+v, want a dead letter after one attempt", rec)
+	}
+	if n := r.acceptedCount("odd payload"); n != 0 {
+		t.Fatalf("sent %d times", n)
+	}
+}

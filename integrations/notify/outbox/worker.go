@@ -162,7 +162,7 @@ func (w *worker) attempt(it item) bool {
 	var sendErr error
 	if len(rec.Payload) > 0 {
 		if err := json.Unmarshal(rec.Payload, &msg.Payload); err != nil {
-			sendErr = errors.New("stored payload is not a JSON object")
+			sendErr = fmt.Errorf("%w: stored payload is not a JSON object", integrations.ErrInvalidRequest) // permanent: a dead letter
 		}
 	}
 	if sendErr == nil {
