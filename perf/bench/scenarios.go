@@ -184,7 +184,7 @@ func (d *driver) breaker(ctx context.Context) error {
 	d.report.section("Breaker during an outage (M7)",
 		"fakeupstream `--latency 5ms`; 100 warm-up calls, then `/_fake/config {\"outage\":true}` (every request 503) and ghz offers "+
 			"500 distinct Generate calls/s for 4 s (open loop, `--async`, `--count-errors`, so latencies include the refused calls).\n\n"+
-			"- offered: %d; status codes: %v\n- reached the backend: %d (%.2f %%): the failures that open the breaker (5 consecutive) and nothing after\n"+
+			"- offered: %d; status codes: %v\n- reached the backend: %d (%.2f %%): 5 consecutive failures open the breaker; calls already past it when it opened reach the backend too, and its first half-open probe is 30 s away, beyond this run\n"+
 			"- breaker `ollama` at the end: state %s, rejected %d\n- client-side latency over all calls: p50 %s, p90 %s, p99 %s (ghz on its own core; includes gRPC and loopback)\n",
 		r.Count, r.StatusCodes, st.Requests, 100*frac, state, rejected, ms(r.pct(50)), ms(r.pct(90)), ms(p99))
 	return nil
@@ -240,7 +240,7 @@ func (d *driver) cpu(ctx context.Context) error {
 		p99    time.Duration
 	}
 	var runs []run
-	rounds := 3
+	rounds := 5 // M2: interleave A/B at least 5 times
 	dur := "5s"
 	if d.quick {
 		rounds, dur = 1, "2s"
