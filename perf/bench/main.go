@@ -136,6 +136,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "interrupted; no report written")
 		return 1
 	}
+	d.report.section("Load", "Load average (1, 5, 15 min) when the run ended: %s.\n", loadAvg())
 	d.report.Commands = append([]string{"make bench   # = (cd perf/bench && go run . --root ../.. --started <unix time>)"}, d.commands...)
 	if started > 0 {
 		d.report.WallTime = time.Since(time.Unix(0, int64(started*1e9)))
@@ -216,6 +217,18 @@ func (d *driver) goBench(ctx context.Context) error {
 	return nil
 }
 
+func loadAvg() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(raw))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
 // machineInfo describes where the figures come from.
 func machineInfo(ctx context.Context, root string) []string {
 	cpu := "unknown"
@@ -230,7 +243,8 @@ func machineInfo(ctx context.Context, root string) []string {
 	kernel, _ := output(ctx, "", "uname", "-sr")
 	gov, _ := output(ctx, root, "go", "version")
 	commit, _ := output(ctx, root, "git", "rev-parse", "--short", "HEAD")
-	dirty, _ := output(ctx, root, "git", "status", "--porcelain", "--untracked-files=no")
+	// The report and plots are this run's output: rewriting them is not a change to what is measured.
+	dirty, _ := output(ctx, root, "git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!perf/bench/REPORT.md", ":!perf/bench/*.png")
 	if strings.TrimSpace(dirty) != "" {
 		commit = strings.TrimSpace(commit) + " (with uncommitted changes in the tree)"
 	}
@@ -245,5 +259,6 @@ func machineInfo(ctx context.Context, root string) []string {
 		"kernel: " + strings.TrimSpace(kernel),
 		"Go: " + strings.TrimSpace(gov),
 		"commit: " + strings.TrimSpace(commit),
+		"load average (1, 5, 15 min) when the run started: " + loadAvg() + " (other work on these 2 cores skews the figures; see the end of the report for the load when it ended)",
 	}
 }
