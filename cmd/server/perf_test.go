@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	vegav1 "github.com/vega-gateway/vega/gen/vega/v1"
 	"github.com/vega-gateway/vega/perf/policy"
@@ -34,10 +35,11 @@ func zero() *float64 { z := 0.0; return &z }
 
 // TestHerdOfIdenticalGenerateMakesOneBackendCall is the headline: 100
 // concurrent identical calls against a 400 ms backend make exactly one
-// backend call; 50 distinct ones make 50.
+// backend call; 50 distinct ones make 50. The limit is high enough for 50
+// calls at once (the limiter sheds beyond its burst, see TestLimiterShedsABurst).
 func TestHerdOfIdenticalGenerateMakesOneBackendCall(t *testing.T) {
 	ollama := newFakeOllama(t)
-	g := startGateway(t, map[string]string{"VEGA_OLLAMA_URL": ollama.URL, "INITIAL_RATE_LIMIT": "100", "MAX_RATE_LIMIT": "100"})
+	g := startGateway(t, map[string]string{"VEGA_OLLAMA_URL": ollama.URL, "INITIAL_RATE_LIMIT": "1000", "MAX_RATE_LIMIT": "1000"})
 	ctx := ctxTimeout(t, 30*time.Second)
 
 	const n = 100
@@ -304,4 +306,36 @@ func TestAdminPurgeAndSections(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "backend", sf)
 	assert.Equal(t, int64(2), ollama.calls.Load())
+}
+
+// With the default VEGA_RATE_LIMIT_MAX_WAIT a burst beyond the limiter's
+// bucket is refused at once with RESOURCE_EXHAUSTED and RetryInfo instead
+// of queueing, and nothing refused reaches the backend.
+func TestLimiterShedsABurst(t *testing.T) {
+	ollama := newFakeOllama(t)
+	g := startGateway(t, map[string]string{"VEGA_OLLAMA_URL": ollama.URL, "INITIAL_RATE_LIMIT": "20", "MAX_RATE_LIMIT": "20"})
+	ctx := ctxTimeout(t, 30*time.Second)
+	var (
+		wg               sync.WaitGroup
+		ok, shed, others atomic.Int64
+	)
+	start := time.Now()
+	for i := range 30 {
+		wg.Go(func() {
+			_, err := g.generate().Generate(ctx, &vegav1.GenerateRequest{Model: "wait-400", Prompt: fmt.Sprintf("burst %d", i)})
+			switch status.Code(err) {
+			case codes.OK:
+				ok.Add(1)
+			case codes.ResourceExhausted:
+				shed.Add(1)
+				assert.Less(t, time.Since(start), 300*time.Millisecond, "refused at once, not after queueing")
+			default:
+				others.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	assert.Zero(t, others.Load())
+	assert.Positive(t, shed.Load(), "a burst of 30 at 20 req/s (burst 2) is partly shed")
+	assert.Equal(t, ok.Load(), ollama.calls.Load(), "only admitted calls reach the backend")
 }

@@ -23,7 +23,14 @@ func (l *limiter) increase() {
 		if cur >= s.Max { // the common case at steady state
 			return
 		}
-		r = min(cur+s.Increase/cur, s.Max)
+		step := s.Increase / cur
+		if !l.decreased.Load() {
+			// Slow start: until the key's first decrease each success adds
+			// one request/s, so the rate doubles per second of full-rate
+			// success (TCP's slow start) instead of climbing Increase/s.
+			step = max(step, 1)
+		}
+		r = min(cur+step, s.Max)
 		if l.rate.CompareAndSwap(old, math.Float64bits(r)) {
 			break
 		}
@@ -56,6 +63,7 @@ func (l *limiter) decrease(now time.Time, at int64) {
 		}
 	}
 	l.decreases.Add(1)
+	l.decreased.Store(true) // slow start ends
 	l.lastDecrease = now.UnixNano()
 	l.applyLocked(now)
 }

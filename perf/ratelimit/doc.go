@@ -10,9 +10,12 @@
 // backend), and its token is given back. Acquire returns a Permit value
 // rather than a release closure, so admitting a call does not allocate.
 //
-// The rate adapts by AIMD: each success adds Increase/rate (Increase req/s
-// per second of full-rate success, up to Max); an overload (429) or a
-// failure multiplies it by Decrease (down to Min). A backend's Retry-After
+// The rate adapts by AIMD after a slow start: until a key's first decrease
+// each success adds one request/s, so the rate doubles per second of
+// full-rate success (TCP's slow start); from then on each success adds
+// Increase/rate (Increase req/s per second of full-rate success, up to
+// Max); an overload (429) or a failure multiplies it by Decrease (down to
+// Min). A backend's Retry-After
 // holds every call to the key until it has passed. Neutral results (the
 // caller cancelled, bad input) change nothing. Two rules keep a burst of
 // bad answers from collapsing the rate: at most one decrease per Cooldown,
@@ -28,8 +31,9 @@
 // TestConvergence measures AIMD in fake time: a backend of capacity C = 50
 // req/s (a token bucket of 100ms burst, 20ms service time, 429 when over),
 // an open-loop client at 3C with 1s deadlines. With the defaults the rate
-// settles into [0.7C, 1.3C] 5.1s after starting at 10 req/s (the additive
-// climb) with goodput 1.00C over the last 5s, and 0.3s after the capacity
+// settles into [0.7C, 1.3C] 2.2s after starting at 10 req/s (5.1s with
+// the additive climb alone, before slow start was added) with goodput
+// 1.00C over the last 5s, and 0.3s after the capacity
 // halves, with goodput 0.98C; the same at 2C and 4C. The p99 latency of
 // admitted calls is 41ms at C = 50 (about twice the service time).
 //

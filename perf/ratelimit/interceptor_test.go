@@ -188,11 +188,11 @@ func TestInterceptorReportsResults(t *testing.T) {
 	}
 
 	_, _ = intercept(ctx, nil, info, answer(nil))
-	assert.Equal(t, 100.5, statsOf(t, set, "b1").Rate, "success")
+	assert.Equal(t, 101.0, statsOf(t, set, "b1").Rate, "success (slow start: +1)")
 	_, _ = intercept(ctx, nil, info, answer(status.Error(codes.InvalidArgument, "bad")))
-	assert.Equal(t, 100.5, statsOf(t, set, "b1").Rate, "the caller's mistake is neutral")
+	assert.Equal(t, 101.0, statsOf(t, set, "b1").Rate, "the caller's mistake is neutral")
 	_, _ = intercept(ctx, nil, info, answer(status.Error(codes.Unavailable, "down")))
-	assert.Equal(t, 50.25, statsOf(t, set, "b1").Rate, "failure")
+	assert.Equal(t, 50.5, statsOf(t, set, "b1").Rate, "failure")
 
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()

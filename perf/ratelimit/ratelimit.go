@@ -102,6 +102,7 @@ type limiter struct {
 	blockedUntil atomic.Int64            // Unix ns before which no call is admitted (Retry-After)
 	refused      atomic.Pointer[refusal] // the last refusal, reused while it says the same
 	used         atomic.Uint64           // the registry's epoch at the last call (for eviction)
+	decreased    atomic.Bool             // a decrease happened: slow start is over
 
 	_ [64]byte // keeps the counters' cache line apart from the fields above
 

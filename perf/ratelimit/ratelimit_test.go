@@ -273,7 +273,27 @@ func TestSuccessRaisesUpToMax(t *testing.T) {
 	}
 	st := statsOf(t, s, "k")
 	assert.Equal(t, 12.0, st.Rate)
-	assert.Equal(t, int64(5), st.Increases, "10→10.5→10.98→11.43→11.87→12, then capped")
+	assert.Equal(t, int64(2), st.Increases, "slow start: 10→11→12, then capped")
+}
+
+// Slow start (one request/s per success) lasts until the first decrease;
+// then each success adds Increase/rate.
+func TestSlowStartEndsAtTheFirstDecrease(t *testing.T) {
+	clk := newClock()
+	s := newSet(t, ratelimit.Settings{Initial: 10, Max: 100, Increase: 5, Now: clk.Now})
+	for range 10 {
+		acquire(t, s, "k").Release(policy.Result{Outcome: policy.Success})
+		clk.Advance(100 * time.Millisecond)
+	}
+	require.Equal(t, 20.0, statsOf(t, s, "k").Rate, "10 successes in slow start: +1 each")
+	acquire(t, s, "k").Release(policy.Result{Outcome: policy.Overload})
+	require.Equal(t, 16.0, statsOf(t, s, "k").Rate, "20 × 0.8")
+	clk.Advance(time.Second)
+	for range 4 {
+		acquire(t, s, "k").Release(policy.Result{Outcome: policy.Success})
+		clk.Advance(100 * time.Millisecond)
+	}
+	assert.InDelta(t, 17.2, statsOf(t, s, "k").Rate, 0.02, "AIMD: 16→16.31→16.62→16.92→17.21 (+5/rate each)")
 }
 
 // The token bucket follows the rate: after rising to 40/s, a second holds
@@ -393,7 +413,7 @@ func TestKeysAreIsolated(t *testing.T) {
 	assert.Equal(t, "a", stats[0].Key)
 	assert.Equal(t, 8.0, stats[0].Rate, "10 × the default Decrease 0.8")
 	assert.Equal(t, "b", stats[1].Key)
-	assert.Equal(t, 10.5, stats[1].Rate)
+	assert.Equal(t, 11.0, stats[1].Rate, "slow start: +1")
 	assert.True(t, stats[1].BlockedUntil.IsZero())
 }
 
@@ -403,7 +423,7 @@ func TestResetStats(t *testing.T) {
 	acquire(t, s, "k").Release(policy.Result{Outcome: policy.Success})
 	s.ResetStats()
 	st := statsOf(t, s, "k")
-	assert.Equal(t, 10.5, st.Rate, "ResetStats keeps the rate")
+	assert.Equal(t, 11.0, st.Rate, "ResetStats keeps the rate")
 	assert.Zero(t, st.Admitted+st.Rejected+st.Waited+st.Canceled+st.Increases+st.Decreases+int64(st.TotalWait))
 }
 

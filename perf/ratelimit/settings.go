@@ -22,8 +22,10 @@ type Settings struct {
 	// recomputed as the rate changes.
 	Burst int
 	// Increase is the additive increase: the rate gained per second of
-	// successful traffic at full rate (each success adds Increase/rate).
-	// 0 means Max/20, so a key climbs from 0 to Max in 20s of success.
+	// successful traffic at full rate (each success adds Increase/rate),
+	// once the key's first decrease has ended its slow start (before it,
+	// each success adds at least 1). 0 means Max/20, so after a decrease a
+	// key climbs from 0 to Max in 20s of success.
 	Increase float64
 	// Decrease is the multiplicative factor applied to the rate on an
 	// overload or a failure, in (0, 1). 0 means 0.8 (see the package
