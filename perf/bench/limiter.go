@@ -45,8 +45,8 @@ func (d *driver) limiter(ctx context.Context) error {
 	c := fmt.Sprint(capacity)
 	var modes []limiterMode
 	for _, w := range []struct{ suffix, env, note string }{
-		{"", "", "; default VEGA_RATE_LIMIT_MAX_WAIT (30s): a call waits for its turn as long as its deadline allows"},
-		{"/wait100ms", "VEGA_RATE_LIMIT_MAX_WAIT=100ms", "; VEGA_RATE_LIMIT_MAX_WAIT=100ms: a call waits at most 100 ms for its turn"},
+		{"", "", "; the gateway's default VEGA_RATE_LIMIT_MAX_WAIT (README config table)"},
+		{"/wait30s", "VEGA_RATE_LIMIT_MAX_WAIT=30s", "; VEGA_RATE_LIMIT_MAX_WAIT=30s (the seed's acquire timeout): a call waits for its turn as long as its deadline allows"},
 	} {
 		with := func(env []string) []string {
 			if w.env == "" {
@@ -128,11 +128,11 @@ func (d *driver) limiter(ctx context.Context) error {
 			Verdict: verdict(p99 <= 2*unloadedP99),
 		})
 	}
-	body.WriteString("\nReading the figures (mechanisms, not this run's numbers): with the gateway's default `VEGA_RATE_LIMIT_MAX_WAIT` (30 s) a call waits for its token as long as its deadline allows. " +
+	body.WriteString("\nReading the figures (mechanisms, not this run's numbers): with `VEGA_RATE_LIMIT_MAX_WAIT=30s` (the `/wait30s` modes) a call waits for its token as long as its deadline allows. " +
 		"Under a steady 2× overload the queue of reservations grows until an admitted call has already waited almost its whole 1 s deadline, so the backend call that follows ends after the deadline: " +
-		"the backend keeps serving about C answers/s (see `.tmp/bench/limiter-*.samples.csv`, column backend_200_total) while the client gets DEADLINE_EXCEEDED. " +
-		"Those results count as the caller's own deadline (neutral) in the limiter, so its rate stops moving. Bounding the wait (the `/wait100ms` modes) turns the excess into fast RESOURCE_EXHAUSTED refusals instead, and goodput follows capacity; " +
-		"its p99 is then the wait bound plus the service time. Every mode honours the backend's `Retry-After: 1` on a 429, which holds every call to the backend for a second. " +
+		"the backend keeps serving about C answers/s (see `.tmp/bench/limiter-*.samples.csv`, column backend_200_total) while the client gets DEADLINE_EXCEEDED, and the limiter, which counts those results as the caller's own deadline (neutral), stops moving. " +
+		"A short bound on the wait turns the excess into fast RESOURCE_EXHAUSTED refusals instead, and goodput follows capacity; the p99 of admitted calls is then about the wait bound plus the service time. " +
+		"Every mode honours the backend's `Retry-After: 1` on a 429, which holds every call to the backend for a second (the dips in the goodput plots). " +
 		"The M6 convergence figure is strict: one bad second inside the last 5-s window resets it.\n")
 	d.report.section("Adaptive limiter vs fixed vs none (M6)", "%s", body.String())
 	return nil

@@ -14,9 +14,9 @@ var modeColors = map[string]color.Color{
 	"adaptive":           color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
 	"fixed":              color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
 	"none":               color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
-	"adaptive/wait100ms": color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
-	"fixed/wait100ms":    color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
-	"none/wait100ms":     color.RGBA{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff},
+	"adaptive/wait30s": color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
+	"fixed/wait30s":    color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
+	"none/wait30s":     color.RGBA{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff},
 	"capacity":           color.Black,
 }
 
@@ -131,12 +131,12 @@ func (d *driver) plots() {
 		return c0 / 2
 	}
 	for _, set := range []struct{ file, suffix, caption string }{
-		{goodFile, "", "OK answers per second received by ghz per limiter mode, default VEGA_RATE_LIMIT_MAX_WAIT (30 s), against the backend's capacity."},
-		{"limiter-goodput-wait100ms.png", "/wait100ms", "The same with VEGA_RATE_LIMIT_MAX_WAIT=100ms."},
+		{goodFile, "", "OK answers per second received by ghz per limiter mode, the gateway's default VEGA_RATE_LIMIT_MAX_WAIT, against the backend's capacity."},
+		{"limiter-goodput-wait30s.png", "/wait30s", "The same with VEGA_RATE_LIMIT_MAX_WAIT=30s."},
 	} {
 		var runs []*limiterRun
 		for _, r := range d.limiterRuns {
-			if strings.HasSuffix(r.mode, "/wait100ms") == (set.suffix != "") {
+			if strings.HasSuffix(r.mode, "/wait30s") == (set.suffix != "") {
 				runs = append(runs, r)
 			}
 		}
