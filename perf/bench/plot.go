@@ -11,13 +11,13 @@ import (
 )
 
 var modeColors = map[string]color.Color{
-	"adaptive":           color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
-	"fixed":              color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
-	"none":               color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
+	"adaptive":         color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
+	"fixed":            color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
+	"none":             color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
 	"adaptive/wait30s": color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
 	"fixed/wait30s":    color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
 	"none/wait30s":     color.RGBA{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff},
-	"capacity":           color.Black,
+	"capacity":         color.Black,
 }
 
 func line(p *plot.Plot, name string, xys plotter.XYs, dashed bool) error {
