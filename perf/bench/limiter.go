@@ -29,7 +29,7 @@ type limiterRun struct {
 type phaseFigures struct {
 	capacity    float64
 	rate        float64       // mean limiter rate over the last 5 s of the phase
-	goodput     float64       // mean OK/s over the last 5 s of the phase
+	goodput     float64       // mean OK/s over the last 10 s of the phase (an even number of seconds, so the 2-s rhythm of 1-s Retry-After holds averages out)
 	convergence time.Duration // -1: never
 }
 
@@ -94,7 +94,7 @@ func (d *driver) limiter(ctx context.Context) error {
 	fmt.Fprintf(&body, "fakeupstream `--latency 20ms --capacity %.0f` (token bucket, burst of 1 s; beyond it 429 with `Retry-After: 1`). "+
 		"ghz offers %.0f distinct Generate calls/s open loop (`--async -r %.0f -c 100 -t 1s`, 1 s deadline) for %s; "+
 		"at %s capacity is halved to %.0f through `/_fake/config`, so overload goes from 2× to 4×. "+
-		"Goodput = OK answers per second received by ghz (1-s buckets by send time); *steady goodput* is the mean of the last 5 s of each phase; "+
+		"Goodput = OK answers per second received by ghz (1-s buckets by send time); *steady goodput* is the mean of the last 10 s of each phase (an even span: a 1-s Retry-After hold gives goodput a 2-s rhythm); "+
 		"*convergence* is the time from the phase start after which the 5-s rolling goodput (fewer seconds at the phase start) stays ≥ 0.9 × capacity to the end of the phase. "+
 		"p99 is over OK calls (ghz's distribution), against the unloaded p99 of %s (ghz `-r %.0f`, 0.2 C). "+
 		"PerfAdmin's `rate_limiters.ollama.current_rate` and the backend's capacity are sampled every 250 ms.\n\n",
@@ -244,7 +244,7 @@ func phaseOf(goodput []float64, from, to time.Duration, capacity float64) phaseF
 	if b <= a {
 		return pf
 	}
-	tail := max(a, b-5)
+	tail := max(a, b-10)
 	sum := 0.0
 	for _, g := range goodput[tail:b] {
 		sum += g
