@@ -53,11 +53,21 @@ func (s *Set) Allow(key string) (done func(policy.Outcome), err error) {
 	switch Mode(b.mode.Load()) {
 	case ForceOpen:
 		b.rejected.Add(1)
-		return nil, b.refusal(ForceOpen, nil)
+		return nil, b.refusalAt(ForceOpen, nil, time.Time{})
 	case ForceClosed:
 		b.requests.Add(1)
 		b.inflight.Add(1)
 		return b.countOnly, nil
+	}
+	// Fast path of an open breaker: until its open time ends gobreaker
+	// would refuse too, so its lock and clock read are skipped. openUntil
+	// is set just after gobreaker's own expiry (a few microseconds late at
+	// most) and cleared by install.
+	if until := b.openUntil.Load(); until != 0 {
+		if now := time.Now(); now.UnixNano() < until {
+			b.rejected.Add(1)
+			return nil, b.refusalAt(Auto, gobreaker.ErrOpenState, now)
+		}
 	}
 	cb := b.cb.Load()
 	report, err := cb.Allow()
@@ -66,7 +76,7 @@ func (s *Set) Allow(key string) (done func(policy.Outcome), err error) {
 	}
 	if err != nil {
 		b.rejected.Add(1)
-		return nil, b.refusal(Auto, err)
+		return nil, b.refusalAt(Auto, err, time.Now())
 	}
 	b.requests.Add(1)
 	b.inflight.Add(1)
@@ -252,6 +262,7 @@ type breaker struct {
 func (b *breaker) install() {
 	s := b.set.s
 	epoch := b.epoch.Add(1)
+	b.openUntil.Store(0) // the fresh breaker is closed
 	b.cb.Store(gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        b.key,
 		MaxRequests: s.MaxProbes,

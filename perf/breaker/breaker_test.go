@@ -347,6 +347,12 @@ func TestModes(t *testing.T) {
 		call(t, s, "b", policy.Success)
 		s.SetMode("b", breaker.ForceClosed) // no change, no event
 
+		// Back to Auto while the old open time still runs: the fresh
+		// breaker is closed and admits at once (the open fast path was reset).
+		s.SetMode("b", breaker.Auto)
+		call(t, s, "b", policy.Success)
+		assert.Equal(t, "closed", stateOf(t, s, "b").State)
+
 		assert.Equal(t, []string{"closed→open", "open→closed", "closed→open", "open→closed"}, events)
 	})
 }

@@ -21,9 +21,9 @@ type refusal struct {
 	err  error
 }
 
-// refusal returns the status a refused call gets: UNAVAILABLE with a
-// RetryInfo detail.
-func (b *breaker) refusal(m Mode, err error) error {
+// refusalAt returns the status a call refused at now gets: UNAVAILABLE
+// with a RetryInfo detail.
+func (b *breaker) refusalAt(m Mode, err error, now time.Time) error {
 	var (
 		why  string
 		wait time.Duration
@@ -34,7 +34,7 @@ func (b *breaker) refusal(m Mode, err error) error {
 	case errors.Is(err, gobreaker.ErrTooManyRequests):
 		why, wait = "is half-open with all its probes in flight", min(probeRetry, b.set.s.OpenTimeout)
 	default: // gobreaker.ErrOpenState
-		why, wait = "is open", max(time.Until(time.Unix(0, b.openUntil.Load())), 0)
+		why, wait = "is open", max(time.Unix(0, b.openUntil.Load()).Sub(now), 0)
 	}
 	wait = roundUp(wait)
 	if r := b.refused.Load(); r != nil && r.why == why && r.wait == wait {
