@@ -22,8 +22,9 @@ build: ## Build the server and client into bin/
 	go build -o bin/vega ./cmd/client
 
 .PHONY: test
-test: ## Run every test with the race detector
+test: ## Run every test with the race detector (the product and the bench driver's own module)
 	go test -race -count=1 -timeout 20m ./...
+	cd perf/bench && go test -race -count=1 ./...
 
 .PHONY: bench
 bench: BENCH_STARTED := $(shell date +%s.%N)
