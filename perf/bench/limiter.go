@@ -154,16 +154,11 @@ func convRatio(d time.Duration) string {
 
 func (d *driver) limiterRun(ctx context.Context, m limiterMode, capacity, offered float64, phase time.Duration) (*limiterRun, error) {
 	name := "limiter-" + strings.ReplaceAll(m.name, "/", "-")
-	f, err := d.startFake(name, "--latency", "20ms", "--capacity", fmt.Sprint(capacity))
+	f, g, stop, err := d.startStack(name, []string{"--latency", "20ms", "--capacity", fmt.Sprint(capacity)}, m.env...)
 	if err != nil {
 		return nil, err
 	}
-	defer running.stop(f.cmd)
-	g, err := d.startGateway(name, append([]string{"VEGA_OLLAMA_URL=" + f.url}, m.env...)...)
-	if err != nil {
-		return nil, err
-	}
-	defer g.stop()
+	defer stop()
 
 	start := time.Now()
 	stopSampling := sampleLoop(ctx, f, g, 250*time.Millisecond, start)

@@ -21,16 +21,11 @@ var highLimits = []string{"INITIAL_RATE_LIMIT=100000", "MIN_RATE_LIMIT=100000", 
 // herd is M3: N identical concurrent Generate calls against a 400 ms
 // backend, and how much later than the first answer the waiters get theirs.
 func (d *driver) herd(ctx context.Context) error {
-	f, err := d.startFake("herd", "--latency", "400ms")
+	f, g, stop, err := d.startStack("herd", []string{"--latency", "400ms"}, highLimits...)
 	if err != nil {
 		return err
 	}
-	defer running.stop(f.cmd)
-	g, err := d.startGateway("herd", append([]string{"VEGA_OLLAMA_URL=" + f.url}, highLimits...)...)
-	if err != nil {
-		return err
-	}
-	defer g.stop()
+	defer stop()
 
 	solo, err := d.ghz(ctx, "herd-solo", g, generateCall, `{"model":"llama3","prompt":"solo {{.RequestNumber}}"}`, "-c", "1", "-n", "5")
 	if err != nil {
@@ -131,16 +126,11 @@ func ms(d time.Duration) string {
 // breaker is M7: a backend outage; how many offered calls still reach the
 // backend and how fast the others fail.
 func (d *driver) breaker(ctx context.Context) error {
-	f, err := d.startFake("breaker", "--latency", "5ms")
+	f, g, stop, err := d.startStack("breaker", []string{"--latency", "5ms"}, highLimits...)
 	if err != nil {
 		return err
 	}
-	defer running.stop(f.cmd)
-	g, err := d.startGateway("breaker", append([]string{"VEGA_OLLAMA_URL=" + f.url}, highLimits...)...)
-	if err != nil {
-		return err
-	}
-	defer g.stop()
+	defer stop()
 	if _, err := d.ghz(ctx, "breaker-warm", g, generateCall, `{"model":"llama3","prompt":"warm {{.RequestNumber}}"}`, "-c", "5", "-n", "100"); err != nil {
 		return err
 	}
@@ -192,16 +182,11 @@ func (d *driver) breaker(ctx context.Context) error {
 
 // reuse is M8: outbound connection reuse under steady load.
 func (d *driver) reuse(ctx context.Context) error {
-	f, err := d.startFake("reuse", "--latency", "10ms")
+	f, g, stop, err := d.startStack("reuse", []string{"--latency", "10ms"}, highLimits...)
 	if err != nil {
 		return err
 	}
-	defer running.stop(f.cmd)
-	g, err := d.startGateway("reuse", append([]string{"VEGA_OLLAMA_URL=" + f.url}, highLimits...)...)
-	if err != nil {
-		return err
-	}
-	defer g.stop()
+	defer stop()
 	r, err := d.ghz(ctx, "reuse", g, generateCall, `{"model":"llama3","prompt":"steady {{.RequestNumber}}"}`, "-c", "8", "-z", "5s")
 	if err != nil {
 		return err

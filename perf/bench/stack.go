@@ -89,6 +89,21 @@ const adminKey = "bench-admin-key"
 
 // startGateway runs the server pinned to d.serverCPU with GOMAXPROCS=1
 // (when pinning) and env on top of the bench defaults.
+// startStack starts a fakeupstream with fakeArgs and a gateway whose
+// Ollama backend it is, with env added. stop ends both, gateway first.
+func (d *driver) startStack(name string, fakeArgs []string, env ...string) (f *fake, g *gateway, stop func(), err error) {
+	f, err = d.startFake(name, fakeArgs...)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	g, err = d.startGateway(name, append([]string{"VEGA_OLLAMA_URL=" + f.url}, env...)...)
+	if err != nil {
+		running.stop(f.cmd)
+		return nil, nil, nil, err
+	}
+	return f, g, func() { g.stop(); running.stop(f.cmd) }, nil
+}
+
 func (d *driver) startGateway(name string, env ...string) (*gateway, error) {
 	port, err := freePort()
 	if err != nil {
