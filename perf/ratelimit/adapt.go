@@ -11,6 +11,12 @@ import (
 // not retune the token bucket, which would take its lock on every call.
 const pushStep = 0.01
 
+// ceilingClimb is the most the rate climbs per second after a decrease, as
+// a fraction of the rate the backend last pushed back at: near that
+// ceiling the rate probes slowly, so a backend that answers an overshoot
+// with Retry-After (a pause of every call) is overshot rarely.
+const ceilingClimb = 0.05
+
 // increase adds Increase/rate to the rate, up to Max. It takes no lock:
 // the rate moves by compare-and-swap, and the bucket is retuned (under mu)
 // only once the rate has moved pushStep away from the bucket's.
@@ -23,12 +29,16 @@ func (l *limiter) increase() {
 		if cur >= s.Max { // the common case at steady state
 			return
 		}
-		step := s.Increase / cur
-		if !l.decreased.Load() {
+		var step float64
+		if ceiling := math.Float64frombits(l.ceiling.Load()); ceiling == 0 {
 			// Slow start: until the key's first decrease each success adds
 			// one request/s, so the rate doubles per second of full-rate
 			// success (TCP's slow start) instead of climbing Increase/s.
-			step = max(step, 1)
+			step = max(s.Increase/cur, 1)
+		} else {
+			// After a decrease, climb by at most ceilingClimb of the rate
+			// at which the backend last pushed back, per second.
+			step = min(s.Increase, ceilingClimb*ceiling) / cur
 		}
 		r = min(cur+step, s.Max)
 		if l.rate.CompareAndSwap(old, math.Float64bits(r)) {
@@ -52,18 +62,33 @@ func (l *limiter) decrease(now time.Time, at int64) {
 	if at < l.lastDecrease || now.UnixNano()-l.lastDecrease < int64(s.Cooldown) {
 		return
 	}
+	// What the backend delivered since the last decrease: after a second
+	// or more of evidence the rate falls at once to it when that is lower
+	// than cur × Decrease. A backend with a deep burst or a Retry-After
+	// pause pushes back only now and then, and a bare ×Decrease would
+	// leave the rate far above its capacity for many rounds.
+	var measured float64
+	if span := now.UnixNano() - l.since; span >= int64(time.Second) {
+		measured = float64(l.delivered.Load()) / (float64(span) / float64(time.Second))
+	}
 	for {
 		old := l.rate.Load()
 		cur := math.Float64frombits(old)
 		if cur <= s.Min {
 			return
 		}
-		if l.rate.CompareAndSwap(old, math.Float64bits(max(cur*s.Decrease, s.Min))) {
+		next := cur * s.Decrease
+		if measured > 0 {
+			next = min(next, measured)
+		}
+		if l.rate.CompareAndSwap(old, math.Float64bits(max(next, s.Min))) {
+			l.ceiling.Store(old) // ends slow start
 			break
 		}
 	}
+	l.delivered.Store(0)
+	l.since = now.UnixNano()
 	l.decreases.Add(1)
-	l.decreased.Store(true) // slow start ends
 	l.lastDecrease = now.UnixNano()
 	l.applyLocked(now)
 }

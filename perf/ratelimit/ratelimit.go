@@ -69,6 +69,7 @@ func (p Permit) Release(r policy.Result) {
 	l.inflight.Add(-1)
 	switch r.Outcome {
 	case policy.Success:
+		l.delivered.Add(1)
 		l.increase()
 	case policy.Overload, policy.Failure:
 		now := l.set.s.Now()
@@ -86,6 +87,7 @@ func (s *Set) get(key string) *limiter {
 		l.applied.Store(math.Float64bits(s.s.Initial))
 		l.burst = l.burstFor(s.s.Initial)
 		l.bucket = rate.NewLimiter(rate.Limit(s.s.Initial), l.burst)
+		l.since = s.s.Now().UnixNano()
 		return l
 	})
 }
@@ -102,7 +104,8 @@ type limiter struct {
 	blockedUntil atomic.Int64            // Unix ns before which no call is admitted (Retry-After)
 	refused      atomic.Pointer[refusal] // the last refusal, reused while it says the same
 	used         atomic.Uint64           // the registry's epoch at the last call (for eviction)
-	decreased    atomic.Bool             // a decrease happened: slow start is over
+	ceiling      atomic.Uint64           // math.Float64bits of the rate before the last decrease; 0 during slow start
+	delivered    atomic.Int64            // successes since the last decrease (or creation)
 
 	_ [64]byte // keeps the counters' cache line apart from the fields above
 
@@ -115,6 +118,7 @@ type limiter struct {
 	mu           sync.Mutex // guards the fields below and retuning the bucket; never held across a wait
 	burst        int        // the bucket's burst
 	lastDecrease int64      // Unix ns of the last decrease
+	since        int64      // Unix ns of the last decrease, or of creation: delivered counts from here
 }
 
 func (l *limiter) currentRate() float64 { return math.Float64frombits(l.rate.Load()) }

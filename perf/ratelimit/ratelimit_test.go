@@ -276,8 +276,10 @@ func TestSuccessRaisesUpToMax(t *testing.T) {
 	assert.Equal(t, int64(2), st.Increases, "slow start: 10→11→12, then capped")
 }
 
-// Slow start (one request/s per success) lasts until the first decrease;
-// then each success adds Increase/rate.
+// Slow start (one request/s per success) lasts until the first decrease.
+// A decrease falls to what the backend delivered since the last one when
+// that is below rate × Decrease; afterwards each success adds
+// min(Increase, 5% of the rate before the decrease)/rate.
 func TestSlowStartEndsAtTheFirstDecrease(t *testing.T) {
 	clk := newClock()
 	s := newSet(t, ratelimit.Settings{Initial: 10, Max: 100, Increase: 5, Now: clk.Now})
@@ -287,13 +289,34 @@ func TestSlowStartEndsAtTheFirstDecrease(t *testing.T) {
 	}
 	require.Equal(t, 20.0, statsOf(t, s, "k").Rate, "10 successes in slow start: +1 each")
 	acquire(t, s, "k").Release(policy.Result{Outcome: policy.Overload})
-	require.Equal(t, 16.0, statsOf(t, s, "k").Rate, "20 × 0.8")
-	clk.Advance(time.Second)
+	require.Equal(t, 10.0, statsOf(t, s, "k").Rate, "10 delivered in the last second: below 20 × 0.8")
 	for range 4 {
 		acquire(t, s, "k").Release(policy.Result{Outcome: policy.Success})
 		clk.Advance(100 * time.Millisecond)
 	}
-	assert.InDelta(t, 17.2, statsOf(t, s, "k").Rate, 0.02, "AIMD: 16→16.31→16.62→16.92→17.21 (+5/rate each)")
+	assert.InDelta(t, 10.39, statsOf(t, s, "k").Rate, 0.01, "10→10.1→10.2→10.3→10.39: +min(5, 0.05×20)/rate each")
+}
+
+// With less than a second of evidence, or when the backend delivered more
+// than rate × Decrease, a decrease is the plain multiplication.
+func TestDecreaseNeedsEvidenceToFallFurther(t *testing.T) {
+	clk := newClock()
+	s := newSet(t, ratelimit.Settings{Initial: 100, Max: 1000, Now: clk.Now})
+	for range 30 {
+		acquire(t, s, "k").Release(policy.Result{Outcome: policy.Success})
+		clk.Advance(10 * time.Millisecond)
+	}
+	require.Equal(t, 130.0, statsOf(t, s, "k").Rate)
+	acquire(t, s, "k").Release(policy.Result{Outcome: policy.Overload})
+	assert.Equal(t, 104.0, statsOf(t, s, "k").Rate, "0.3 s of evidence: 130 × 0.8")
+
+	for range 25 { // 25 delivered over the next 1.25 s: 20/s
+		acquire(t, s, "k").Release(policy.Result{Outcome: policy.Success})
+		clk.Advance(50 * time.Millisecond)
+	}
+	before := statsOf(t, s, "k").Rate
+	acquire(t, s, "k").Release(policy.Result{Outcome: policy.Overload})
+	assert.InDelta(t, 20.0, statsOf(t, s, "k").Rate, 0.01, "falls to the delivered 20/s, below %.1f × 0.8", before)
 }
 
 // The token bucket follows the rate: after rising to 40/s, a second holds

@@ -21,11 +21,11 @@ type Settings struct {
 	// means max(1, ceil(rate/10)), i.e. 100ms worth of the current rate,
 	// recomputed as the rate changes.
 	Burst int
-	// Increase is the additive increase: the rate gained per second of
-	// successful traffic at full rate (each success adds Increase/rate),
-	// once the key's first decrease has ended its slow start (before it,
-	// each success adds at least 1). 0 means Max/20, so after a decrease a
-	// key climbs from 0 to Max in 20s of success.
+	// Increase is the most the rate gains per second of successful traffic
+	// at full rate once the key's first decrease has ended its slow start
+	// (each success adds min(Increase, 5% of the rate before the last
+	// decrease)/rate; before the first decrease, each success adds at
+	// least 1). 0 means Max/20.
 	Increase float64
 	// Decrease is the multiplicative factor applied to the rate on an
 	// overload or a failure, in (0, 1). 0 means 0.8 (see the package
