@@ -4,9 +4,11 @@ SHELL := /usr/bin/env bash
 
 BIN := $(abspath .tmp/bin)
 export PATH := $(BIN):$(PATH)
-# Tools are pinned in tools/go.mod (buf, protoc-gen-go-grpc, staticcheck,
-# grpcurl) and go.mod (protoc-gen-go) and built into .tmp/bin.
-TOOLS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/staticcheck $(BIN)/grpcurl $(BIN)/benchstat $(BIN)/ghz
+# Tools are pinned in tools/go.mod's tool block (buf, protoc-gen-go-grpc,
+# staticcheck, grpcurl, benchstat), tools/ghz/go.mod (ghz, which needs an
+# older grpc-go) and go.mod (protoc-gen-go), and built into .tmp/bin.
+MODULE_TOOLS := $(BIN)/buf $(BIN)/protoc-gen-go-grpc $(BIN)/staticcheck $(BIN)/grpcurl $(BIN)/benchstat
+TOOLS := $(MODULE_TOOLS) $(BIN)/protoc-gen-go $(BIN)/ghz
 
 .PHONY: help
 help: ## Describe the make targets
@@ -29,7 +31,6 @@ test: ## Run every test with the race detector (the product and the bench driver
 .PHONY: bench
 bench: BENCH_STARTED := $(shell date +%s.%N)
 bench: $(BIN)/ghz $(BIN)/benchstat ## Run the benchmark suite (Go benchmarks + ghz end to end, ≤ 10 min) and write perf/bench/REPORT.md with plots
-	@mkdir -p .tmp/bench
 	cd perf/bench && go test -count=1 ./... && go run . --root ../.. --started $(BENCH_STARTED)
 
 .PHONY: tools
@@ -38,15 +39,15 @@ tools: $(TOOLS) ## Build the pinned tools into .tmp/bin
 $(BIN)/protoc-gen-go: go.mod
 	go build -o $@ google.golang.org/protobuf/cmd/protoc-gen-go
 
-$(BIN)/buf $(BIN)/protoc-gen-go-grpc $(BIN)/staticcheck $(BIN)/grpcurl $(BIN)/benchstat &: tools/go.mod
-	cd tools && go build -o $(BIN)/ github.com/bufbuild/buf/cmd/buf google.golang.org/grpc/cmd/protoc-gen-go-grpc honnef.co/go/tools/cmd/staticcheck github.com/fullstorydev/grpcurl/cmd/grpcurl golang.org/x/perf/cmd/benchstat
-	@touch $(BIN)/buf $(BIN)/protoc-gen-go-grpc $(BIN)/staticcheck $(BIN)/grpcurl $(BIN)/benchstat
+$(MODULE_TOOLS) &: tools/go.mod
+	cd tools && go build -o $(BIN)/ tool
+	@touch $(MODULE_TOOLS)
 
 $(BIN)/ghz: tools/ghz/go.mod
 	cd tools/ghz && go build -o $(BIN)/ghz github.com/bojand/ghz/cmd/ghz
 
 .PHONY: generate
-generate: $(TOOLS) ## Regenerate gen/ from proto/
+generate: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## Regenerate gen/ from proto/
 	buf generate
 
 .PHONY: checkgenerate
@@ -54,7 +55,7 @@ checkgenerate: generate ## Fail when gen/ differs from what `make generate` prod
 	@test -z "$$(git status --porcelain -- gen | tee /dev/stderr)" || { echo "gen/ is stale: run 'make generate' and commit" >&2; exit 1; }
 
 .PHONY: lint
-lint: $(TOOLS) ## buf lint, buf format, gofmt, go vet, staticcheck
+lint: $(BIN)/buf $(BIN)/staticcheck ## buf lint, buf format, gofmt, go vet, staticcheck
 	buf lint
 	buf format -d --exit-code
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/') | tee /dev/stderr)" || { echo "gofmt needed" >&2; exit 1; }

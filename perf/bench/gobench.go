@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -64,20 +62,6 @@ func (s samples) median(name, unit string) (float64, bool) {
 
 // count is the number of samples of name in unit.
 func (s samples) count(name, unit string) int { return len(s[name][unit]) }
-
-// hasBenchmarks reports whether dir holds a _test.go file declaring a
-// benchmark, so that an optional package joins the set only when it has
-// something to run.
-func hasBenchmarks(dir string) bool {
-	files, _ := filepath.Glob(filepath.Join(dir, "*_test.go"))
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err == nil && strings.Contains(string(b), "func Benchmark") {
-			return true
-		}
-	}
-	return false
-}
 
 // fmtNs prints a duration in ns/op with a sensible unit.
 func fmtNs(ns float64) string {

@@ -115,7 +115,7 @@ func goFigures(r *Report, s samples) {
 func goDetails(s samples, count int, benchtime string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "`go test -run '^$' -bench . -benchmem -count %d -benchtime %s`; medians of %d runs. ", count, benchtime, count)
-	b.WriteString("The full benchstat tables (with confidence intervals and p-values) follow.\n\n")
+	b.WriteString("The full benchstat tables (p-values; confidence intervals need -count ≥ 6) follow.\n\n")
 	b.WriteString("| benchmark | ns/op | B/op | allocs/op | other |\n|---|---|---|---|---|\n")
 	names := make([]string, 0, len(s))
 	for n := range s {

@@ -62,19 +62,13 @@ func (d *driver) limiter(ctx context.Context) error {
 	}
 
 	// Unloaded latency: 0.2 C on a fresh stack.
-	f, err := d.startFake("limiter-unloaded", "--latency", "20ms", "--capacity", c)
+	_, g, stopStack, err := d.startStack("limiter-unloaded", []string{"--latency", "20ms", "--capacity", c}, highLimits...)
 	if err != nil {
-		return err
-	}
-	g, err := d.startGateway("limiter-unloaded", append([]string{"VEGA_OLLAMA_URL=" + f.url}, highLimits...)...)
-	if err != nil {
-		running.stop(f.cmd)
 		return err
 	}
 	un, err := d.ghz(ctx, "limiter-unloaded", g, generateCall, `{"model":"llama3","prompt":"u {{.RequestNumber}}"}`,
 		"--async", "-r", fmt.Sprint(capacity/5), "-z", "3s", "-c", "10")
-	g.stop()
-	running.stop(f.cmd)
+	stopStack()
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,13 @@ import (
 // stopped on the way out, whatever the way out is.
 type procs struct {
 	mu   sync.Mutex
-	list []*exec.Cmd
+	list []proc
+}
+
+// proc is a started process and a channel closed once it has been waited for.
+type proc struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
 }
 
 var running procs
@@ -45,44 +51,48 @@ func (p *procs) start(logFile, cpus string, env []string, name string, args ...s
 		f.Close()
 		return nil, err
 	}
-	go func() { _ = cmd.Wait(); f.Close() }()
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); f.Close(); close(exited) }()
 	p.mu.Lock()
-	p.list = append(p.list, cmd)
+	p.list = append(p.list, proc{cmd: cmd, exited: exited})
 	p.mu.Unlock()
 	return cmd, nil
 }
 
 // stop ends one process: SIGTERM, then SIGKILL after a grace period.
 func (p *procs) stop(cmd *exec.Cmd) {
-	if cmd == nil || cmd.Process == nil {
+	if cmd == nil {
 		return
 	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if cmd.ProcessState != nil || syscall.Kill(cmd.Process.Pid, 0) != nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	_ = cmd.Process.Kill()
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	var exited chan struct{}
 	for i, c := range p.list {
-		if c == cmd {
+		if c.cmd == cmd {
+			exited = c.exited
 			p.list = append(p.list[:i], p.list[i+1:]...)
 			break
 		}
 	}
+	p.mu.Unlock()
+	if exited == nil { // not ours, or stopped already
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		_ = cmd.Process.Kill()
+		<-exited
+	}
 }
 
-// stopAll stops every process still running.
+// stopAll stops every process still running, the last started first.
 func (p *procs) stopAll() {
 	p.mu.Lock()
-	list := append([]*exec.Cmd(nil), p.list...)
+	list := append([]proc(nil), p.list...)
 	p.mu.Unlock()
-	for _, c := range list {
-		p.stop(c)
+	for i := len(list) - 1; i >= 0; i-- {
+		p.stop(list[i].cmd)
 	}
 }
 

@@ -79,7 +79,7 @@ func (r *Report) render(w io.Writer) error {
 	var b strings.Builder
 	b.WriteString("# Vega Gateway benchmark report\n\n")
 	b.WriteString("Written by `make bench` (`perf/bench`); do not edit by hand. Goals are SPEC §9;\n")
-	b.WriteString("methods are `perf-anchors.md` M1–M8. Every goal is a ratio or a count measured in this one run on this machine.\n\n")
+	b.WriteString("methods are `perf-anchors.md` M1–M8. Every figure is measured in this one run on this machine; comparisons with an anchor are side by side in that run.\n\n")
 	b.WriteString("## Machine\n\n")
 	for _, m := range r.Machine {
 		fmt.Fprintf(&b, "- %s\n", m)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -76,14 +77,17 @@ func (d *driver) herd(ctx context.Context) error {
 		})
 		avgWait := time.Duration(rc.GetAvgWaitTimeMs() * float64(time.Millisecond))
 		d.report.add(Row{
-			Figure: fmt.Sprintf("coalesced waiter latency, N=%d, server side (M3)", n), Goal: "≤ leader + 1 ms",
+			// Context, not the goal: each waiter's wait is timed from when it
+			// joined, so it cannot show a late release; the client-side row
+			// above is the measure of the goal.
+			Figure: fmt.Sprintf("coalesced waiter wait, N=%d, server side (M3)", n), Goal: "(context)",
 			Measured: fmt.Sprintf("avg wait of the %d coalesced calls %s vs a single call %s", rc.GetCoalesced(), ms(avgWait), ms(leader)),
-			Ratio:    ratio(float64(avgWait), float64(leader+time.Millisecond)), Verdict: verdict(rc.GetCoalesced() > 0 && avgWait <= leader+time.Millisecond),
+			Ratio:    ratio(float64(avgWait), float64(leader)), Verdict: NoGoal,
 		})
 	}
-	body.WriteString("\nHow to read the two waiter figures: the server side (PerfAdmin `avg_wait_time_ms`, each coalesced call's wait for the shared flight, ms resolution) shows whether a waiter is released when the leader's answer arrives; no polling, so it stays at or under one backend call. " +
-		"The client side adds delivery: the gateway (one core, GOMAXPROCS=1) marshals and writes N responses one after another and ghz (one core) reads them, so the last of N waiters gets its answer roughly N × (per-RPC cost, ~25 µs here) after the first. " +
-		"At N = 100 and 1000 that serial delivery, not the coalescer, is what exceeds 1 ms.\n")
+	body.WriteString("\nHow to read the two waiter figures: the client side (the goal's measure) is how much later than the first answer each waiter got its own, as ghz saw it. " +
+		"The server side (PerfAdmin `avg_wait_time_ms`, each coalesced call's wait from when it joined the shared flight, ms resolution) is context only: it cannot show a late release, since a waiter that joined late waits less. " +
+		"The client-side delay includes delivery: the gateway marshals and writes N responses and ghz reads them, one after another when each has one core; this run does not separate that cost from the coalescer's.\n")
 	d.report.section("Herd: N identical calls → backend calls, waiter latency (M3)", "%s", body.String())
 	return nil
 }
@@ -265,20 +269,22 @@ func (d *driver) cpu(ctx context.Context) error {
 			runs = append(runs, run{mode, round, per, r.RPS, r.pct(99)})
 		}
 	}
-	var ratios []float64
+	var ratios []float64 // per round, in round order (each round runs bare, then chain)
 	var body strings.Builder
-	body.WriteString("| round | mode | server CPU per RPC | RPS | p99 |\n|---|---|---|---|---|\n")
+	body.WriteString("| round | mode | server CPU per RPC | RPS | p99 | chain / bare |\n|---|---|---|---|---|---|\n")
 	for i, x := range runs {
-		fmt.Fprintf(&body, "| %d | %s | %.1f µs | %.0f | %s |\n", x.round, x.mode, float64(x.perRPC)/1e3, x.rps, ms(x.p99))
-		if x.mode == "chain" && i > 0 && runs[i-1].mode == "bare" {
+		r := ""
+		if x.mode == "chain" {
 			ratios = append(ratios, float64(x.perRPC)/float64(runs[i-1].perRPC))
+			r = fmt.Sprintf("%.3f", ratios[len(ratios)-1])
 		}
+		fmt.Fprintf(&body, "| %d | %s | %.1f µs | %.0f | %s | %s |\n", x.round, x.mode, float64(x.perRPC)/1e3, x.rps, ms(x.p99), r)
 	}
-	sort.Float64s(ratios)
-	med := ratios[len(ratios)/2]
+	sorted := slices.Sorted(slices.Values(ratios))
+	med := sorted[len(sorted)/2]
 	d.report.add(Row{
 		Figure: "end to end under ghz, server CPU per RPC, chain / bare (M2)", Goal: "≤ 1.05",
-		Measured: fmt.Sprintf("median of %d interleaved rounds; ratios %s", len(ratios), fmtFloats(ratios)),
+		Measured: fmt.Sprintf("median of %d interleaved rounds; ratios by round %s", len(ratios), fmtFloats(ratios)),
 		Ratio:    fmt.Sprintf("%.3f", med), Verdict: verdict(med <= 1.05),
 	})
 	d.report.section("Server CPU per RPC, chain vs bare (M2)",

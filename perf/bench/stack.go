@@ -87,8 +87,6 @@ type gateway struct {
 
 const adminKey = "bench-admin-key"
 
-// startGateway runs the server pinned to d.serverCPU with GOMAXPROCS=1
-// (when pinning) and env on top of the bench defaults.
 // startStack starts a fakeupstream with fakeArgs and a gateway whose
 // Ollama backend it is, with env added. stop ends both, gateway first.
 func (d *driver) startStack(name string, fakeArgs []string, env ...string) (f *fake, g *gateway, stop func(), err error) {
@@ -104,6 +102,8 @@ func (d *driver) startStack(name string, fakeArgs []string, env ...string) (f *f
 	return f, g, func() { g.stop(); running.stop(f.cmd) }, nil
 }
 
+// startGateway runs the server pinned to d.serverCPU with GOMAXPROCS=1
+// (when pinning) and env on top of the bench defaults.
 func (d *driver) startGateway(name string, env ...string) (*gateway, error) {
 	port, err := freePort()
 	if err != nil {
