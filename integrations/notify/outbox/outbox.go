@@ -162,8 +162,7 @@ func (o *Outbox) load() error {
 			if err != nil || r == nil {
 				return err
 			}
-			o.workerFor(r.Channel).push(item{id: r.ID, queued: r.Queued}, false)
-			o.waiters[r.ID] = make(chan struct{})
+			o.enqueue(r, false)
 			return nil
 		})
 		if err != nil {
@@ -443,8 +442,7 @@ func (o *Outbox) Sweep(now time.Time) error {
 	const chunk = 1000
 	var due bool // only write when something expired: a write joins a commit
 	_ = o.db.View(func(tx *bolt.Tx) error {
-		k, _ := tx.Bucket(bFinished).Cursor().First()
-		due = k != nil && finishedTime(k).Before(now.Add(-o.s.Retention))
+		due = len(o.expired(tx, now, 1)) > 0
 		return nil
 	})
 	if !due {
@@ -462,40 +460,45 @@ func (o *Outbox) Sweep(now time.Time) error {
 		}
 		err := o.write(context.Background(), forget, func(tx *bolt.Tx) error {
 			removed, dead = 0, dead[:0]
-			cur := tx.Bucket(bFinished).Cursor()
-			cutoff := now.Add(-o.s.Retention)
-			var doomed []*Record
-			for k, v := cur.First(); k != nil && len(doomed) < chunk; k, v = cur.Next() {
-				t := finishedTime(k)
-				if !t.Before(cutoff) {
-					break
-				}
-				if State(v[0]) == Dead && !t.Before(now.Add(-o.s.DeadLetterRetention)) {
-					continue
-				}
-				r, err := getRecord(tx, string(k[8:]))
-				if err != nil {
+			for _, id := range o.expired(tx, now, chunk) {
+				r, err := getRecord(tx, id)
+				if err != nil || r == nil {
 					return err
 				}
-				if r != nil {
-					doomed = append(doomed, r)
-				}
-			}
-			for _, r := range doomed {
 				if err := deleteRecord(tx, r); err != nil {
 					return err
 				}
 				if r.State == Dead {
 					dead = append(dead, r.Channel)
 				}
+				removed++
 			}
-			removed = len(doomed)
 			return nil
 		})
 		if err != nil || removed < chunk {
 			return err
 		}
 	}
+}
+
+// expired lists up to max ids of finished records due for removal at now:
+// delivered ones finished before Retention, dead letters before
+// DeadLetterRetention.
+func (o *Outbox) expired(tx *bolt.Tx, now time.Time, max int) []string {
+	var ids []string
+	cutoff, deadCutoff := now.Add(-o.s.Retention), now.Add(-o.s.DeadLetterRetention)
+	cur := tx.Bucket(bFinished).Cursor()
+	for k, v := cur.First(); k != nil && len(ids) < max; k, v = cur.Next() {
+		t := finishedTime(k)
+		if !t.Before(cutoff) {
+			break
+		}
+		if State(v[0]) == Dead && !t.Before(deadCutoff) {
+			continue
+		}
+		ids = append(ids, string(k[8:]))
+	}
+	return ids
 }
 
 // Close stops taking notifications, lets sends in flight finish until ctx

@@ -409,6 +409,11 @@ func TestOrderIsKeptThroughAnOutage(t *testing.T) {
 	for o.Stats().Channels["hook"].Retried < 5 { // several failed probes
 		time.Sleep(5 * time.Millisecond)
 	}
+	for i := 1; i < 5; i++ { // (the receiver takes r.mu, then mu: check before taking mu)
+		if n := len(r.attemptTimes(fmt.Sprintf("o%d", i))); n != 0 {
+			t.Fatalf("o%d was tried %d times during the outage: only the head may be", i, n)
+		}
+	}
 	mu.Lock()
 	up = true
 	mu.Unlock()
@@ -449,5 +454,33 @@ func TestAnUnreadablePayloadIsADeadLetter(t *testing.T) {
 	}
 	if n := r.acceptedCount("odd payload"); n != 0 {
 		t.Fatalf("sent %d times", n)
+	}
+}
+
+func TestSweepKeepsDeadLettersWithoutWriting(t *testing.T) {
+	r := newReceiver(t)
+	r.setAnswer(func(string, int) (int, http.Header) { return http.StatusNotFound, nil })
+	o := open(t, t.TempDir(), r, func(s *Settings) { s.Retention = time.Hour })
+	defer closeOutbox(t, o)
+	id := submit(t, o, sub("gone", "")).ID
+	waitFinished(t, o, id)
+
+	commits := o.Stats().Batch.Commits
+	for range 3 { // past Retention, within DeadLetterRetention (7 days)
+		if err := o.Sweep(time.Now().Add(2 * time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, found, _ := o.Get(id); !found {
+		t.Fatal("a dead letter was removed before DeadLetterRetention")
+	}
+	if n := o.Stats().Batch.Commits - commits; n != 0 {
+		t.Fatalf("sweeps that removed nothing cost %d commits", n)
+	}
+	if err := o.Sweep(time.Now().Add(8 * 24 * time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, found, _ := o.Get(id); found {
+		t.Fatal("a dead letter was kept past DeadLetterRetention")
 	}
 }

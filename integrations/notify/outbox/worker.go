@@ -206,7 +206,7 @@ func (w *worker) attempt(it item) bool {
 	case retry:
 		next.NextAttempt = now.Add(delay)
 	}
-	if !w.persist(&next) {
+	if !w.persist(&rec, &next) {
 		return false
 	}
 	switch kind {
@@ -233,17 +233,13 @@ func (w *worker) attempt(it item) bool {
 	return true
 }
 
-// persist records next, retrying while the store fails (the outcome must
+// persist records next over prev, retrying while the store fails (the outcome must
 // not be lost). It returns false when the outbox stops first.
-func (w *worker) persist(next *Record) bool {
+func (w *worker) persist(prev, next *Record) bool {
 	for {
-		err := w.o.c.do(func(tx *bolt.Tx) error {
-			prev, err := getRecord(tx, next.ID)
-			if err != nil || prev == nil {
-				return err
-			}
-			return putRecord(tx, prev, next)
-		})
+		// prev is still the stored version: only a channel's worker writes
+		// its pending records (Redrive and Sweep touch finished ones).
+		err := w.o.c.do(func(tx *bolt.Tx) error { return putRecord(tx, prev, next) })
 		if err == nil {
 			return true
 		}
@@ -306,9 +302,10 @@ func mayBeTheMessage(err error) bool {
 // from base, capped at limit, with "equal jitter" (between half and all of
 // it) so that channels do not retry in step.
 func backoff(base, limit time.Duration, attempt int) time.Duration {
-	d := limit
-	if attempt < 32 && base<<(attempt-1) < limit {
-		d = base << (attempt - 1)
+	d := base
+	for i := 1; i < attempt && d < limit; i++ { // doubling stops at limit: no overflow
+		d *= 2
 	}
+	d = min(d, limit)
 	return d/2 + rand.N(d/2+1)
 }
