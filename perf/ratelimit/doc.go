@@ -44,16 +44,15 @@
 // halves, with goodput 0.96C. The p99 latency of
 // admitted calls is 41ms at C = 50 (about twice the service time).
 //
-// The defaults come from the same simulation (these figures were measured
-// before slow start and the delivered-rate floor were added). Halving on overload
-// (Decrease 0.5) saws between C/2 and C: goodput 0.81C, and the rate never
-// stays within 30% of C; Decrease 0.8 keeps goodput at C and still follows
-// a halving of capacity at once. Waits are short by default because a deep
-// queue of reservations keeps sending the old rate for as long as it
-// lasts: with MaxWait 1s, goodput falls to 0.94C and 0.85C, following the
-// halving takes 6s (0.80C and 0.71C, never settling, without the
-// "scheduled before the last decrease" rule), and the p99 is 1.02s. With
-// MaxWait 100ms the rate behaves as with the default but the p99 is 120ms.
+// The defaults were chosen with the same simulation. Halving on overload
+// (Decrease 0.5) saws between C/2 and C and loses goodput; 0.8 keeps it
+// near C and still follows a halving of capacity at once. Waits are short
+// by default because a deep queue of reservations keeps sending the old
+// rate for as long as it lasts, and every queued call adds its wait to its
+// latency (make bench's /wait30s rows show the extreme: no goodput at all).
+// The figures behind these choices were taken before slow start and the
+// delivered-rate floor existed and are not reproduced by a test; the ones
+// above are (TestConvergence, TestConvergenceWithRetryAfter).
 //
 // A Set keeps at most Settings.MaxKeys limiters (10000 by default) while
 // enough of them are idle: when a new key would exceed it, the least

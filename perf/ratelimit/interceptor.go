@@ -14,20 +14,11 @@ import (
 // handler. A request the limiter refuses gets its RESOURCE_EXHAUSTED (or
 // the context's CANCELED / DEADLINE_EXCEEDED) and never reaches the
 // handler. The call's result, classified by policy.ClassifyCall, adapts the
-// rate; a panicking handler leaves the rate as it is.
+// rate; a panicking handler leaves the rate as it is (its permit is
+// released as Neutral, so the key can still become idle and be evicted).
 func UnaryServerInterceptor(s *Set) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		d := policy.FromContext(ctx)
-		if d == nil || !d.Limit || d.Backend == "" {
-			return handler(ctx, req)
-		}
-		p, err := s.Acquire(waitContext(ctx, d), d.Backend)
-		if err != nil {
-			return nil, err
-		}
-		resp, err := handler(ctx, req)
-		p.Release(policy.ClassifyCall(ctx, d, resp, err))
-		return resp, err
+		return limited(ctx, s, func() (any, error) { return handler(ctx, req) })
 	}
 }
 
@@ -35,19 +26,32 @@ func UnaryServerInterceptor(s *Set) grpc.UnaryServerInterceptor {
 // and the stream's final error is its result.
 func StreamServerInterceptor(s *Set) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		ctx := ss.Context()
-		d := policy.FromContext(ctx)
-		if d == nil || !d.Limit || d.Backend == "" {
-			return handler(srv, ss)
-		}
-		p, err := s.Acquire(waitContext(ctx, d), d.Backend)
-		if err != nil {
-			return err
-		}
-		err = handler(srv, ss)
-		p.Release(policy.ClassifyCall(ctx, d, nil, err))
+		_, err := limited(ss.Context(), s, func() (any, error) { return nil, handler(srv, ss) })
 		return err
 	}
+}
+
+// limited runs call under ctx's Decision: admitted by the key's limiter,
+// its result released to it.
+func limited(ctx context.Context, s *Set, call func() (any, error)) (resp any, err error) {
+	d := policy.FromContext(ctx)
+	if d == nil || !d.Limit || d.Backend == "" {
+		return call()
+	}
+	p, err := s.Acquire(waitContext(ctx, d), d.Backend)
+	if err != nil {
+		return nil, err
+	}
+	released := false
+	defer func() {
+		if !released { // call panicked or called runtime.Goexit
+			p.Release(policy.Result{Outcome: policy.Neutral})
+		}
+	}()
+	resp, err = call()
+	released = true
+	p.Release(policy.ClassifyCall(ctx, d, resp, err))
+	return resp, err
 }
 
 // waitContext bounds the wait for a token by the caller's deadline. Inside a

@@ -211,3 +211,39 @@ func TestInterceptorReportsResults(t *testing.T) {
 	}
 	assert.Equal(t, int64(3), statsOf(t, set, "b1").Admitted)
 }
+
+// A panicking handler releases its permit (as Neutral): the key becomes
+// idle again and can be evicted, and the rate stays.
+func TestInterceptorPanicReleasesThePermit(t *testing.T) {
+	set := newSet(t, ratelimit.Settings{MaxKeys: 1})
+	intercept := ratelimit.UnaryServerInterceptor(set)
+	call := func(key string, h grpc.UnaryHandler) {
+		ctx := policy.NewContext(t.Context(), &policy.Decision{Backend: key, Limit: true})
+		_, _ = intercept(ctx, nil, &grpc.UnaryServerInfo{}, h)
+	}
+	func() {
+		defer func() { assert.Equal(t, "boom", recover(), "the panic goes on") }()
+		call("a", func(context.Context, any) (any, error) { panic("boom") })
+	}()
+	assert.Equal(t, 10.0, statsOf(t, set, "a").Rate, "a panic leaves the rate as it is")
+	ok := func(context.Context, any) (any, error) { return "ok", nil }
+	call("b", ok)
+	call("c", ok)
+	ks := set.KeyStats()
+	assert.Zero(t, ks.Overflows, "every key was idle when the next came: %+v", ks)
+	assert.Equal(t, int64(2), ks.Evicted)
+}
+
+// Inside a coalesced flight the context has no deadline; the planning
+// caller's Decision.Deadline bounds the wait for a token instead.
+func TestInterceptorWaitIsBoundedByThePlannedDeadline(t *testing.T) {
+	set := newSet(t, ratelimit.Settings{Initial: 1, Min: 1, Max: 1, Burst: 1, MaxWait: 5 * time.Second})
+	intercept := ratelimit.UnaryServerInterceptor(set)
+	ok := func(context.Context, any) (any, error) { return "ok", nil }
+	d := &policy.Decision{Backend: "b1", Limit: true, Deadline: time.Now().Add(50 * time.Millisecond)}
+	ctx := policy.NewContext(context.WithoutCancel(t.Context()), d) // no deadline of its own
+	_, err := intercept(ctx, nil, &grpc.UnaryServerInfo{}, ok)
+	require.NoError(t, err, "the burst token")
+	_, err = intercept(ctx, nil, &grpc.UnaryServerInfo{}, ok)
+	assert.Equal(t, codes.ResourceExhausted, status.Code(err), "a 1 s wait does not fit the planned 50 ms")
+}
