@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	vegav1 "github.com/vega-gateway/vega/gen/vega/v1"
+	"github.com/vega-gateway/vega/integrations"
 	"github.com/vega-gateway/vega/perf/policy"
 )
 
@@ -159,8 +160,7 @@ func classifyFetch(resp any, err error) policy.Result {
 	}
 	switch code := r.GetStatusCode(); {
 	case code == http.StatusTooManyRequests:
-		secs, _ := strconv.Atoi(r.GetHeaders()["Retry-After"])
-		return policy.Result{Outcome: policy.Overload, RetryAfter: time.Duration(secs) * time.Second}
+		return policy.Result{Outcome: policy.Overload, RetryAfter: integrations.RetryAfter(r.GetHeaders()["Retry-After"], time.Now())}
 	case code >= 500:
 		return policy.Result{Outcome: policy.Failure}
 	}

@@ -157,7 +157,7 @@ func (e endpoint) statusError(r *reply, reason string) *integrations.StatusError
 	return &integrations.StatusError{
 		Backend:    e.name,
 		StatusCode: r.status,
-		RetryAfter: parseRetryAfter(r.header.Get("Retry-After"), time.Now()),
+		RetryAfter: integrations.RetryAfter(r.header.Get("Retry-After"), time.Now()),
 		Message:    reason,
 	}
 }

@@ -137,47 +137,9 @@ func StatusError(name string, resp *http.Response, message func([]byte) string, 
 	return &integrations.StatusError{
 		Backend:    name,
 		StatusCode: resp.StatusCode,
-		RetryAfter: RetryAfter(resp.Header.Get("Retry-After"), time.Now()),
+		RetryAfter: integrations.RetryAfter(resp.Header.Get("Retry-After"), time.Now()),
 		Message:    Clean(message(data), secrets...),
 	}
-}
-
-// RetryAfter parses a Retry-After header value, either delay-seconds or an
-// HTTP date (relative to now). It returns 0 when v is empty, invalid or in
-// the past.
-func RetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if isDigits(v) {
-		const maxSeconds = int64(math.MaxInt64 / time.Second)
-		var n int64
-		for _, r := range v {
-			n = n*10 + int64(r-'0')
-			if n > maxSeconds {
-				return time.Duration(maxSeconds) * time.Second
-			}
-		}
-		return time.Duration(n) * time.Second
-	}
-	t, err := http.ParseTime(v)
-	if err != nil {
-		return 0
-	}
-	if d := t.Sub(now); d > 0 {
-		return d
-	}
-	return 0
-}
-
-func isDigits(s string) bool {
-	for _, r := range s {
-		if r < '0' || r > '9' {
-			return false
-		}
-	}
-	return s != ""
 }
 
 // DecodeJSON reads a successful answer's body (bounded as ReadBody) and

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -39,28 +38,6 @@ func TestClean(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			assert.Equal(t, tt.want, Clean(tt.in, tt.secrets...))
 		})
-	}
-}
-
-func TestRetryAfter(t *testing.T) {
-	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	tests := []struct {
-		in   string
-		want time.Duration
-	}{
-		{"", 0},
-		{"2", 2 * time.Second},
-		{" 120 ", 120 * time.Second},
-		{"0", 0},
-		{"-1", 0},
-		{"1.5", 0},
-		{"soon", 0},
-		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
-		{now.Add(-time.Minute).Format(http.TimeFormat), 0},
-		{"99999999999999999999", time.Duration(math.MaxInt64/time.Second) * time.Second},
-	}
-	for _, tt := range tests {
-		assert.Equal(t, tt.want, RetryAfter(tt.in, now), "RetryAfter(%q)", tt.in)
 	}
 }
 
