@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	vegav1 "github.com/vega-gateway/vega/gen/vega/v1"
+	"github.com/vega-gateway/vega/integrations"
 )
 
 // Backends records the health of every configured backend (the
@@ -43,10 +44,12 @@ func (b *Backends) Register(name, kind, typ, host string) {
 }
 
 // Observe records the outcome of one backend call. The caller's own
-// cancellation or deadline is not the backend's failure and counts as
+// cancellation or deadline, and a request refused before it was sent (the
+// SSRF guard, an invalid request), are not the backend's doing and count as
 // neither success nor failure.
 func (b *Backends) Observe(name string, err error) {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, integrations.ErrBlocked) || errors.Is(err, integrations.ErrInvalidRequest) {
 		return
 	}
 	now := b.now()

@@ -40,7 +40,7 @@ type PolicySettings struct {
 //
 // Every Plan validates its request first, so bad input is refused before it
 // can join a flight, read the cache or spend a rate token.
-func PolicyTable(s PolicySettings, router *Router, notify *NotifyService) policy.Table {
+func PolicyTable(s PolicySettings, router *Router) policy.Table {
 	gen := func(newReq func() proto.Message) *policy.Rule {
 		return &policy.Rule{
 			NewRequest: newReq,
@@ -60,14 +60,13 @@ func PolicyTable(s PolicySettings, router *Router, notify *NotifyService) policy
 			Classify: classifyFetch,
 			Store:    storeFetch,
 		},
+		// Notify is in the table only so that its answers carry
+		// x-vega-served-from; no mechanism acts on it (the outbox paces and
+		// retries each channel), and the handler validates.
 		vegav1.NotifyService_Notify_FullMethodName: {
 			NewRequest: func() proto.Message { return new(vegav1.NotifyRequest) },
-			Plan: func(ctx context.Context, m proto.Message) (*policy.Decision, error) {
-				in := m.(*vegav1.NotifyRequest)
-				if err := notify.validate(in); err != nil {
-					return nil, err
-				}
-				return &policy.Decision{Backend: "notify:" + in.GetChannel()}, nil
+			Plan: func(context.Context, proto.Message) (*policy.Decision, error) {
+				return &policy.Decision{}, nil
 			},
 		},
 	}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	vegav1 "github.com/vega-gateway/vega/gen/vega/v1"
+	"github.com/vega-gateway/vega/perf/policy"
 )
 
 // genFlags are the flags of generate and stream.
@@ -285,7 +286,7 @@ func watchCmd(fs *flag.FlagSet) command {
 
 // servedFrom reads the x-vega-served-from response header.
 func servedFrom(md metadata.MD) string {
-	if v := md.Get("x-vega-served-from"); len(v) > 0 {
+	if v := md.Get(policy.ServedFromHeader); len(v) > 0 {
 		return v[0]
 	}
 	return "-"

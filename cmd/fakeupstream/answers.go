@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"html"
 	"net/http"
 	"strings"
 	"time"
@@ -177,7 +178,5 @@ func page(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	words := generate(r.URL.Path, tokensFrom(r.Context()))
 	fmt.Fprintf(w, "<!doctype html>\n<html><head><title>fakeupstream %s</title></head>\n<body><h1>fakeupstream</h1><p>%s</p></body></html>\n",
-		htmlEscape(r.URL.Path), strings.Join(words, " "))
+		html.EscapeString(r.URL.Path), strings.Join(words, " "))
 }
-
-var htmlEscape = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;", "'", "&#39;").Replace

@@ -47,8 +47,7 @@ func benchChain(b *testing.B) (perfChain, *service.GenerateService, func()) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	notify := service.NewNotifyService(nil, nil, 0, quiet)
-	table := service.PolicyTable(service.PolicySettings{GenerateTTL: time.Hour, FetchTTL: time.Hour}, router, notify)
+	table := service.PolicyTable(service.PolicySettings{GenerateTTL: time.Hour, FetchTTL: time.Hour}, router)
 	return perfChain{table: table, cache: c, group: coalesce.New(), breakers: breakers, limiters: limiters}, gen, c.Close
 }
 

@@ -394,20 +394,27 @@ func splitList(v string) []string {
 	return out
 }
 
+// upsertBackend adds b, or sets the type and URL (and the API key, when
+// given) of the file's backend of that name, keeping the rest of it.
 func upsertBackend(list []BackendConfig, b BackendConfig) []BackendConfig {
 	for i := range list {
 		if list[i].Name == b.Name {
-			list[i] = b
+			list[i].Type, list[i].URL = b.Type, b.URL
+			if b.APIKey != "" {
+				list[i].APIKey = b.APIKey
+			}
 			return list
 		}
 	}
 	return append(list, b)
 }
 
+// upsertChannel adds c, or sets the type and URL of the file's channel of
+// that name, keeping its pacing.
 func upsertChannel(list []ChannelConfig, c ChannelConfig) []ChannelConfig {
 	for i := range list {
 		if list[i].Name == c.Name {
-			list[i] = c
+			list[i].Type, list[i].URL = c.Type, c.URL
 			return list
 		}
 	}

@@ -25,7 +25,7 @@ import (
 func generateServedFrom(ctx context.Context, c vegav1.GenerateServiceClient, req *vegav1.GenerateRequest) (*vegav1.GenerateResponse, string, error) {
 	var md metadata.MD
 	resp, err := c.Generate(ctx, req, grpc.Header(&md))
-	if v := md.Get("x-vega-served-from"); len(v) > 0 {
+	if v := md.Get(policy.ServedFromHeader); len(v) > 0 {
 		return resp, v[0], err
 	}
 	return resp, "", err
@@ -147,7 +147,7 @@ func TestGenerateCacheModes(t *testing.T) {
 	text2, _, n2 := drain(t, second)
 	hdr, err := second.Header()
 	require.NoError(t, err)
-	assert.Equal(t, []string{"cache"}, hdr.Get("x-vega-served-from"))
+	assert.Equal(t, []string{"cache"}, hdr.Get(policy.ServedFromHeader))
 	assert.Equal(t, text1, text2)
 	assert.Equal(t, n1, n2)
 	assert.Equal(t, int64(8), ollama.calls.Load())
@@ -264,7 +264,7 @@ func TestFetchCachingFollowsTheAnswer(t *testing.T) {
 		var md metadata.MD
 		_, err := g.fetch().Fetch(ctx, &vegav1.FetchRequest{Url: srv.URL + path, MaxBytes: maxBytes}, grpc.Header(&md))
 		require.NoError(t, err)
-		return md.Get("x-vega-served-from")[0]
+		return md.Get(policy.ServedFromHeader)[0]
 	}
 	for path, wantHits := range map[string]int64{"/plain": 1, "/nostore": 2, "/private": 2, "/cookie": 2, "/error": 2, "/gone": 1} {
 		fetch(path, 0)

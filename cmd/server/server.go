@@ -102,6 +102,9 @@ func NewServer(cfg Config, log *slog.Logger) (_ *Server, err error) {
 			if s.outbox != nil {
 				_ = s.outbox.Close(context.Background())
 			}
+			if s.tracing != nil {
+				_ = s.tracing.shutdown(context.Background())
+			}
 		}
 	}()
 	shared := &http.Client{Transport: s.pool}
@@ -160,7 +163,7 @@ func NewServer(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	}
 	table := service.PolicyTable(service.PolicySettings{
 		GenerateTTL: cfg.Cache.GenerateTTL, FetchTTL: cfg.Cache.FetchTTL, CacheNondeterministic: cfg.Cache.Nondeterministic,
-	}, s.router, notifySvc)
+	}, s.router)
 	chain := perfChain{table: table, cache: s.cache, group: group, breakers: breakers, limiters: limiters}
 	streams := &service.StreamStats{}
 	slow := monitor.NewSlowLog(cfg.SlowRPCThreshold, 0)

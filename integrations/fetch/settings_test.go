@@ -11,7 +11,9 @@ import (
 )
 
 func TestNewDefaults(t *testing.T) {
-	c := newTestClient(t, Settings{Timeout: DefaultTimeout, DialTimeout: DefaultDialTimeout})
+	c, err := New(Settings{}) // not newTestClient: it fills in test timeouts; this test sends nothing
+	require.NoError(t, err)
+	t.Cleanup(c.CloseIdleConnections)
 	assert.Equal(t, DefaultMaxRedirects, c.settings.MaxRedirects)
 	assert.Equal(t, int64(DefaultMaxBodyBytes), c.settings.MaxBodyBytes)
 	assert.Equal(t, int64(DefaultMaxHeaderBytes), c.transport.MaxResponseHeaderBytes)

@@ -94,8 +94,8 @@ type Decision struct {
 	// Key identifies identical requests for coalescing and caching; it
 	// includes the caller's tenant. "" disables both.
 	Key string
-	// Backend is the limiter and breaker key ("ollama", "host:example.com",
-	// "channel:slack"); "" disables both.
+	// Backend is the limiter and breaker key ("ollama",
+	// "fetch:example.com"); "" disables both.
 	Backend string
 
 	Coalesce   bool          // identical in-flight requests share one call

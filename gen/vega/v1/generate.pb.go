@@ -426,7 +426,7 @@ func (x *GenerateStreamResponse) GetBackend() string {
 // ChatMessage is one turn of a conversation.
 type ChatMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// "system", "user" or "assistant".
+	// "system", "user", "assistant" or "tool".
 	Role string `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
 	// The text of the turn.
 	Content       string `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
