@@ -35,7 +35,6 @@ type SlowLog struct {
 	count int64     // guarded by mu: slow RPCs since start or Reset
 	ring  []SlowRPC // guarded by mu: len = keep; ring[next-1] is the newest
 	next  int       // guarded by mu: where the next slow RPC goes
-	held  int       // guarded by mu: entries of ring in use, ≤ len(ring)
 }
 
 // NewSlowLog returns a SlowLog that records RPCs taking threshold or more
@@ -86,7 +85,6 @@ func (l *SlowLog) record(method string, err error, took time.Duration) {
 	l.count++
 	l.ring[l.next] = r
 	l.next = (l.next + 1) % len(l.ring)
-	l.held = min(l.held+1, len(l.ring))
 }
 
 // Snapshot returns the number of slow RPCs since start (or the last Reset),
@@ -94,7 +92,7 @@ func (l *SlowLog) record(method string, err error, took time.Duration) {
 func (l *SlowLog) Snapshot() (count int64, threshold time.Duration, recent []SlowRPC) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	recent = make([]SlowRPC, l.held)
+	recent = make([]SlowRPC, min(l.count, int64(len(l.ring))))
 	for i := range recent {
 		recent[i] = l.ring[(l.next-1-i+len(l.ring))%len(l.ring)]
 	}
@@ -106,5 +104,5 @@ func (l *SlowLog) Reset() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	clear(l.ring)
-	l.count, l.next, l.held = 0, 0, 0
+	l.count, l.next = 0, 0
 }
