@@ -182,7 +182,7 @@ func (d *driver) limiterRun(ctx context.Context, m limiterMode, capacity, offere
 		fmt.Fprintf(&csv, "%.3f,%g,%d,%.2f\n", s.t.Seconds(), s.capacity, s.ok200, s.rate)
 	}
 	_ = os.WriteFile(filepath.Join(d.work, name+".samples.csv"), []byte(csv.String()), 0o644)
-	run.goodput = goodputPerSecond(r, 2*phase)
+	run.goodput = goodputPerSecond(r, start, 2*phase)
 	run.phase[0] = phaseOf(run.goodput, 0, phase, capacity)
 	run.phase[1] = phaseOf(run.goodput, phase, 2*phase, capacity/2)
 	for p := range 2 {
@@ -201,25 +201,16 @@ func (d *driver) limiterRun(ctx context.Context, m limiterMode, capacity, offere
 	return run, nil
 }
 
-// goodputPerSecond buckets the OK calls of a ghz run by send second.
-func goodputPerSecond(r *ghzResult, dur time.Duration) []float64 {
-	n := int(dur.Seconds())
-	out := make([]float64, n)
-	if len(r.Details) == 0 {
-		return out
-	}
-	t0 := r.Details[0].Timestamp
-	for _, x := range r.Details {
-		if x.Timestamp.Before(t0) {
-			t0 = x.Timestamp
-		}
-	}
+// goodputPerSecond buckets the OK calls of a ghz run by the second they
+// were sent, counted from start: the same zero as the capacity halving and
+// the rate samples.
+func goodputPerSecond(r *ghzResult, start time.Time, dur time.Duration) []float64 {
+	out := make([]float64, int(dur.Seconds()))
 	for _, x := range r.Details {
 		if x.Status != "OK" {
 			continue
 		}
-		i := int(x.Timestamp.Sub(t0) / time.Second)
-		if i >= 0 && i < n {
+		if i := int(x.Timestamp.Sub(start) / time.Second); i >= 0 && i < len(out) {
 			out[i]++
 		}
 	}

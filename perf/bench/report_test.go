@@ -141,9 +141,12 @@ func TestWaiterDelayAndGoodput(t *testing.T) {
 	if p50 != time.Millisecond || p99 != 3*time.Millisecond {
 		t.Errorf("waiter delay p50 %s p99 %s", p50, p99)
 	}
-	g := goodputPerSecond(r, 2*time.Second)
+	g := goodputPerSecond(r, t0, 2*time.Second)
 	if len(g) != 2 || g[0] != 3 || g[1] != 0 {
 		t.Errorf("goodput %v", g)
+	}
+	if g := goodputPerSecond(r, t0.Add(-995*time.Millisecond), 2*time.Second); g[0] != 1 || g[1] != 2 {
+		t.Errorf("goodput from an earlier zero %v, want [1 2]: sent at 0.995 s, 1.005 s and 1.015 s after it", g)
 	}
 }
 
