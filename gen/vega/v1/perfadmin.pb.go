@@ -2181,7 +2181,41 @@ type LimiterStats struct {
 	// Mean wait of admitted calls, in milliseconds.
 	AvgWaitMs float64 `protobuf:"fixed64,10,opt,name=avg_wait_ms,json=avgWaitMs,proto3" json:"avg_wait_ms,omitempty"`
 	// Admissions are held until then by a backend's Retry-After.
-	BlockedUntil  *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=blocked_until,json=blockedUntil,proto3" json:"blocked_until,omitempty"`
+	BlockedUntil *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=blocked_until,json=blockedUntil,proto3" json:"blocked_until,omitempty"`
+	// Adaptive concurrency limit: calls the gateway sends to the backend at
+	// once (the gradient on backend latency moves it).
+	ConcurrencyLimit int64 `protobuf:"varint,12,opt,name=concurrency_limit,json=concurrencyLimit,proto3" json:"concurrency_limit,omitempty"`
+	// Calls at the backend now (dispatched, not yet finished).
+	InFlight int64 `protobuf:"varint,13,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	// Calls waiting in the gateway's queue for this backend now.
+	QueueLength int64 `protobuf:"varint,14,opt,name=queue_length,json=queueLength,proto3" json:"queue_length,omitempty"`
+	// Queue delay (arrival to dispatch) of the calls dispatched in the last
+	// window, milliseconds.
+	QueueDelayP50Ms float64 `protobuf:"fixed64,15,opt,name=queue_delay_p50_ms,json=queueDelayP50Ms,proto3" json:"queue_delay_p50_ms,omitempty"`
+	QueueDelayP99Ms float64 `protobuf:"fixed64,16,opt,name=queue_delay_p99_ms,json=queueDelayP99Ms,proto3" json:"queue_delay_p99_ms,omitempty"`
+	// Backend latency (dispatch to answer, or to the first chunk of a
+	// stream): the unloaded baseline and the last window's p50, milliseconds.
+	BaseLatencyMs   float64 `protobuf:"fixed64,17,opt,name=base_latency_ms,json=baseLatencyMs,proto3" json:"base_latency_ms,omitempty"`
+	SampleLatencyMs float64 `protobuf:"fixed64,18,opt,name=sample_latency_ms,json=sampleLatencyMs,proto3" json:"sample_latency_ms,omitempty"`
+	// The queue target in force (CoDel): a queue whose delay stays above it
+	// while offered load exceeds what is served is standing, milliseconds.
+	QueueTargetMs float64 `protobuf:"fixed64,19,opt,name=queue_target_ms,json=queueTargetMs,proto3" json:"queue_target_ms,omitempty"`
+	// Whether some tenant's queue is standing now (overload: calls that
+	// cannot be served within the target are refused).
+	Standing bool `protobuf:"varint,20,opt,name=standing,proto3" json:"standing,omitempty"`
+	// Calls refused, by reason: the wait could not fit the caller's deadline
+	// (or the longest queue time); a standing queue (refused on arrival or
+	// dropped from the queue); the queue was full; a backend's Retry-After
+	// lasts past the caller's deadline. Their sum is `rejected`.
+	ShedDeadline   int64 `protobuf:"varint,21,opt,name=shed_deadline,json=shedDeadline,proto3" json:"shed_deadline,omitempty"`
+	ShedStanding   int64 `protobuf:"varint,22,opt,name=shed_standing,json=shedStanding,proto3" json:"shed_standing,omitempty"`
+	ShedFull       int64 `protobuf:"varint,23,opt,name=shed_full,json=shedFull,proto3" json:"shed_full,omitempty"`
+	ShedRetryAfter int64 `protobuf:"varint,24,opt,name=shed_retry_after,json=shedRetryAfter,proto3" json:"shed_retry_after,omitempty"`
+	// Concurrency limit changes (rises and cuts).
+	LimitIncreases int64 `protobuf:"varint,25,opt,name=limit_increases,json=limitIncreases,proto3" json:"limit_increases,omitempty"`
+	LimitDecreases int64 `protobuf:"varint,26,opt,name=limit_decreases,json=limitDecreases,proto3" json:"limit_decreases,omitempty"`
+	// Per tenant (API key's tenant; "" when client keys are off), sorted.
+	Tenants       []*TenantLimiterStats `protobuf:"bytes,27,rep,name=tenants,proto3" json:"tenants,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2293,6 +2327,200 @@ func (x *LimiterStats) GetBlockedUntil() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *LimiterStats) GetConcurrencyLimit() int64 {
+	if x != nil {
+		return x.ConcurrencyLimit
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetInFlight() int64 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetQueueLength() int64 {
+	if x != nil {
+		return x.QueueLength
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetQueueDelayP50Ms() float64 {
+	if x != nil {
+		return x.QueueDelayP50Ms
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetQueueDelayP99Ms() float64 {
+	if x != nil {
+		return x.QueueDelayP99Ms
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetBaseLatencyMs() float64 {
+	if x != nil {
+		return x.BaseLatencyMs
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetSampleLatencyMs() float64 {
+	if x != nil {
+		return x.SampleLatencyMs
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetQueueTargetMs() float64 {
+	if x != nil {
+		return x.QueueTargetMs
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetStanding() bool {
+	if x != nil {
+		return x.Standing
+	}
+	return false
+}
+
+func (x *LimiterStats) GetShedDeadline() int64 {
+	if x != nil {
+		return x.ShedDeadline
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetShedStanding() int64 {
+	if x != nil {
+		return x.ShedStanding
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetShedFull() int64 {
+	if x != nil {
+		return x.ShedFull
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetShedRetryAfter() int64 {
+	if x != nil {
+		return x.ShedRetryAfter
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetLimitIncreases() int64 {
+	if x != nil {
+		return x.LimitIncreases
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetLimitDecreases() int64 {
+	if x != nil {
+		return x.LimitDecreases
+	}
+	return 0
+}
+
+func (x *LimiterStats) GetTenants() []*TenantLimiterStats {
+	if x != nil {
+		return x.Tenants
+	}
+	return nil
+}
+
+// TenantLimiterStats is one tenant's share of a backend's limiter.
+type TenantLimiterStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tenant name ("" when client keys are off).
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Calls of this tenant admitted to the backend since start or reset.
+	Admitted int64 `protobuf:"varint,2,opt,name=admitted,proto3" json:"admitted,omitempty"`
+	// Calls of this tenant refused since start or reset.
+	Shed int64 `protobuf:"varint,3,opt,name=shed,proto3" json:"shed,omitempty"`
+	// Calls of this tenant waiting now.
+	QueueLength int64 `protobuf:"varint,4,opt,name=queue_length,json=queueLength,proto3" json:"queue_length,omitempty"`
+	// Whether this tenant's queue is standing now.
+	Standing      bool `protobuf:"varint,5,opt,name=standing,proto3" json:"standing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantLimiterStats) Reset() {
+	*x = TenantLimiterStats{}
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantLimiterStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantLimiterStats) ProtoMessage() {}
+
+func (x *TenantLimiterStats) ProtoReflect() protoreflect.Message {
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantLimiterStats.ProtoReflect.Descriptor instead.
+func (*TenantLimiterStats) Descriptor() ([]byte, []int) {
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *TenantLimiterStats) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *TenantLimiterStats) GetAdmitted() int64 {
+	if x != nil {
+		return x.Admitted
+	}
+	return 0
+}
+
+func (x *TenantLimiterStats) GetShed() int64 {
+	if x != nil {
+		return x.Shed
+	}
+	return 0
+}
+
+func (x *TenantLimiterStats) GetQueueLength() int64 {
+	if x != nil {
+		return x.QueueLength
+	}
+	return 0
+}
+
+func (x *TenantLimiterStats) GetStanding() bool {
+	if x != nil {
+		return x.Standing
+	}
+	return false
+}
+
 // StreamingStats counts server-streaming RPCs.
 type StreamingStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2310,7 +2538,7 @@ type StreamingStats struct {
 
 func (x *StreamingStats) Reset() {
 	*x = StreamingStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[25]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2322,7 +2550,7 @@ func (x *StreamingStats) String() string {
 func (*StreamingStats) ProtoMessage() {}
 
 func (x *StreamingStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[25]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2335,7 +2563,7 @@ func (x *StreamingStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamingStats.ProtoReflect.Descriptor instead.
 func (*StreamingStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{25}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StreamingStats) GetActiveStreams() int64 {
@@ -2406,7 +2634,7 @@ type RuntimeStats struct {
 
 func (x *RuntimeStats) Reset() {
 	*x = RuntimeStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[26]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2418,7 +2646,7 @@ func (x *RuntimeStats) String() string {
 func (*RuntimeStats) ProtoMessage() {}
 
 func (x *RuntimeStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[26]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2431,7 +2659,7 @@ func (x *RuntimeStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuntimeStats.ProtoReflect.Descriptor instead.
 func (*RuntimeStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{26}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RuntimeStats) GetGoroutines() int64 {
@@ -2556,7 +2784,7 @@ type SlowRPC struct {
 
 func (x *SlowRPC) Reset() {
 	*x = SlowRPC{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[27]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2568,7 +2796,7 @@ func (x *SlowRPC) String() string {
 func (*SlowRPC) ProtoMessage() {}
 
 func (x *SlowRPC) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[27]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2581,7 +2809,7 @@ func (x *SlowRPC) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlowRPC.ProtoReflect.Descriptor instead.
 func (*SlowRPC) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{27}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SlowRPC) GetMethod() string {
@@ -2623,7 +2851,7 @@ type IntegrationsStats struct {
 
 func (x *IntegrationsStats) Reset() {
 	*x = IntegrationsStats{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[28]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2635,7 +2863,7 @@ func (x *IntegrationsStats) String() string {
 func (*IntegrationsStats) ProtoMessage() {}
 
 func (x *IntegrationsStats) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[28]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2648,7 +2876,7 @@ func (x *IntegrationsStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntegrationsStats.ProtoReflect.Descriptor instead.
 func (*IntegrationsStats) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{28}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *IntegrationsStats) GetBackends() []*BackendHealth {
@@ -2685,7 +2913,7 @@ type BackendHealth struct {
 
 func (x *BackendHealth) Reset() {
 	*x = BackendHealth{}
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[29]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2697,7 +2925,7 @@ func (x *BackendHealth) String() string {
 func (*BackendHealth) ProtoMessage() {}
 
 func (x *BackendHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_vega_v1_perfadmin_proto_msgTypes[29]
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2710,7 +2938,7 @@ func (x *BackendHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendHealth.ProtoReflect.Descriptor instead.
 func (*BackendHealth) Descriptor() ([]byte, []int) {
-	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{29}
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *BackendHealth) GetName() string {
@@ -2947,7 +3175,7 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\n" +
 	"error_rate\x18\a \x01(\x01R\terrorRate\"F\n" +
 	"\x11RateLimitersStats\x121\n" +
-	"\blimiters\x18\x01 \x03(\v2\x15.vega.v1.LimiterStatsR\blimiters\"\xe6\x02\n" +
+	"\blimiters\x18\x01 \x03(\v2\x15.vega.v1.LimiterStatsR\blimiters\"\xdf\a\n" +
 	"\fLimiterStats\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12!\n" +
 	"\fcurrent_rate\x18\x02 \x01(\x01R\vcurrentRate\x12\x19\n" +
@@ -2960,7 +3188,29 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\tdecreases\x18\t \x01(\x03R\tdecreases\x12\x1e\n" +
 	"\vavg_wait_ms\x18\n" +
 	" \x01(\x01R\tavgWaitMs\x12?\n" +
-	"\rblocked_until\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\fblockedUntil\"\xa8\x01\n" +
+	"\rblocked_until\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\fblockedUntil\x12+\n" +
+	"\x11concurrency_limit\x18\f \x01(\x03R\x10concurrencyLimit\x12\x1b\n" +
+	"\tin_flight\x18\r \x01(\x03R\binFlight\x12!\n" +
+	"\fqueue_length\x18\x0e \x01(\x03R\vqueueLength\x12+\n" +
+	"\x12queue_delay_p50_ms\x18\x0f \x01(\x01R\x0fqueueDelayP50Ms\x12+\n" +
+	"\x12queue_delay_p99_ms\x18\x10 \x01(\x01R\x0fqueueDelayP99Ms\x12&\n" +
+	"\x0fbase_latency_ms\x18\x11 \x01(\x01R\rbaseLatencyMs\x12*\n" +
+	"\x11sample_latency_ms\x18\x12 \x01(\x01R\x0fsampleLatencyMs\x12&\n" +
+	"\x0fqueue_target_ms\x18\x13 \x01(\x01R\rqueueTargetMs\x12\x1a\n" +
+	"\bstanding\x18\x14 \x01(\bR\bstanding\x12#\n" +
+	"\rshed_deadline\x18\x15 \x01(\x03R\fshedDeadline\x12#\n" +
+	"\rshed_standing\x18\x16 \x01(\x03R\fshedStanding\x12\x1b\n" +
+	"\tshed_full\x18\x17 \x01(\x03R\bshedFull\x12(\n" +
+	"\x10shed_retry_after\x18\x18 \x01(\x03R\x0eshedRetryAfter\x12'\n" +
+	"\x0flimit_increases\x18\x19 \x01(\x03R\x0elimitIncreases\x12'\n" +
+	"\x0flimit_decreases\x18\x1a \x01(\x03R\x0elimitDecreases\x125\n" +
+	"\atenants\x18\x1b \x03(\v2\x1b.vega.v1.TenantLimiterStatsR\atenants\"\x9b\x01\n" +
+	"\x12TenantLimiterStats\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1a\n" +
+	"\badmitted\x18\x02 \x01(\x03R\badmitted\x12\x12\n" +
+	"\x04shed\x18\x03 \x01(\x03R\x04shed\x12!\n" +
+	"\fqueue_length\x18\x04 \x01(\x03R\vqueueLength\x12\x1a\n" +
+	"\bstanding\x18\x05 \x01(\bR\bstanding\"\xa8\x01\n" +
 	"\x0eStreamingStats\x12%\n" +
 	"\x0eactive_streams\x18\x01 \x01(\x03R\ractiveStreams\x12#\n" +
 	"\rstreams_total\x18\x02 \x01(\x03R\fstreamsTotal\x12#\n" +
@@ -3052,7 +3302,7 @@ func file_vega_v1_perfadmin_proto_rawDescGZIP() []byte {
 }
 
 var file_vega_v1_perfadmin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_vega_v1_perfadmin_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_vega_v1_perfadmin_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_vega_v1_perfadmin_proto_goTypes = []any{
 	(BreakerMode)(0),                     // 0: vega.v1.BreakerMode
 	(StatsSection)(0),                    // 1: vega.v1.StatsSection
@@ -3081,82 +3331,84 @@ var file_vega_v1_perfadmin_proto_goTypes = []any{
 	(*HostPoolStats)(nil),                // 24: vega.v1.HostPoolStats
 	(*RateLimitersStats)(nil),            // 25: vega.v1.RateLimitersStats
 	(*LimiterStats)(nil),                 // 26: vega.v1.LimiterStats
-	(*StreamingStats)(nil),               // 27: vega.v1.StreamingStats
-	(*RuntimeStats)(nil),                 // 28: vega.v1.RuntimeStats
-	(*SlowRPC)(nil),                      // 29: vega.v1.SlowRPC
-	(*IntegrationsStats)(nil),            // 30: vega.v1.IntegrationsStats
-	(*BackendHealth)(nil),                // 31: vega.v1.BackendHealth
-	nil,                                  // 32: vega.v1.BatchStats.ChannelsEntry
-	(*durationpb.Duration)(nil),          // 33: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),        // 34: google.protobuf.Timestamp
+	(*TenantLimiterStats)(nil),           // 27: vega.v1.TenantLimiterStats
+	(*StreamingStats)(nil),               // 28: vega.v1.StreamingStats
+	(*RuntimeStats)(nil),                 // 29: vega.v1.RuntimeStats
+	(*SlowRPC)(nil),                      // 30: vega.v1.SlowRPC
+	(*IntegrationsStats)(nil),            // 31: vega.v1.IntegrationsStats
+	(*BackendHealth)(nil),                // 32: vega.v1.BackendHealth
+	nil,                                  // 33: vega.v1.BatchStats.ChannelsEntry
+	(*durationpb.Duration)(nil),          // 34: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),        // 35: google.protobuf.Timestamp
 }
 var file_vega_v1_perfadmin_proto_depIdxs = []int32{
 	0,  // 0: vega.v1.SetBreakerModeRequest.mode:type_name -> vega.v1.BreakerMode
 	16, // 1: vega.v1.SetBreakerModeResponse.breaker:type_name -> vega.v1.BreakerStats
 	1,  // 2: vega.v1.GetStatsRequest.sections:type_name -> vega.v1.StatsSection
 	14, // 3: vega.v1.GetStatsResponse.stats:type_name -> vega.v1.Stats
-	33, // 4: vega.v1.WatchStatsRequest.interval:type_name -> google.protobuf.Duration
+	34, // 4: vega.v1.WatchStatsRequest.interval:type_name -> google.protobuf.Duration
 	1,  // 5: vega.v1.WatchStatsRequest.sections:type_name -> vega.v1.StatsSection
 	14, // 6: vega.v1.WatchStatsResponse.stats:type_name -> vega.v1.Stats
 	1,  // 7: vega.v1.ResetStatsRequest.sections:type_name -> vega.v1.StatsSection
-	34, // 8: vega.v1.ResetStatsResponse.reset_time:type_name -> google.protobuf.Timestamp
-	34, // 9: vega.v1.Stats.time:type_name -> google.protobuf.Timestamp
-	33, // 10: vega.v1.Stats.uptime:type_name -> google.protobuf.Duration
+	35, // 8: vega.v1.ResetStatsResponse.reset_time:type_name -> google.protobuf.Timestamp
+	35, // 9: vega.v1.Stats.time:type_name -> google.protobuf.Timestamp
+	34, // 10: vega.v1.Stats.uptime:type_name -> google.protobuf.Duration
 	15, // 11: vega.v1.Stats.circuit_breakers:type_name -> vega.v1.CircuitBreakersStats
 	17, // 12: vega.v1.Stats.cache:type_name -> vega.v1.CacheStats
-	27, // 13: vega.v1.Stats.streaming:type_name -> vega.v1.StreamingStats
-	28, // 14: vega.v1.Stats.runtime:type_name -> vega.v1.RuntimeStats
+	28, // 13: vega.v1.Stats.streaming:type_name -> vega.v1.StreamingStats
+	29, // 14: vega.v1.Stats.runtime:type_name -> vega.v1.RuntimeStats
 	18, // 15: vega.v1.Stats.memory_leaks:type_name -> vega.v1.MemoryLeaksStats
 	20, // 16: vega.v1.Stats.batch:type_name -> vega.v1.BatchStats
 	22, // 17: vega.v1.Stats.request_coalescing:type_name -> vega.v1.RequestCoalescingStats
 	23, // 18: vega.v1.Stats.connection_pool:type_name -> vega.v1.ConnectionPoolStats
 	25, // 19: vega.v1.Stats.rate_limiters:type_name -> vega.v1.RateLimitersStats
-	30, // 20: vega.v1.Stats.integrations:type_name -> vega.v1.IntegrationsStats
+	31, // 20: vega.v1.Stats.integrations:type_name -> vega.v1.IntegrationsStats
 	16, // 21: vega.v1.CircuitBreakersStats.breakers:type_name -> vega.v1.BreakerStats
-	34, // 22: vega.v1.BreakerStats.last_change:type_name -> google.protobuf.Timestamp
-	33, // 23: vega.v1.MemoryLeaksStats.window:type_name -> google.protobuf.Duration
+	35, // 22: vega.v1.BreakerStats.last_change:type_name -> google.protobuf.Timestamp
+	34, // 23: vega.v1.MemoryLeaksStats.window:type_name -> google.protobuf.Duration
 	19, // 24: vega.v1.MemoryLeaksStats.growing_stacks:type_name -> vega.v1.GrowingStack
-	33, // 25: vega.v1.BatchStats.flush_interval:type_name -> google.protobuf.Duration
-	32, // 26: vega.v1.BatchStats.channels:type_name -> vega.v1.BatchStats.ChannelsEntry
-	33, // 27: vega.v1.ConnectionPoolStats.age_p50:type_name -> google.protobuf.Duration
-	33, // 28: vega.v1.ConnectionPoolStats.age_p90:type_name -> google.protobuf.Duration
-	33, // 29: vega.v1.ConnectionPoolStats.age_max:type_name -> google.protobuf.Duration
-	33, // 30: vega.v1.ConnectionPoolStats.idle_p50:type_name -> google.protobuf.Duration
-	33, // 31: vega.v1.ConnectionPoolStats.idle_max:type_name -> google.protobuf.Duration
+	34, // 25: vega.v1.BatchStats.flush_interval:type_name -> google.protobuf.Duration
+	33, // 26: vega.v1.BatchStats.channels:type_name -> vega.v1.BatchStats.ChannelsEntry
+	34, // 27: vega.v1.ConnectionPoolStats.age_p50:type_name -> google.protobuf.Duration
+	34, // 28: vega.v1.ConnectionPoolStats.age_p90:type_name -> google.protobuf.Duration
+	34, // 29: vega.v1.ConnectionPoolStats.age_max:type_name -> google.protobuf.Duration
+	34, // 30: vega.v1.ConnectionPoolStats.idle_p50:type_name -> google.protobuf.Duration
+	34, // 31: vega.v1.ConnectionPoolStats.idle_max:type_name -> google.protobuf.Duration
 	24, // 32: vega.v1.ConnectionPoolStats.hosts:type_name -> vega.v1.HostPoolStats
 	26, // 33: vega.v1.RateLimitersStats.limiters:type_name -> vega.v1.LimiterStats
-	34, // 34: vega.v1.LimiterStats.blocked_until:type_name -> google.protobuf.Timestamp
-	33, // 35: vega.v1.RuntimeStats.last_gc_pause:type_name -> google.protobuf.Duration
-	33, // 36: vega.v1.RuntimeStats.sched_latency_p50:type_name -> google.protobuf.Duration
-	33, // 37: vega.v1.RuntimeStats.sched_latency_p99:type_name -> google.protobuf.Duration
-	33, // 38: vega.v1.RuntimeStats.gc_pause_p50:type_name -> google.protobuf.Duration
-	33, // 39: vega.v1.RuntimeStats.gc_pause_p99:type_name -> google.protobuf.Duration
-	33, // 40: vega.v1.RuntimeStats.gc_pause_max:type_name -> google.protobuf.Duration
-	33, // 41: vega.v1.RuntimeStats.slow_rpc_threshold:type_name -> google.protobuf.Duration
-	29, // 42: vega.v1.RuntimeStats.recent_slow_rpcs:type_name -> vega.v1.SlowRPC
-	33, // 43: vega.v1.SlowRPC.duration:type_name -> google.protobuf.Duration
-	34, // 44: vega.v1.SlowRPC.time:type_name -> google.protobuf.Timestamp
-	31, // 45: vega.v1.IntegrationsStats.backends:type_name -> vega.v1.BackendHealth
-	34, // 46: vega.v1.BackendHealth.last_success:type_name -> google.protobuf.Timestamp
-	34, // 47: vega.v1.BackendHealth.last_error:type_name -> google.protobuf.Timestamp
-	21, // 48: vega.v1.BatchStats.ChannelsEntry.value:type_name -> vega.v1.OutboxChannelStats
-	8,  // 49: vega.v1.PerfAdminService.GetStats:input_type -> vega.v1.GetStatsRequest
-	10, // 50: vega.v1.PerfAdminService.WatchStats:input_type -> vega.v1.WatchStatsRequest
-	12, // 51: vega.v1.PerfAdminService.ResetStats:input_type -> vega.v1.ResetStatsRequest
-	2,  // 52: vega.v1.PerfAdminService.SetBreakerMode:input_type -> vega.v1.SetBreakerModeRequest
-	4,  // 53: vega.v1.PerfAdminService.PurgeCache:input_type -> vega.v1.PurgeCacheRequest
-	6,  // 54: vega.v1.PerfAdminService.RedriveNotifications:input_type -> vega.v1.RedriveNotificationsRequest
-	9,  // 55: vega.v1.PerfAdminService.GetStats:output_type -> vega.v1.GetStatsResponse
-	11, // 56: vega.v1.PerfAdminService.WatchStats:output_type -> vega.v1.WatchStatsResponse
-	13, // 57: vega.v1.PerfAdminService.ResetStats:output_type -> vega.v1.ResetStatsResponse
-	3,  // 58: vega.v1.PerfAdminService.SetBreakerMode:output_type -> vega.v1.SetBreakerModeResponse
-	5,  // 59: vega.v1.PerfAdminService.PurgeCache:output_type -> vega.v1.PurgeCacheResponse
-	7,  // 60: vega.v1.PerfAdminService.RedriveNotifications:output_type -> vega.v1.RedriveNotificationsResponse
-	55, // [55:61] is the sub-list for method output_type
-	49, // [49:55] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	35, // 34: vega.v1.LimiterStats.blocked_until:type_name -> google.protobuf.Timestamp
+	27, // 35: vega.v1.LimiterStats.tenants:type_name -> vega.v1.TenantLimiterStats
+	34, // 36: vega.v1.RuntimeStats.last_gc_pause:type_name -> google.protobuf.Duration
+	34, // 37: vega.v1.RuntimeStats.sched_latency_p50:type_name -> google.protobuf.Duration
+	34, // 38: vega.v1.RuntimeStats.sched_latency_p99:type_name -> google.protobuf.Duration
+	34, // 39: vega.v1.RuntimeStats.gc_pause_p50:type_name -> google.protobuf.Duration
+	34, // 40: vega.v1.RuntimeStats.gc_pause_p99:type_name -> google.protobuf.Duration
+	34, // 41: vega.v1.RuntimeStats.gc_pause_max:type_name -> google.protobuf.Duration
+	34, // 42: vega.v1.RuntimeStats.slow_rpc_threshold:type_name -> google.protobuf.Duration
+	30, // 43: vega.v1.RuntimeStats.recent_slow_rpcs:type_name -> vega.v1.SlowRPC
+	34, // 44: vega.v1.SlowRPC.duration:type_name -> google.protobuf.Duration
+	35, // 45: vega.v1.SlowRPC.time:type_name -> google.protobuf.Timestamp
+	32, // 46: vega.v1.IntegrationsStats.backends:type_name -> vega.v1.BackendHealth
+	35, // 47: vega.v1.BackendHealth.last_success:type_name -> google.protobuf.Timestamp
+	35, // 48: vega.v1.BackendHealth.last_error:type_name -> google.protobuf.Timestamp
+	21, // 49: vega.v1.BatchStats.ChannelsEntry.value:type_name -> vega.v1.OutboxChannelStats
+	8,  // 50: vega.v1.PerfAdminService.GetStats:input_type -> vega.v1.GetStatsRequest
+	10, // 51: vega.v1.PerfAdminService.WatchStats:input_type -> vega.v1.WatchStatsRequest
+	12, // 52: vega.v1.PerfAdminService.ResetStats:input_type -> vega.v1.ResetStatsRequest
+	2,  // 53: vega.v1.PerfAdminService.SetBreakerMode:input_type -> vega.v1.SetBreakerModeRequest
+	4,  // 54: vega.v1.PerfAdminService.PurgeCache:input_type -> vega.v1.PurgeCacheRequest
+	6,  // 55: vega.v1.PerfAdminService.RedriveNotifications:input_type -> vega.v1.RedriveNotificationsRequest
+	9,  // 56: vega.v1.PerfAdminService.GetStats:output_type -> vega.v1.GetStatsResponse
+	11, // 57: vega.v1.PerfAdminService.WatchStats:output_type -> vega.v1.WatchStatsResponse
+	13, // 58: vega.v1.PerfAdminService.ResetStats:output_type -> vega.v1.ResetStatsResponse
+	3,  // 59: vega.v1.PerfAdminService.SetBreakerMode:output_type -> vega.v1.SetBreakerModeResponse
+	5,  // 60: vega.v1.PerfAdminService.PurgeCache:output_type -> vega.v1.PurgeCacheResponse
+	7,  // 61: vega.v1.PerfAdminService.RedriveNotifications:output_type -> vega.v1.RedriveNotificationsResponse
+	56, // [56:62] is the sub-list for method output_type
+	50, // [50:56] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_vega_v1_perfadmin_proto_init() }
@@ -3170,7 +3422,7 @@ func file_vega_v1_perfadmin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vega_v1_perfadmin_proto_rawDesc), len(file_vega_v1_perfadmin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
