@@ -29,10 +29,12 @@ const (
 )
 
 // Outbox is what NotifyService needs from the durable notification queue.
+// Both stores implement it: the bbolt file of a single gateway
+// (outbox.Outbox) and the PostgreSQL outbox of a fleet (outbox.Postgres).
 type Outbox interface {
 	Submit(ctx context.Context, sub outbox.Submission) (outbox.Record, bool, error)
 	Wait(ctx context.Context, id string) (outbox.Record, bool, error)
-	Get(id string) (outbox.Record, bool, error)
+	Get(ctx context.Context, id string) (outbox.Record, bool, error)
 }
 
 // NotifyService implements vega.v1.NotifyService. A notification is
@@ -108,7 +110,7 @@ func (s *NotifyService) GetNotification(ctx context.Context, in *vegav1.GetNotif
 	if id == "" || len(id) > maxIDLen {
 		return nil, invalidArgument("id", "required: the id Notify returned")
 	}
-	rec, ok, err := s.box.Get(id)
+	rec, ok, err := s.box.Get(ctx, id)
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}

@@ -33,7 +33,12 @@ type committer struct {
 	maxBatch int
 	interval time.Duration
 	stopped  chan struct{}
+	counts   batchCounters
+}
 
+// batchCounters are the figures of a store's commits; both stores keep
+// them, so that PerfAdmin's batch section reads the same for either.
+type batchCounters struct {
 	commits, ops, maxSeen       atomic.Int64
 	byReason                    [3]atomic.Int64
 	commitNanos, maxCommitNanos atomic.Int64
@@ -125,7 +130,7 @@ func (c *committer) commit(batch []write, reason int) {
 		}
 		return nil
 	})
-	c.record(len(batch), reason, time.Since(start))
+	c.counts.record(len(batch), reason, time.Since(start))
 	if err == nil || len(batch) == 1 {
 		for _, w := range batch {
 			w.finish(err)
@@ -137,7 +142,7 @@ func (c *committer) commit(batch []write, reason int) {
 	for _, w := range batch {
 		start := time.Now()
 		err := c.db.Update(w.apply)
-		c.record(1, reason, time.Since(start))
+		c.counts.record(1, reason, time.Since(start))
 		w.finish(err)
 	}
 }
@@ -149,7 +154,7 @@ func (w write) finish(err error) {
 	w.done <- err
 }
 
-func (c *committer) record(n, reason int, took time.Duration) {
+func (c *batchCounters) record(n, reason int, took time.Duration) {
 	c.commits.Add(1)
 	c.ops.Add(int64(n))
 	c.byReason[reason].Add(1)
@@ -173,16 +178,20 @@ type BatchStats struct {
 	FlushInterval                                 time.Duration
 }
 
-func (c *committer) stats() BatchStats {
+func (c *committer) stats() BatchStats { return c.counts.stats(c.maxBatch, c.interval) }
+
+func (c *batchCounters) stats(maxBatch int, interval time.Duration) BatchStats {
 	return BatchStats{
 		Commits: c.commits.Load(), Operations: c.ops.Load(), MaxBatchSize: c.maxSeen.Load(),
 		FlushedOnSize: c.byReason[flushSize].Load(), FlushedOnInterval: c.byReason[flushInterval].Load(), FlushedIdle: c.byReason[flushIdle].Load(),
 		CommitTime: time.Duration(c.commitNanos.Load()), MaxCommitTime: time.Duration(c.maxCommitNanos.Load()),
-		MaxBatch: c.maxBatch, FlushInterval: c.interval,
+		MaxBatch: maxBatch, FlushInterval: interval,
 	}
 }
 
-func (c *committer) reset() {
+func (c *committer) reset() { c.counts.reset() }
+
+func (c *batchCounters) reset() {
 	c.resetMu.Lock()
 	defer c.resetMu.Unlock()
 	c.commits.Store(0)

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/vega-gateway/vega/integrations/notify"
+	"github.com/vega-gateway/vega/integrations/notify/outbox/pgtest"
 )
 
 // receiver is a webhook receiver that counts what it accepted, by text.
@@ -79,12 +80,59 @@ func (r *receiver) sender(t *testing.T) Sender {
 	return s
 }
 
-// open opens an outbox in dir with one channel "hook" posting to r. The
+// store is what the contract tests use of an outbox; both stores have it.
+type store interface {
+	Submit(ctx context.Context, sub Submission) (Record, bool, error)
+	Wait(ctx context.Context, id string) (Record, bool, error)
+	Get(ctx context.Context, id string) (Record, bool, error)
+	Redrive(ctx context.Context, channel string, ids []string) (int, error)
+	Sweep(now time.Time) error
+	Stats() Stats
+	ResetStats()
+	Release()
+	Close(ctx context.Context) error
+}
+
+var (
+	_ store = (*Outbox)(nil)
+	_ store = (*Postgres)(nil)
+)
+
+// env is where a store lives: a directory (bbolt) or a database of its own
+// (PostgreSQL). Opening twice in one env finds what the first left.
+type env struct {
+	kind string // "bbolt" or "postgres"
+	dir  string
+	url  string
+}
+
+// forEachStore runs the contract test f against both stores.
+func forEachStore(t *testing.T, f func(t *testing.T, e *env)) {
+	for _, kind := range []string{"bbolt", "postgres"} {
+		t.Run("store="+kind, func(t *testing.T) { f(t, newEnv(t, kind)) })
+	}
+}
+
+func newEnv(t *testing.T, kind string) *env {
+	t.Helper()
+	e := &env{kind: kind}
+	if kind == "postgres" {
+		e.url = pgtest.NewDatabase(t)
+	} else {
+		e.dir = t.TempDir()
+	}
+	return e
+}
+
+// fresh is another, empty env of the same kind.
+func (e *env) fresh(t *testing.T) *env { return newEnv(t, e.kind) }
+
+// open opens a store in e with one channel "hook" posting to r. The
 // defaults suit tests: no pacing, millisecond backoff.
-func open(t *testing.T, dir string, r *receiver, adjust func(*Settings)) *Outbox {
+func (e *env) open(t *testing.T, r *receiver, adjust func(*Settings)) store {
 	t.Helper()
 	s := Settings{
-		Path:        filepath.Join(dir, "outbox.db"),
+		Path:        filepath.Join(e.dir, "outbox.db"),
 		Channels:    []Channel{{Name: "hook", Sender: r.sender(t), Rate: rate.Inf}},
 		BackoffBase: time.Millisecond,
 		BackoffMax:  20 * time.Millisecond,
@@ -93,6 +141,15 @@ func open(t *testing.T, dir string, r *receiver, adjust func(*Settings)) *Outbox
 	if adjust != nil {
 		adjust(&s)
 	}
+	if e.kind == "postgres" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		p, err := OpenPostgres(ctx, PostgresSettings{URL: e.url}, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
 	o, err := Open(s)
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +157,13 @@ func open(t *testing.T, dir string, r *receiver, adjust func(*Settings)) *Outbox
 	return o
 }
 
-func closeOutbox(t *testing.T, o *Outbox) {
+// open opens a bbolt outbox in dir (the tests of the bbolt store alone).
+func open(t *testing.T, dir string, r *receiver, adjust func(*Settings)) *Outbox {
+	t.Helper()
+	return (&env{kind: "bbolt", dir: dir}).open(t, r, adjust).(*Outbox)
+}
+
+func closeOutbox(t *testing.T, o store) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -114,7 +177,7 @@ func sub(text, key string) Submission {
 	return Submission{Channel: "hook", Text: text, IdempotencyKey: key, Fingerprint: fp[:]}
 }
 
-func submit(t *testing.T, o *Outbox, s Submission) Record {
+func submit(t *testing.T, o store, s Submission) Record {
 	t.Helper()
 	rec, _, err := o.Submit(context.Background(), s)
 	if err != nil {
@@ -124,7 +187,7 @@ func submit(t *testing.T, o *Outbox, s Submission) Record {
 }
 
 // waitFinished waits (up to 30 s) until the record leaves Pending.
-func waitFinished(t *testing.T, o *Outbox, id string) Record {
+func waitFinished(t *testing.T, o store, id string) Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

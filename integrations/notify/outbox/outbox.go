@@ -338,7 +338,7 @@ func (o *Outbox) Wait(ctx context.Context, id string) (Record, bool, error) {
 		case <-o.release:
 		}
 	}
-	return o.Get(id)
+	return o.Get(ctx, id)
 }
 
 // Release makes every Wait return at once, now and later, while delivery
@@ -348,8 +348,9 @@ func (o *Outbox) Release() {
 	o.relOnce.Do(func() { close(o.release) })
 }
 
-// Get returns a stored notification.
-func (o *Outbox) Get(id string) (Record, bool, error) {
+// Get returns a stored notification. A read of the local file does not
+// block, so ctx is not consulted.
+func (o *Outbox) Get(_ context.Context, id string) (Record, bool, error) {
 	var r *Record
 	err := o.db.View(func(tx *bolt.Tx) error {
 		var err error

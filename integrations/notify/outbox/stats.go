@@ -18,10 +18,15 @@ type ChannelStats struct {
 	Rate             float64
 	Burst            int
 	Unconfigured     bool
+	// Owner is the replica delivering the channel (PostgreSQL store; "" when
+	// no lease is held); the bbolt store leaves it empty.
+	Owner string
 }
 
 // Stats are the outbox's figures.
 type Stats struct {
+	Store    string // "bbolt" or "postgres"
+	Replica  string // this gateway's name in the leases (PostgreSQL store)
 	Batch    BatchStats
 	Channels map[string]ChannelStats
 }
@@ -35,7 +40,7 @@ func (o *Outbox) Stats() Stats {
 	}
 	o.mu.Unlock()
 	now := time.Now()
-	st := Stats{Batch: o.c.stats(), Channels: make(map[string]ChannelStats, len(workers))}
+	st := Stats{Store: "bbolt", Batch: o.c.stats(), Channels: make(map[string]ChannelStats, len(workers))}
 	for _, w := range workers {
 		w.mu.Lock()
 		cs := ChannelStats{

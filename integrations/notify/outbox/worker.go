@@ -147,7 +147,7 @@ const (
 // returns false when the worker must stop.
 func (w *worker) attempt(it item) bool {
 	o := w.o
-	rec, found, err := o.Get(it.id)
+	rec, found, err := o.Get(context.Background(), it.id)
 	if err != nil {
 		o.s.Log.Error("outbox read failed", "channel", w.name, "id", it.id, "error", err)
 		w.setPause(time.Now().Add(time.Second), err.Error())
@@ -158,54 +158,13 @@ func (w *worker) attempt(it item) bool {
 		o.finish(it.id)
 		return true
 	}
-	msg := notify.Message{Text: rec.Text}
-	var sendErr error
-	if len(rec.Payload) > 0 {
-		if err := json.Unmarshal(rec.Payload, &msg.Payload); err != nil {
-			sendErr = fmt.Errorf("%w: stored payload is not a JSON object", integrations.ErrInvalidRequest) // permanent: a dead letter
-		}
+	sendErr, cut := send(o.sendCtx, &o.s, w.name, w.sender, rec)
+	if cut {
+		// Cut off by shutdown: the receiver may have the message; it is
+		// sent again after the restart (the documented window).
+		return false
 	}
-	if sendErr == nil {
-		ctx, cancel := context.WithTimeout(o.sendCtx, o.s.SendTimeout)
-		sendErr = w.sender.Send(ctx, msg)
-		cancel()
-		if sendErr != nil && o.sendCtx.Err() != nil {
-			// Cut off by shutdown: the receiver may have the message; it is
-			// sent again after the restart (the documented window).
-			return false
-		}
-		o.s.Observe(w.name, sendErr)
-	}
-
-	now := time.Now()
-	next := rec
-	next.Attempts++
-	kind, delay := classify(sendErr)
-	if kind == delivered {
-		w.failures = 0
-	} else {
-		w.failures++
-	}
-	if kind == retry {
-		if now.Sub(rec.Queued) >= o.s.MaxAge {
-			kind = dead
-			sendErr = fmt.Errorf("gave up after %d attempts over %s: %w", next.Attempts, now.Sub(rec.Queued).Round(time.Second), sendErr)
-		} else if delay <= 0 {
-			delay = backoff(o.s.BackoffBase, o.s.BackoffMax, w.failures)
-		}
-	}
-	next.LastError = ""
-	if sendErr != nil {
-		next.LastError = sendErr.Error()
-	}
-	switch kind {
-	case delivered:
-		next.State, next.Finished, next.NextAttempt = Delivered, now, time.Time{}
-	case dead:
-		next.State, next.Finished, next.NextAttempt = Dead, now, time.Time{}
-	case retry:
-		next.NextAttempt = now.Add(delay)
-	}
+	next, kind, delay, sendErr := decide(&o.s, rec, sendErr, &w.failures, time.Now())
 	if !w.persist(&rec, &next) {
 		return false
 	}
@@ -256,6 +215,61 @@ func (w *worker) setPause(until time.Time, lastErr string) {
 	w.mu.Lock()
 	w.pausedUntil, w.lastErr = until, lastErr
 	w.mu.Unlock()
+}
+
+// send makes one attempt to deliver rec through sender. cut reports an
+// attempt cut off by shutdown (sendCtx ended): its outcome is unknown.
+func send(sendCtx context.Context, s *Settings, channel string, sender Sender, rec Record) (err error, cut bool) {
+	msg := notify.Message{Text: rec.Text}
+	if len(rec.Payload) > 0 {
+		if err := json.Unmarshal(rec.Payload, &msg.Payload); err != nil {
+			return fmt.Errorf("%w: stored payload is not a JSON object", integrations.ErrInvalidRequest), false // permanent: a dead letter
+		}
+	}
+	ctx, cancel := context.WithTimeout(sendCtx, s.SendTimeout)
+	err = sender.Send(ctx, msg)
+	cancel()
+	if err != nil && sendCtx.Err() != nil {
+		return err, true
+	}
+	s.Observe(channel, err)
+	return err, false
+}
+
+// decide turns the error of an attempt on rec into the record's next
+// version, the kind of outcome and, for a retry, the channel's pause.
+// failures is the channel's count of failed attempts in a row; decide
+// updates it. Both stores' workers decide through it.
+func decide(s *Settings, rec Record, sendErr error, failures *int, now time.Time) (next Record, kind outcome, delay time.Duration, err error) {
+	next = rec
+	next.Attempts++
+	kind, delay = classify(sendErr)
+	if kind == delivered {
+		*failures = 0
+	} else {
+		*failures++
+	}
+	if kind == retry {
+		if now.Sub(rec.Queued) >= s.MaxAge {
+			kind = dead
+			sendErr = fmt.Errorf("gave up after %d attempts over %s: %w", next.Attempts, now.Sub(rec.Queued).Round(time.Second), sendErr)
+		} else if delay <= 0 {
+			delay = backoff(s.BackoffBase, s.BackoffMax, *failures)
+		}
+	}
+	next.LastError = ""
+	if sendErr != nil {
+		next.LastError = sendErr.Error()
+	}
+	switch kind {
+	case delivered:
+		next.State, next.Finished, next.NextAttempt = Delivered, now, time.Time{}
+	case dead:
+		next.State, next.Finished, next.NextAttempt = Dead, now, time.Time{}
+	case retry:
+		next.NextAttempt = now.Add(delay)
+	}
+	return next, kind, delay, sendErr
 }
 
 // classify sorts an attempt's error: nil is delivered; 429, 408, 5xx,
