@@ -13,14 +13,20 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/vega-gateway/vega/service/httpface"
 )
 
 // Config is the whole configuration of the gateway: a YAML file (--config or
 // VEGA_CONFIG) overridden by environment variables. Zero values mean the
 // defaults set in defaultConfig; Validate names the first bad key.
 type Config struct {
-	GRPCAddr        string        `yaml:"grpc_addr"`        // VEGA_GRPC_ADDR, default ":50051"
-	HTTPAddr        string        `yaml:"http_addr"`        // VEGA_HTTP_ADDR, default ":8080"; "" or "off" disables
+	GRPCAddr string `yaml:"grpc_addr"` // VEGA_GRPC_ADDR, default ":50051"
+	HTTPAddr string `yaml:"http_addr"` // VEGA_HTTP_ADDR, default ":8080"; "" or "off" disables
+	// HTTPCORSOrigins are the exact browser origins whose pages may call
+	// the services on the HTTP port; VEGA_HTTP_CORS_ORIGINS, comma
+	// separated. Default none: no CORS, only same-origin pages.
+	HTTPCORSOrigins []string      `yaml:"http_cors_origins"`
 	AdminAPIKey     string        `yaml:"admin_api_key"`    // VEGA_ADMIN_API_KEY
 	APIKeys         []string      `yaml:"api_keys"`         // VEGA_API_KEYS: "key" or "key=tenant"
 	DataDir         string        `yaml:"data_dir"`         // VEGA_DATA_DIR, default "./data"
@@ -220,6 +226,7 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 	}
 	str("VEGA_GRPC_ADDR", &cfg.GRPCAddr)
 	str("VEGA_HTTP_ADDR", &cfg.HTTPAddr)
+	list("VEGA_HTTP_CORS_ORIGINS", &cfg.HTTPCORSOrigins)
 	str("VEGA_ADMIN_API_KEY", &cfg.AdminAPIKey)
 	list("VEGA_API_KEYS", &cfg.APIKeys)
 	str("VEGA_DATA_DIR", &cfg.DataDir)
@@ -429,6 +436,11 @@ func (c *Config) Validate() error {
 	}
 	if err := checkAddr("VEGA_HTTP_ADDR", c.HTTPAddr, true); err != nil {
 		return err
+	}
+	for _, o := range c.HTTPCORSOrigins {
+		if err := httpface.CheckOrigin(o); err != nil {
+			return fmt.Errorf("VEGA_HTTP_CORS_ORIGINS: %w", err)
+		}
 	}
 	if c.DataDir == "" {
 		return errors.New("VEGA_DATA_DIR: must not be empty")

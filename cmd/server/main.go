@@ -1,5 +1,6 @@
 // Command server runs the Vega gateway: gRPC on VEGA_GRPC_ADDR (default
-// :50051) and health/metrics on VEGA_HTTP_ADDR (default :8080). With no LLM
+// :50051) and, on VEGA_HTTP_ADDR (default :8080), the same services over
+// Connect, gRPC-Web and JSON, the live dashboard at /, health and metrics. With no LLM
 // backend configured it serves the built-in "sim" model. Configuration is a
 // YAML file (--config or VEGA_CONFIG) overridden by environment variables;
 // see README.md for the table.
@@ -68,15 +69,16 @@ func printBanner(w io.Writer, srv *Server, cfg Config) {
 	fmt.Fprintf(w, `
 Vega Gateway is running.
   gRPC   %s   (default LLM backend: %s; backends: %s)
-  HTTP   %s   (/healthz, /readyz, /metrics)
+  HTTP   %s   (dashboard at /, Connect/gRPC-Web/JSON, /healthz, /readyz, /metrics)
 
 Try it:
   grpcurl %s%s list
   grpcurl %s-d '{"model":"sim","prompt":"hi"}' %s vega.v1.GenerateService/Generate
   go run ./cmd/client --addr %s generate --model sim "hi"
+  curl -H 'Content-Type: application/json' -d '{"model":"sim","prompt":"hi"}' http://%s/vega.v1.GenerateService/Generate
 Stop with Ctrl-C.
 
-`, addr, srv.router.Default(), strings.Join(srv.router.Names(), ", "), httpAddr, tlsFlag, addr, tlsFlag, addr, addr)
+`, addr, srv.router.Default(), strings.Join(srv.router.Names(), ", "), httpAddr, tlsFlag, addr, tlsFlag, addr, addr, httpAddr)
 }
 
 // displayAddr turns a wildcard listen address into one a client can dial.

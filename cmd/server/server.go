@@ -48,6 +48,8 @@ import (
 	"github.com/vega-gateway/vega/perf/monitor"
 	"github.com/vega-gateway/vega/perf/ratelimit"
 	"github.com/vega-gateway/vega/service"
+	"github.com/vega-gateway/vega/service/dashboard"
+	"github.com/vega-gateway/vega/service/httpface"
 	"github.com/vega-gateway/vega/service/promstats"
 )
 
@@ -59,7 +61,8 @@ const (
 )
 
 // Server is the whole gateway: the gRPC server with its services and the
-// HTTP server for health and metrics. NewServer builds it, Listen binds the
+// HTTP server for the same services over Connect, gRPC-Web and JSON, the
+// dashboard, health and metrics. NewServer builds it, Listen binds the
 // ports, Serve runs until its context ends and then shuts down in order.
 type Server struct {
 	cfg Config
@@ -75,6 +78,7 @@ type Server struct {
 	outbox  *outbox.Outbox // durable notifications
 	leaks   *monitor.LeakDetector
 	tracing *tracing
+	drain   *httpface.Drainer // ends WatchStats streams when shutdown begins
 
 	grpcLn, httpLn net.Listener
 	ready          chan struct{} // closed when shutdown begins; readyz fails from then
@@ -175,6 +179,7 @@ func NewServer(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	reg.MustRegister(metrics)
+	s.drain = httpface.NewDrainer("/" + vegav1.PerfAdminService_ServiceDesc.ServiceName + "/WatchStats")
 
 	opts, err := s.serverOptions(metrics, auth, streams, slow, chain)
 	if err != nil {
@@ -206,11 +211,25 @@ func NewServer(cfg Config, log *slog.Logger) (_ *Server, err error) {
 		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
 
+	// The four vega.v1 services on the HTTP port, through the same server
+	// and so the same interceptors. No ReadTimeout or WriteTimeout: they
+	// bound a whole call, and WatchStats and GenerateStream outlive any.
+	face, err := httpface.New(s.grpc, []string{
+		vegav1.GenerateService_ServiceDesc.ServiceName,
+		vegav1.FetchService_ServiceDesc.ServiceName,
+		vegav1.NotifyService_ServiceDesc.ServiceName,
+		vegav1.PerfAdminService_ServiceDesc.ServiceName,
+	}, httpface.WithMaxMessageBytes(maxRecvMsgBytes), httpface.WithCORSOrigins(cfg.HTTPCORSOrigins...))
+	if err != nil {
+		return nil, fmt.Errorf("VEGA_HTTP_CORS_ORIGINS: %w", err)
+	}
 	mux := http.NewServeMux()
+	face.Mount(mux)
+	dashboard.Mount(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10}
 	return s, nil
 }
 
@@ -339,6 +358,7 @@ func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics, auth *service.Au
 		recovery.StreamServerInterceptor(onPanic),
 		auth.StreamServerInterceptor(),
 		streams.StreamServerInterceptor(),
+		s.drain.StreamServerInterceptor(),
 	}
 	// VEGA_PERF_CHAIN=off (benchmarks only): the bare server that make bench
 	// compares the chain with.
@@ -420,8 +440,10 @@ func (s *Server) HTTPAddr() string {
 }
 
 // Serve runs both servers until ctx ends or one of them fails, then shuts
-// down: health NOT_SERVING and readyz 503 → drain delay → GracefulStop with
-// a deadline → Stop → HTTP shutdown → idle outbound connections closed.
+// down: health NOT_SERVING and readyz 503 → drain delay → WatchStats
+// streams ended → HTTP shutdown (its calls finish; it rides on the gRPC
+// server, so it goes first) → GracefulStop with a deadline → Stop → idle
+// outbound connections closed.
 func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, 2)
 	go func() { errc <- s.grpc.Serve(s.grpcLn) }()
@@ -454,6 +476,15 @@ func (s *Server) shutdown() {
 	s.health.Shutdown()
 	s.outbox.Release() // Notify calls waiting for a delivery answer QUEUED now
 	time.Sleep(s.cfg.DrainDelay)
+	s.drain.Drain()
+	if s.httpLn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		if err := s.http.Shutdown(ctx); err != nil {
+			s.log.Warn("HTTP shutdown timed out; closing remaining connections", "err", err)
+			_ = s.http.Close()
+		}
+		cancel()
+	}
 
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()
@@ -465,11 +496,6 @@ func (s *Server) shutdown() {
 		s.log.Warn("graceful stop timed out; closing remaining RPCs")
 		s.grpc.Stop()
 		<-stopped
-	}
-	if s.httpLn != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = s.http.Shutdown(ctx)
 	}
 	// Sends in flight may finish within the shutdown bound; what is not
 	// delivered stays in the outbox for the next start.

@@ -1,0 +1,140 @@
+package httpface
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+
+	"connectrpc.com/vanguard"
+	"connectrpc.com/vanguard/vanguardgrpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// DefaultMaxMessageBytes bounds one request or response message the face
+// buffers while transcoding (vanguard's own default is 4 GiB). It matches
+// the gRPC port's receive limit; a larger message fails the call with
+// resource_exhausted.
+const DefaultMaxMessageBytes = 4 << 20
+
+// Face is the HTTP face of a *grpc.Server: the Connect protocol, gRPC-Web
+// and plain JSON POSTs for the services it names, transcoded by vanguard
+// into calls of the server's own ServeHTTP, so the server's interceptors
+// serve every call.
+type Face struct {
+	handler  http.Handler
+	services []string
+}
+
+type options struct {
+	maxMessageBytes uint32
+	corsOrigins     []string
+}
+
+// Option configures New.
+type Option func(*options)
+
+// WithMaxMessageBytes bounds one message the face buffers (default
+// DefaultMaxMessageBytes).
+func WithMaxMessageBytes(n uint32) Option {
+	return func(o *options) { o.maxMessageBytes = n }
+}
+
+// WithCORSOrigins lets pages served from these exact origins
+// ("https://app.example.com", scheme and host, no path, no wildcard) call
+// the services from a browser. None (the default): no CORS headers, so only
+// same-origin pages (the dashboard) can read the answers.
+func WithCORSOrigins(origins ...string) Option {
+	return func(o *options) { o.corsOrigins = append(o.corsOrigins, origins...) }
+}
+
+var registerJSON sync.Once
+
+// RegisterJSONCodec registers a gRPC codec named "json" (protojson, unknown
+// fields discarded, unpopulated fields emitted) with grpc-go, so that the
+// face hands JSON requests to the server as they are instead of converting
+// them to binary and back. New calls it; it is idempotent. It also lets
+// native gRPC clients send application/grpc+json.
+func RegisterJSONCodec() {
+	registerJSON.Do(func() {
+		encoding.RegisterCodec(vanguardgrpc.NewCodec(&vanguard.JSONCodec{
+			MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
+			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
+		}))
+	})
+}
+
+// New builds the face for the named services of srv (full names, such as
+// "vega.v1.GenerateService"). Every service must be registered on srv
+// before New is called.
+func New(srv *grpc.Server, services []string, opts ...Option) (*Face, error) {
+	o := options{maxMessageBytes: DefaultMaxMessageBytes}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if len(services) == 0 {
+		return nil, errors.New("httpface: no services named")
+	}
+	info := srv.GetServiceInfo()
+	for _, name := range services {
+		if _, ok := info[name]; !ok {
+			return nil, fmt.Errorf("httpface: service %q is not registered on the gRPC server", name)
+		}
+	}
+	cors, err := newCORS(o.corsOrigins)
+	if err != nil {
+		return nil, err
+	}
+	RegisterJSONCodec()
+	tc, err := vanguardgrpc.NewTranscoder(srv,
+		vanguard.WithDefaultServiceOptions(vanguard.WithMaxMessageBufferBytes(o.maxMessageBytes)))
+	if err != nil {
+		return nil, fmt.Errorf("httpface: %w", err)
+	}
+	var h http.Handler = tc
+	h = retryAfter(h)
+	h = checkUnary(h, o.maxMessageBytes)
+	h = connectVersion(h)
+	h = cors.wrap(h)
+	return &Face{handler: h, services: append([]string(nil), services...)}, nil
+}
+
+// Mount routes "/<service>/" of every named service to the face on mux.
+// Other services of the server (health, reflection) are not reachable
+// over HTTP.
+func (f *Face) Mount(mux *http.ServeMux) {
+	for _, name := range f.services {
+		mux.Handle("/"+name+"/", f.handler)
+	}
+}
+
+// ServeHTTP serves one call of a named service. It is Mount without the
+// mux; requests to other paths get what the transcoder answers for them.
+func (f *Face) ServeHTTP(w http.ResponseWriter, r *http.Request) { f.handler.ServeHTTP(w, r) }
+
+// connectVersion makes plain JSON (or binary) POSTs Connect unary calls.
+// Without the Connect-Protocol-Version header vanguard reads a POST of
+// application/json as a REST call, and the services declare no REST
+// routes, so `curl -H 'Content-Type: application/json' -d '{…}'` would get
+// 404. Connect clients send the header; adding it for those that do not
+// changes nothing else.
+func connectVersion(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && len(r.Header.Values("Connect-Protocol-Version")) == 0 && isUnaryContentType(r.Header.Values("Content-Type")) {
+			r.Header.Set("Connect-Protocol-Version", "1")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func isUnaryContentType(values []string) bool {
+	if len(values) != 1 {
+		return false
+	}
+	ct, _, _ := strings.Cut(values[0], ";")
+	ct = strings.ToLower(strings.TrimSpace(ct))
+	return ct == "application/json" || ct == "application/proto"
+}
