@@ -37,6 +37,7 @@ import (
 //	StatusError 5xx                  UNAVAILABLE (+ RetryInfo when Retry-After)
 //	outbox.ErrKeyReused              FAILED_PRECONDITION
 //	outbox.ErrClosed                 UNAVAILABLE (shutting down; retry elsewhere)
+//	outbox.ErrUnavailable            UNAVAILABLE + RetryInfo (the outbox's database; detail logged)
 //	a *status.Status error           itself
 //	anything else                    INTERNAL, detail logged, not sent
 //
@@ -66,6 +67,12 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, outbox.ErrClosed):
 		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, outbox.ErrUnavailable):
+		// Nothing was recorded, or the commit's outcome is unknown: the
+		// caller retries with the same idempotency key and gets the first.
+		log.WarnContext(ctx, "notification outbox unavailable", "err", err)
+		return withRetryInfo(status.New(codes.Unavailable,
+			"the notification outbox's database is unavailable; nothing is claimed as accepted: retry with the same idempotency_key"), time.Second, "outbox").Err()
 	}
 	var se *integrations.StatusError
 	if errors.As(err, &se) {

@@ -11,9 +11,17 @@ import (
 	"github.com/vega-gateway/vega/integrations/notify/outbox"
 )
 
+// outboxStats is what the batch section needs of the notification
+// outbox; both stores (bbolt and PostgreSQL) have it.
+type outboxStats interface {
+	Stats() outbox.Stats
+	ResetStats()
+}
+
 // OutboxReporter fills the batch section from the notification outbox:
-// its group commits and each channel's queue.
-type OutboxReporter struct{ Box *outbox.Outbox }
+// its group commits and each channel's queue, the store it lives in and,
+// for PostgreSQL, the replica delivering each channel.
+type OutboxReporter struct{ Box outboxStats }
 
 func (r OutboxReporter) Report(s *vegav1.Stats) {
 	st := r.Box.Stats()
@@ -23,6 +31,7 @@ func (r OutboxReporter) Report(s *vegav1.Stats) {
 		FlushedOnSize: b.FlushedOnSize, FlushedOnInterval: b.FlushedOnInterval, FlushedIdle: b.FlushedIdle,
 		MaxCommitMs: ms(b.MaxCommitTime), MaxBatch: int64(b.MaxBatch), FlushInterval: durationpb.New(b.FlushInterval),
 		Channels: make(map[string]*vegav1.OutboxChannelStats, len(st.Channels)),
+		Store:    st.Store, Replica: st.Replica,
 	}
 	if b.Commits > 0 {
 		out.AvgBatchSize = float64(b.Operations) / float64(b.Commits)
@@ -34,6 +43,7 @@ func (r OutboxReporter) Report(s *vegav1.Stats) {
 			Accepted: c.Accepted, Delivered: c.Delivered, Retried: c.Retried,
 			DeadLettered: c.DeadLettered, DeadLetterDepth: c.DeadLetterDepth, LastError: c.LastError,
 			PausedForMs: ms(c.PausedFor), RatePerSecond: c.Rate, Burst: int64(c.Burst), Unconfigured: c.Unconfigured,
+			Owner: c.Owner,
 		}
 	}
 	s.Batch = out

@@ -31,6 +31,7 @@ type Config struct {
 	APIKeys         []string      `yaml:"api_keys"`         // VEGA_API_KEYS: "key" or "key=tenant"
 	DataDir         string        `yaml:"data_dir"`         // VEGA_DATA_DIR, default "./data"
 	RedisURL        string        `yaml:"redis_url"`        // REDIS_URL
+	PostgresURL     string        `yaml:"postgres_url"`     // VEGA_POSTGRES_URL: the Notify outbox in PostgreSQL, for a fleet; unset = bbolt in DataDir
 	LogLevel        string        `yaml:"log_level"`        // VEGA_LOG_LEVEL: debug, info, warn, error
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"` // VEGA_SHUTDOWN_TIMEOUT, default 15s
 	DrainDelay      time.Duration `yaml:"drain_delay"`      // VEGA_DRAIN_DELAY, default 0
@@ -119,6 +120,11 @@ type NotifyConfig struct {
 	BackoffMax  time.Duration `yaml:"backoff_max"`
 	// SendTimeout bounds one delivery attempt; VEGA_NOTIFY_SEND_TIMEOUT, default 10s.
 	SendTimeout time.Duration `yaml:"send_timeout"`
+	// LeaseTTL (PostgreSQL outbox) is how long a replica's hold on a
+	// channel lasts without renewal: another replica takes the channel of a
+	// dead one within LeaseTTL + 1s. VEGA_OUTBOX_LEASE_TTL, default
+	// max(15s, SendTimeout + 5s); it must exceed SendTimeout + 1s.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }
 
 // ChannelConfig is one notification channel.
@@ -231,6 +237,7 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 	list("VEGA_API_KEYS", &cfg.APIKeys)
 	str("VEGA_DATA_DIR", &cfg.DataDir)
 	str("REDIS_URL", &cfg.RedisURL)
+	str("VEGA_POSTGRES_URL", &cfg.PostgresURL)
 	str("VEGA_LOG_LEVEL", &cfg.LogLevel)
 	str("VEGA_TLS_CERT", &cfg.TLS.CertFile)
 	str("VEGA_TLS_KEY", &cfg.TLS.KeyFile)
@@ -284,6 +291,7 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 		{"VEGA_NOTIFY_BACKOFF_BASE", &cfg.Notify.BackoffBase, false},
 		{"VEGA_NOTIFY_BACKOFF_MAX", &cfg.Notify.BackoffMax, false},
 		{"VEGA_NOTIFY_SEND_TIMEOUT", &cfg.Notify.SendTimeout, false},
+		{"VEGA_OUTBOX_LEASE_TTL", &cfg.Notify.LeaseTTL, false},
 	}
 	for _, d := range durations {
 		v := getenv(d.key)
@@ -470,6 +478,11 @@ func (c *Config) Validate() error {
 			return errors.New("REDIS_URL: must look like redis://host:6379/0")
 		}
 	}
+	if c.PostgresURL != "" {
+		if u, err := url.Parse(c.PostgresURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
+			return errors.New("VEGA_POSTGRES_URL: must look like postgres://user:password@host:5432/database")
+		}
+	}
 	names := map[string]bool{"sim": true}
 	for i, b := range c.LLM.Backends {
 		key := fmt.Sprintf("llm.backends[%d]", i)
@@ -530,6 +543,8 @@ func (c *Config) Validate() error {
 		return errors.New("VEGA_NOTIFY_BACKOFF_BASE / VEGA_NOTIFY_BACKOFF_MAX: base must be positive and not above max")
 	case n.SendTimeout <= 0:
 		return errors.New("VEGA_NOTIFY_SEND_TIMEOUT: must be positive")
+	case n.LeaseTTL < 0 || (n.LeaseTTL > 0 && n.LeaseTTL < n.SendTimeout+time.Second):
+		return errors.New("VEGA_OUTBOX_LEASE_TTL: must exceed VEGA_NOTIFY_SEND_TIMEOUT by at least 1s (an attempt must end within its lease), or be unset")
 	}
 	if c.Fetch.MaxBodyBytes <= 0 || c.Fetch.Timeout <= 0 || c.Fetch.MaxRedirects < 0 {
 		return errors.New("fetch: max_body_bytes and timeout must be positive, max_redirects not negative")

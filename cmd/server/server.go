@@ -75,7 +75,7 @@ type Server struct {
 	fetcher *fetch.Client
 	router  *service.Router
 	cache   *cache.Cache
-	outbox  *outbox.Outbox // durable notifications
+	outbox  notifyOutbox // durable notifications: bbolt, or PostgreSQL for a fleet
 	leaks   *monitor.LeakDetector
 	tracing *tracing
 	drain   *httpface.Drainer // ends WatchStats streams when shutdown begins
@@ -299,10 +299,25 @@ func newChannels(cfg NotifyConfig, shared *http.Client, backends *service.Backen
 	return channels, nil
 }
 
-// openOutbox opens the durable notification outbox under the data
-// directory; its workers start delivering what a previous run left queued.
-func openOutbox(cfg Config, channels []outbox.Channel, backends *service.Backends, log *slog.Logger) (*outbox.Outbox, error) {
-	box, err := outbox.Open(outbox.Settings{
+// notifyOutbox is what the server needs of the notification outbox: the
+// service's part, PerfAdmin's (stats, redrive) and the shutdown's. Both
+// stores have it.
+type notifyOutbox interface {
+	service.Outbox
+	Stats() outbox.Stats
+	ResetStats()
+	Redrive(ctx context.Context, channel string, ids []string) (int, error)
+	Release()
+	Close(ctx context.Context) error
+}
+
+// openOutbox opens the durable notification outbox: in PostgreSQL when
+// VEGA_POSTGRES_URL is set (a fleet), else under the data directory. Its
+// workers start delivering what was left queued. PostgreSQL that cannot be
+// reached at start stops the gateway with one line (README: "When
+// PostgreSQL is down").
+func openOutbox(cfg Config, channels []outbox.Channel, backends *service.Backends, log *slog.Logger) (notifyOutbox, error) {
+	settings := outbox.Settings{
 		Path:          filepath.Join(cfg.DataDir, "outbox.db"),
 		Channels:      channels,
 		MaxBatch:      cfg.Notify.BatchSize,
@@ -313,7 +328,17 @@ func openOutbox(cfg Config, channels []outbox.Channel, backends *service.Backend
 		SendTimeout:   cfg.Notify.SendTimeout,
 		Log:           log,
 		Observe:       backends.Observe,
-	})
+	}
+	if cfg.PostgresURL != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		box, err := outbox.OpenPostgres(ctx, outbox.PostgresSettings{URL: cfg.PostgresURL, LeaseTTL: cfg.Notify.LeaseTTL}, settings)
+		if err != nil {
+			return nil, fmt.Errorf("VEGA_POSTGRES_URL: %w", err)
+		}
+		return box, nil
+	}
+	box, err := outbox.Open(settings)
 	if err != nil {
 		return nil, fmt.Errorf("VEGA_DATA_DIR: %w", err)
 	}

@@ -46,6 +46,8 @@ type collector struct {
 	batch           figures[*vegav1.BatchStats]
 	batchFlushes    *prometheus.Desc                    // labels: reason
 	outbox          figures[*vegav1.OutboxChannelStats] // labels: channel
+	outboxInfo      *prometheus.Desc                    // labels: store, replica
+	outboxOwner     *prometheus.Desc                    // labels: channel, owner
 	integration     figures[*vegav1.BackendHealth]      // labels: backend, kind, type
 	integrationInfo figures[*vegav1.BackendHealth]      // labels: backend, kind, type, host
 }
@@ -309,6 +311,13 @@ func NewCollector(snapshot func() *vegav1.Stats) prometheus.Collector {
 	c.outbox.gauge("outbox_paused_seconds", "Time until the channel's next attempt may start (Retry-After or backoff); 0 when not waiting.",
 		func(s *vegav1.OutboxChannelStats) float64 { return s.GetPausedForMs() / 1e3 })
 
+	c.outboxInfo = newDesc(d, "outbox_info",
+		`Always 1; store is "bbolt" (one gateway) or "postgres" (a fleet), replica is this gateway's name in the channel leases ("postgres" only).`,
+		"store", "replica")
+	c.outboxOwner = newDesc(d, "outbox_channel_owner",
+		"Always 1, for each channel whose lease a replica holds (PostgreSQL store): owner is the replica delivering the channel.",
+		labelChannel, "owner")
+
 	c.integration = newFigures[*vegav1.BackendHealth](d, labelBackend, labelKind, labelType)
 	c.integration.counter("integration_calls_total", "Calls to the backend.",
 		func(s *vegav1.BackendHealth) float64 { return float64(s.GetCalls()) })
@@ -367,8 +376,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.batchFlushes, prometheus.CounterValue, float64(s.GetFlushedOnSize()), "size")
 		ch <- prometheus.MustNewConstMetric(c.batchFlushes, prometheus.CounterValue, float64(s.GetFlushedOnInterval()), "interval")
 		ch <- prometheus.MustNewConstMetric(c.batchFlushes, prometheus.CounterValue, float64(s.GetFlushedIdle()), "idle")
+		if s.GetStore() != "" {
+			ch <- prometheus.MustNewConstMetric(c.outboxInfo, prometheus.GaugeValue, 1, s.GetStore(), s.GetReplica())
+		}
 		for name, o := range s.GetChannels() {
 			c.outbox.collect(ch, o, name)
+			if o.GetOwner() != "" {
+				ch <- prometheus.MustNewConstMetric(c.outboxOwner, prometheus.GaugeValue, 1, name, o.GetOwner())
+			}
 		}
 	}
 	if s := st.GetRequestCoalescing(); s != nil {

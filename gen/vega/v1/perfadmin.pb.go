@@ -1419,7 +1419,14 @@ type BatchStats struct {
 	// Setting: how long a commit waits for more writes (VEGA_OUTBOX_FLUSH_INTERVAL).
 	FlushInterval *durationpb.Duration `protobuf:"bytes,11,opt,name=flush_interval,json=flushInterval,proto3" json:"flush_interval,omitempty"`
 	// Delivery queue of each channel, by channel name.
-	Channels      map[string]*OutboxChannelStats `protobuf:"bytes,12,rep,name=channels,proto3" json:"channels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Channels map[string]*OutboxChannelStats `protobuf:"bytes,12,rep,name=channels,proto3" json:"channels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Where the outbox lives: "bbolt" (a file in VEGA_DATA_DIR, one
+	// gateway) or "postgres" (VEGA_POSTGRES_URL, shared by a fleet). With
+	// "postgres", queue depths, dead letters and owners are the fleet's;
+	// commits and counters are this replica's.
+	Store string `protobuf:"bytes,13,opt,name=store,proto3" json:"store,omitempty"`
+	// This gateway's name in the channel leases ("postgres" only).
+	Replica       string `protobuf:"bytes,14,opt,name=replica,proto3" json:"replica,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1538,6 +1545,20 @@ func (x *BatchStats) GetChannels() map[string]*OutboxChannelStats {
 	return nil
 }
 
+func (x *BatchStats) GetStore() string {
+	if x != nil {
+		return x.Store
+	}
+	return ""
+}
+
+func (x *BatchStats) GetReplica() string {
+	if x != nil {
+		return x.Replica
+	}
+	return ""
+}
+
 // OutboxChannelStats describes one channel's delivery queue.
 type OutboxChannelStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1566,7 +1587,10 @@ type OutboxChannelStats struct {
 	Burst int64 `protobuf:"varint,11,opt,name=burst,proto3" json:"burst,omitempty"`
 	// True when the channel is no longer configured: its queue waits until it
 	// is configured again.
-	Unconfigured  bool `protobuf:"varint,12,opt,name=unconfigured,proto3" json:"unconfigured,omitempty"`
+	Unconfigured bool `protobuf:"varint,12,opt,name=unconfigured,proto3" json:"unconfigured,omitempty"`
+	// The replica that delivers the channel now (it holds the channel's
+	// lease); empty with the bbolt store, or while no replica holds it.
+	Owner         string `protobuf:"bytes,13,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1683,6 +1707,13 @@ func (x *OutboxChannelStats) GetUnconfigured() bool {
 		return x.Unconfigured
 	}
 	return false
+}
+
+func (x *OutboxChannelStats) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
 }
 
 // RequestCoalescingStats describes request coalescing.
@@ -3095,7 +3126,7 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\fGrowingStack\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x03R\x05count\x12\x16\n" +
 	"\x06growth\x18\x02 \x01(\x03R\x06growth\x12\x1c\n" +
-	"\tfunctions\x18\x03 \x03(\tR\tfunctions\"\xcd\x04\n" +
+	"\tfunctions\x18\x03 \x03(\tR\tfunctions\"\xfd\x04\n" +
 	"\n" +
 	"BatchStats\x12\x18\n" +
 	"\acommits\x18\x01 \x01(\x03R\acommits\x12\x1e\n" +
@@ -3112,10 +3143,12 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\tmax_batch\x18\n" +
 	" \x01(\x03R\bmaxBatch\x12@\n" +
 	"\x0eflush_interval\x18\v \x01(\v2\x19.google.protobuf.DurationR\rflushInterval\x12=\n" +
-	"\bchannels\x18\f \x03(\v2!.vega.v1.BatchStats.ChannelsEntryR\bchannels\x1aX\n" +
+	"\bchannels\x18\f \x03(\v2!.vega.v1.BatchStats.ChannelsEntryR\bchannels\x12\x14\n" +
+	"\x05store\x18\r \x01(\tR\x05store\x12\x18\n" +
+	"\areplica\x18\x0e \x01(\tR\areplica\x1aX\n" +
 	"\rChannelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x121\n" +
-	"\x05value\x18\x02 \x01(\v2\x1b.vega.v1.OutboxChannelStatsR\x05value:\x028\x01\"\xb2\x03\n" +
+	"\x05value\x18\x02 \x01(\v2\x1b.vega.v1.OutboxChannelStatsR\x05value:\x028\x01\"\xc8\x03\n" +
 	"\x12OutboxChannelStats\x12\x1f\n" +
 	"\vqueue_depth\x18\x01 \x01(\x03R\n" +
 	"queueDepth\x121\n" +
@@ -3131,7 +3164,8 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\x0frate_per_second\x18\n" +
 	" \x01(\x01R\rratePerSecond\x12\x14\n" +
 	"\x05burst\x18\v \x01(\x03R\x05burst\x12\"\n" +
-	"\funconfigured\x18\f \x01(\bR\funconfigured\"\xb2\x02\n" +
+	"\funconfigured\x18\f \x01(\bR\funconfigured\x12\x14\n" +
+	"\x05owner\x18\r \x01(\tR\x05owner\"\xb2\x02\n" +
 	"\x16RequestCoalescingStats\x12\x1a\n" +
 	"\brequests\x18\x01 \x01(\x03R\brequests\x12\x1c\n" +
 	"\tcoalesced\x18\x02 \x01(\x03R\tcoalesced\x12#\n" +

@@ -179,8 +179,9 @@ func OpenPostgres(ctx context.Context, ps PostgresSettings, s Settings) (*Postgr
 }
 
 // Redact removes the password of rawURL from msg (error texts of drivers
-// may quote the connection string).
+// may quote the connection string) and puts msg on one line.
 func Redact(msg, rawURL string) string {
+	msg = strings.Join(strings.Fields(msg), " ")
 	u, err := url.Parse(rawURL)
 	if err == nil && u.User != nil {
 		if pw, ok := u.User.Password(); ok && pw != "" {
