@@ -88,6 +88,16 @@ func (r LimiterReporter) Report(s *vegav1.Stats) {
 			Key: l.Key, CurrentRate: l.Rate, MinRate: l.Min, MaxRate: l.Max,
 			Admitted: l.Admitted, Rejected: l.Rejected, Waited: l.Waited,
 			Increases: l.Increases, Decreases: l.Decreases,
+			ConcurrencyLimit: int64(l.ConcurrencyLimit), InFlight: int64(l.InFlight), QueueLength: int64(l.Queued),
+			QueueDelayP50Ms: ms(l.QueueDelayP50), QueueDelayP99Ms: ms(l.QueueDelayP99),
+			BaseLatencyMs: ms(l.BaseLatency), SampleLatencyMs: ms(l.SampleLatency), QueueTargetMs: ms(l.QueueTarget),
+			Standing: l.Standing, ShedDeadline: l.ShedDeadline, ShedStanding: l.ShedStanding, ShedFull: l.ShedFull,
+			ShedRetryAfter: l.ShedRetryAfter, LimitIncreases: l.LimitUp, LimitDecreases: l.LimitDown,
+		}
+		for _, t := range l.Tenants {
+			ls.Tenants = append(ls.Tenants, &vegav1.TenantLimiterStats{
+				Tenant: t.Tenant, Admitted: t.Admitted, Shed: t.Shed, QueueLength: int64(t.Queued), Standing: t.Standing,
+			})
 		}
 		if l.Admitted > 0 {
 			ls.AvgWaitMs = ms(l.TotalWait) / float64(l.Admitted)

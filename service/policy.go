@@ -77,7 +77,7 @@ func planGenerate(ctx context.Context, s PolicySettings, router *Router, in gene
 		return nil, err
 	}
 	backend := router.BackendFor(in.GetModel())
-	d := &policy.Decision{TTL: s.GenerateTTL}
+	d := &policy.Decision{TTL: s.GenerateTTL, Tenant: Tenant(ctx)}
 	if backend != SimBackend { // the in-process sim needs no protection
 		d.Backend, d.Limit, d.Break = backend, true, true
 	}
@@ -144,7 +144,7 @@ func planFetch(ctx context.Context, s PolicySettings, in *vegav1.FetchRequest) (
 		return nil, err
 	}
 	return &policy.Decision{
-		Key: key, Backend: "fetch:" + host,
+		Key: key, Backend: "fetch:" + host, Tenant: Tenant(ctx),
 		Coalesce: true, ReadCache: true, WriteCache: true, TTL: s.FetchTTL,
 		Limit: true, Break: true,
 	}, nil

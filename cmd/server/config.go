@@ -161,18 +161,28 @@ type PoolConfig struct {
 	IdleTimeout           time.Duration `yaml:"idle_timeout"`             // IDLE_TIMEOUT (seconds), default 60s
 }
 
-// LimitConfig holds the adaptive rate limiter bounds in requests per second.
+// LimitConfig is the overload control of every backend: an adaptive rate
+// ceiling (requests per second, the seed's names), an adaptive concurrency
+// limit (calls at the backend at once) and the queue in front of them.
 type LimitConfig struct {
 	Initial float64 `yaml:"initial"` // INITIAL_RATE_LIMIT, default 10
 	Min     float64 `yaml:"min"`     // MIN_RATE_LIMIT, default 1
 	Max     float64 `yaml:"max"`     // MAX_RATE_LIMIT, default 100
-	// MaxWait bounds how long a call waits for its turn (its own deadline
-	// bounds it too); VEGA_RATE_LIMIT_MAX_WAIT. Default 0: one token's time
-	// at the current rate (1/rate), so an overloaded backend sheds calls
-	// at once with RESOURCE_EXHAUSTED + RetryInfo instead of queueing them
-	// (the seed's 30s acquire timeout let queues grow until every call
-	// timed out: make bench measured 0 goodput at 2× overload with it).
-	MaxWait time.Duration `yaml:"max_wait"`
+	// ConcurrencyInitial is where each backend's concurrency limit starts:
+	// its declared parallelism (OLLAMA_NUM_PARALLEL, vLLM's max_num_seqs)
+	// when known; VEGA_CONCURRENCY_INITIAL, default 4. ConcurrencyMin and
+	// ConcurrencyMax bound it (VEGA_CONCURRENCY_MIN, VEGA_CONCURRENCY_MAX,
+	// defaults 1 and 64; MIN = MAX fixes it).
+	ConcurrencyInitial int `yaml:"concurrency_initial"`
+	ConcurrencyMin     int `yaml:"concurrency_min"`
+	ConcurrencyMax     int `yaml:"concurrency_max"`
+	// QueueTarget is the queue delay above which a queue that does not
+	// drain counts as overload; VEGA_QUEUE_TARGET, default 0 = automatic
+	// (half the backend's unloaded latency, at least 5ms).
+	QueueTarget time.Duration `yaml:"queue_target"`
+	// QueueMaxWait is the longest a call waits for its turn, the bound for
+	// calls without a deadline; VEGA_QUEUE_MAX_WAIT, default 30s.
+	QueueMaxWait time.Duration `yaml:"queue_max_wait"`
 }
 
 func defaultConfig() Config {
@@ -193,7 +203,7 @@ func defaultConfig() Config {
 			MaxConnectionsPerHost: 10, MaxTotalConnections: 100,
 			ConnectionTTL: 300 * time.Second, IdleTimeout: 60 * time.Second,
 		},
-		Limits: LimitConfig{Initial: 10, Min: 1, Max: 100},
+		Limits: LimitConfig{Initial: 10, Min: 1, Max: 100, ConcurrencyInitial: 4, ConcurrencyMin: 1, ConcurrencyMax: 64, QueueMaxWait: 30 * time.Second},
 	}
 }
 
@@ -284,7 +294,8 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 		{"CONNECTION_TTL", &cfg.Pool.ConnectionTTL, true},
 		{"IDLE_TIMEOUT", &cfg.Pool.IdleTimeout, true},
 		{"VEGA_CACHE_STALE_FOR", &cfg.Cache.StaleFor, false},
-		{"VEGA_RATE_LIMIT_MAX_WAIT", &cfg.Limits.MaxWait, false},
+		{"VEGA_QUEUE_TARGET", &cfg.Limits.QueueTarget, false},
+		{"VEGA_QUEUE_MAX_WAIT", &cfg.Limits.QueueMaxWait, false},
 		{"VEGA_IDEMPOTENCY_RETENTION", &cfg.Notify.IdempotencyRetention, false},
 		{"VEGA_NOTIFY_MAX_WAIT", &cfg.Notify.MaxWait, false},
 		{"VEGA_OUTBOX_FLUSH_INTERVAL", &cfg.Notify.FlushInterval, false},
@@ -332,6 +343,9 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 		{"MAX_CONNECTIONS_PER_HOST", &cfg.Pool.MaxConnectionsPerHost},
 		{"MAX_TOTAL_CONNECTIONS", &cfg.Pool.MaxTotalConnections},
 		{"VEGA_OUTBOX_BATCH_SIZE", &cfg.Notify.BatchSize},
+		{"VEGA_CONCURRENCY_INITIAL", &cfg.Limits.ConcurrencyInitial},
+		{"VEGA_CONCURRENCY_MIN", &cfg.Limits.ConcurrencyMin},
+		{"VEGA_CONCURRENCY_MAX", &cfg.Limits.ConcurrencyMax},
 	}
 	for _, n := range ints {
 		if v := getenv(n.key); v != "" {
@@ -570,10 +584,18 @@ func (c *Config) Validate() error {
 		return errors.New("MIN_RATE_LIMIT: must be positive")
 	case c.Limits.Max < c.Limits.Min:
 		return errors.New("MAX_RATE_LIMIT: must be at least MIN_RATE_LIMIT")
-	case c.Limits.MaxWait < 0:
-		return errors.New("VEGA_RATE_LIMIT_MAX_WAIT: must not be negative (0: one token's time at the current rate)")
 	case c.Limits.Initial < c.Limits.Min || c.Limits.Initial > c.Limits.Max:
 		return errors.New("INITIAL_RATE_LIMIT: must be between MIN_RATE_LIMIT and MAX_RATE_LIMIT")
+	case c.Limits.ConcurrencyMin < 1:
+		return errors.New("VEGA_CONCURRENCY_MIN: must be at least 1")
+	case c.Limits.ConcurrencyMax < c.Limits.ConcurrencyMin:
+		return errors.New("VEGA_CONCURRENCY_MAX: must be at least VEGA_CONCURRENCY_MIN")
+	case c.Limits.ConcurrencyInitial < c.Limits.ConcurrencyMin || c.Limits.ConcurrencyInitial > c.Limits.ConcurrencyMax:
+		return errors.New("VEGA_CONCURRENCY_INITIAL: must be between VEGA_CONCURRENCY_MIN and VEGA_CONCURRENCY_MAX")
+	case c.Limits.QueueTarget < 0:
+		return errors.New("VEGA_QUEUE_TARGET: must not be negative (0: automatic)")
+	case c.Limits.QueueMaxWait <= 0:
+		return errors.New("VEGA_QUEUE_MAX_WAIT: must be positive")
 	}
 	return nil
 }

@@ -160,7 +160,9 @@ func NewServer(cfg Config, log *slog.Logger) (_ *Server, err error) {
 		return nil, err
 	}
 	limiters, err := ratelimit.NewSet(ratelimit.Settings{
-		Initial: cfg.Limits.Initial, Min: cfg.Limits.Min, Max: cfg.Limits.Max, MaxWait: cfg.Limits.MaxWait,
+		Initial: cfg.Limits.Initial, Min: cfg.Limits.Min, Max: cfg.Limits.Max,
+		InitialConcurrency: cfg.Limits.ConcurrencyInitial, MinConcurrency: cfg.Limits.ConcurrencyMin, MaxConcurrency: cfg.Limits.ConcurrencyMax,
+		QueueTarget: cfg.Limits.QueueTarget, MaxQueueWait: cfg.Limits.QueueMaxWait,
 	})
 	if err != nil {
 		return nil, err

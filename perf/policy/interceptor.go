@@ -2,14 +2,17 @@ package policy
 
 import (
 	"context"
+	"math/rand/v2"
+	"strconv"
 	"sync"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"time"
 )
 
 // UnaryServerInterceptor plans each request of a method in table, stores the
@@ -29,6 +32,8 @@ func UnaryServerInterceptor(table Table) grpc.UnaryServerInterceptor {
 		resp, err := handler(NewContext(ctx, d), req)
 		if err == nil {
 			_ = grpc.SetHeader(ctx, servedFromMD(d.ServedFrom))
+		} else {
+			pushback(ctx, err)
 		}
 		return resp, err
 	}
@@ -54,7 +59,11 @@ func StreamServerInterceptor(table Table) grpc.StreamServerInterceptor {
 		}
 		ps := &PlannedStream{ServerStream: ss, ctx: NewContext(ctx, d), req: req, d: d}
 		err = handler(srv, ps)
-		ps.sendHeader()
+		if err == nil {
+			ps.sendHeader()
+		} else {
+			pushback(ctx, err)
+		}
 		return err
 	}
 }
@@ -116,6 +125,35 @@ func (s *PlannedStream) sendHeader() {
 	s.once.Do(func() {
 		_ = s.ServerStream.SetHeader(servedFromMD(s.d.ServedFrom))
 	})
+}
+
+// PushbackTrailer is the trailer with which gRPC's built-in retry (gRFC
+// A6, honoured by grpc-go, grpc-java, C-core and its wrappers, grpc-js and
+// grpc-dotnet) learns when to retry: milliseconds, or -1 for "do not".
+const PushbackTrailer = "grpc-retry-pushback-ms"
+
+// pushback sends PushbackTrailer with a refusal that carries a RetryInfo
+// delay (RESOURCE_EXHAUSTED from the limiter or a backend's 429,
+// UNAVAILABLE from an open breaker): the delay times a random factor in
+// [0.5, 1.5), at least 50ms, so that clients refused together do not come
+// back together (the stock clients use the value as it is); -1 when no
+// retry would start before the caller's deadline. Refusals are sent
+// Trailers-Only (no header was set), which the stock clients need before
+// they retry at all.
+func pushback(ctx context.Context, err error) {
+	st, ok := status.FromError(err)
+	if !ok || (st.Code() != codes.ResourceExhausted && st.Code() != codes.Unavailable) {
+		return
+	}
+	delay := RetryDelay(st)
+	if delay <= 0 {
+		return
+	}
+	ms := max(int64(float64(delay.Milliseconds())*(0.5+rand.Float64())), 50)
+	if dl, ok := ctx.Deadline(); ok && time.Now().Add(time.Duration(ms)*time.Millisecond).After(dl) {
+		ms = -1
+	}
+	_ = grpc.SetTrailer(ctx, metadata.Pairs(PushbackTrailer, strconv.FormatInt(ms, 10)))
 }
 
 // RetryDelay returns the RetryInfo delay carried by st, or 0.

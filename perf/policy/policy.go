@@ -97,6 +97,9 @@ type Decision struct {
 	// Backend is the limiter and breaker key ("ollama",
 	// "fetch:example.com"); "" disables both.
 	Backend string
+	// Tenant is the caller's tenant: the limiter queues and shares a
+	// backend's capacity per tenant.
+	Tenant string
 
 	Coalesce   bool          // identical in-flight requests share one call
 	ReadCache  bool          // may be answered from the cache

@@ -13,185 +13,214 @@ import (
 	"github.com/vega-gateway/vega/perf/policy"
 )
 
-// Set is an adaptive rate limiter per backend key. Limiters are created on
-// first use, and evicted when idle beyond Settings.MaxKeys keys. A Set is
-// safe for concurrent use.
+// Set is the overload control of every backend key: a limiter per key,
+// created on first use and evicted when idle beyond Settings.MaxKeys keys.
+// A Set is safe for concurrent use.
 type Set struct {
 	s        Settings           // defaults applied; read-only after NewSet
 	limiters registry[*limiter] // bounded by s.MaxKeys while enough limiters are idle
 }
 
-// Permit is an admitted call. Release it once with the call's result; the
-// zero Permit (from a refused Acquire) ignores Release. It is a small value,
-// not a closure, so that admitting a call does not allocate. A Permit whose
-// limiter has been evicted meanwhile may still be released: its result then
-// adapts the evicted limiter only.
+// Permit is a call admitted to the backend. Release it once with the
+// call's result; the zero Permit (from a refused Acquire) ignores Release.
+// It is a small value, not a closure, so that admitting a call does not
+// allocate. A Permit whose limiter has been evicted meanwhile may still be
+// released: its result then adapts the evicted limiter only.
 type Permit struct {
 	l  *limiter
-	at int64 // when the token was reserved, Unix ns
+	at time.Time // when the call was dispatched to the backend
+	// epoch is the limiter's decrease count at dispatch: a result of a
+	// call dispatched before the last decrease speaks for the old limits.
+	epoch int64
+	// budget is what was left of the call's deadline at dispatch (0: none).
+	budget time.Duration
 }
 
-// Acquire admits a call to key's backend, waiting for a token while both
-// ctx's deadline and Settings.MaxWait allow. When the wait cannot fit, it
-// returns at once RESOURCE_EXHAUSTED with a RetryInfo detail (the wait
-// needed) and a QuotaFailure detail naming the backend, and gives the token
-// back. When ctx ends during the wait, it returns CANCELED or
-// DEADLINE_EXCEEDED and gives the token back. A Retry-After reported by the
-// backend is a floor on every wait: no call is admitted before it ends.
-func (s *Set) Acquire(ctx context.Context, key string) (Permit, error) {
+// Acquire admits a call of tenant to key's backend. It dispatches the call
+// at once when the backend has a free slot (the concurrency limit), the
+// rate ceiling has a token and nobody is queued; otherwise the call waits
+// in its tenant's queue when its expected wait fits its deadline (and
+// Settings.MaxQueueWait) and the queue is not standing, and is refused at
+// once with RESOURCE_EXHAUSTED, RetryInfo and QuotaFailure when it cannot
+// fit or the queue is standing (see the package documentation). When ctx
+// ends while queued, it returns CANCELED or DEADLINE_EXCEEDED and the call
+// never reaches the backend.
+func (s *Set) Acquire(ctx context.Context, key, tenant string) (Permit, error) {
 	l := s.get(key)
 	if e := s.limiters.epoch.Load(); l.used.Load() != e { // mostly a read: the epoch moves when a key is added
 		l.used.Store(e)
 	}
-	if err := ctx.Err(); err != nil { // a caller who left spends no token
-		l.canceled.Add(1)
+	if err := ctx.Err(); err != nil { // a caller who left takes no slot
 		return Permit{}, status.FromContextError(err).Err()
 	}
-	now := s.s.Now()
-	if now.UnixNano() >= l.blockedUntil.Load() && l.bucket.AllowN(now, 1) {
-		l.admitted.Add(1)
-		l.inflight.Add(1)
-		return Permit{l: l, at: now.UnixNano()}, nil
+	deadline, _ := ctx.Deadline()
+	now := time.Now()
+	l.mu.Lock()
+	t := l.tenantLocked(tenant, now)
+	t.arrive(now)
+	if l.queued == 0 && l.inflight < l.limitLocked() && !now.Before(l.blockedUntil) && l.bucket.AllowN(now, 1) {
+		p := l.dispatchLocked(t, now, 0, deadline, false)
+		l.mu.Unlock()
+		return p, nil
 	}
-	return l.wait(ctx, now)
+	w, err := l.enqueueLocked(t, now, deadline)
+	l.mu.Unlock()
+	if err != nil {
+		return Permit{}, err
+	}
+	return l.wait(ctx, w)
 }
 
-// Release reports the call's result: Success raises the rate by
-// Increase/rate (up to Max); Overload and Failure multiply it by Decrease
-// (down to Min, at most once per Cooldown, and only for a call scheduled
-// after the last decrease); an Overload with RetryAfter also holds every
-// call to the key until RetryAfter has passed. Neutral changes nothing.
-func (p Permit) Release(r policy.Result) {
+// Release reports the call's result. Success gives a latency sample to the
+// concurrency limit and raises the rate ceiling; Overload and Failure cut
+// both (at most once per window and per Cooldown, and only for a call
+// dispatched after the last cut); an Overload with RetryAfter also holds
+// every call to the key until it has passed. Neutral changes nothing. The
+// freed slot goes to the next queued call.
+func (p Permit) Release(r policy.Result) { p.release(r, time.Since(p.at), false) }
+
+// ReleaseAfter is Release with the backend's latency given: for a stream,
+// the time to its first message rather than to its end.
+func (p Permit) ReleaseAfter(r policy.Result, latency time.Duration) { p.release(r, latency, false) }
+
+// release frees the slot. expired says the caller's deadline ended while the
+// call was at the backend: overload evidence for the concurrency limit when
+// the deadline left the backend ample time (see limiter.finishLocked).
+func (p Permit) release(r policy.Result, latency time.Duration, expired bool) {
 	l := p.l
 	if l == nil {
 		return
 	}
-	l.inflight.Add(-1)
-	switch r.Outcome {
-	case policy.Success:
-		l.delivered.Add(1)
-		l.increase()
-	case policy.Overload, policy.Failure:
-		now := l.set.s.Now()
-		if r.Outcome == policy.Overload && r.RetryAfter > 0 {
-			l.block(now.Add(r.RetryAfter))
-		}
-		l.decrease(now, p.at)
-	}
+	now := time.Now()
+	l.mu.Lock()
+	l.finishLocked(p, r, latency, expired, now)
+	l.pumpLocked(now)
+	l.mu.Unlock()
+	l.busy.Add(-1)
 }
 
 func (s *Set) get(key string) *limiter {
 	return s.limiters.load(key, func() *limiter {
-		l := &limiter{set: s, key: key}
-		l.rate.Store(math.Float64bits(s.s.Initial))
-		l.applied.Store(math.Float64bits(s.s.Initial))
+		now := time.Now()
+		l := &limiter{set: s, key: key, tenants: make(map[string]*tenant)}
+		l.rate = s.s.Initial
 		l.burst = l.burstFor(s.s.Initial)
 		l.bucket = rate.NewLimiter(rate.Limit(s.s.Initial), l.burst)
-		l.since = s.s.Now().UnixNano()
+		l.since = now
+		l.limit = float64(s.s.InitialConcurrency)
+		l.window.start = now
 		return l
 	})
 }
 
-// limiter is the state of one key.
+// limiter is the state of one backend key.
 type limiter struct {
 	set *Set
 	key string
 
-	// Read on every call, rarely written.
-	bucket       *rate.Limiter           // the token bucket; it has its own lock
-	rate         atomic.Uint64           // math.Float64bits of the current rate; changed by compare-and-swap
-	applied      atomic.Uint64           // math.Float64bits of the bucket's rate; written under mu
-	blockedUntil atomic.Int64            // Unix ns before which no call is admitted (Retry-After)
-	refused      atomic.Pointer[refusal] // the last refusal, reused while it says the same
-	used         atomic.Uint64           // the registry's epoch at the last call (for eviction)
-	ceiling      atomic.Uint64           // math.Float64bits of the rate before the last decrease; 0 during slow start
-	delivered    atomic.Int64            // successes since the last decrease (or creation)
+	used atomic.Uint64 // the registry's epoch at the last call (for eviction)
+	busy atomic.Int64  // calls at the backend or queued; a limiter with none may be evicted
 
-	_ [64]byte // keeps the counters' cache line apart from the fields above
+	mu sync.Mutex // guards everything below; never held across a wait or a callback
 
-	admitted, rejected, waited, canceled, increases, decreases atomic.Int64 // reset by ResetStats
-	totalWait                                                  atomic.Int64 // ns; reset by ResetStats
-	inflight                                                   atomic.Int64 // admitted calls not yet released, or waiting for a token
+	// The rate ceiling (adapt.go).
+	bucket       *rate.Limiter // the token bucket; retuned as rate moves
+	rate         float64       // current ceiling, requests/s
+	burst        int           // the bucket's burst
+	ceiling      float64       // the rate before the last decrease; 0 during slow start
+	delivered    int64         // successes since the last decrease (or creation)
+	since        time.Time     // the last decrease, or creation: delivered counts from here
+	lastDecrease time.Time
+	blockedUntil time.Time // no call is dispatched before it (the backend's Retry-After)
 
-	_ [64]byte
+	// The concurrency limit (concurrency.go).
+	limit    float64 // calls at the backend at once (its floor, at least 1: limitLocked)
+	inflight int     // calls at the backend now
+	window   window  // the current adaptation window
+	history  []time.Duration
+	base     time.Duration // unloaded latency: min of the recent windows' p50; 0 until the first window
+	sample   time.Duration // the last window's p50; 0 until the first window
+	atMin    int           // windows in a row that ended at MinConcurrency
+	hold     time.Duration // how long a successful call holds its slot: a moving average
+	cuts     int64         // limit and rate decreases so far (Permit.epoch)
 
-	mu           sync.Mutex // guards the fields below and retuning the bucket; never held across a wait
-	burst        int        // the bucket's burst
-	lastDecrease int64      // Unix ns of the last decrease
-	since        int64      // Unix ns of the last decrease, or of creation: delivered counts from here
+	// The queues (queue.go).
+	tenants map[string]*tenant
+	ring    []*tenant // tenants with queued calls, served round-robin
+	next    int       // index in ring of the tenant served next
+	queued  int       // calls queued, all tenants
+	timer   *time.Timer
+	timerAt time.Time // when timer fires; zero when not armed
+	delays  delayRing // queue delays of recent dispatches
+
+	refused [numReasons]*refusal // the last refusal of each reason, reused while it says the same
+
+	stats counters
 }
 
-func (l *limiter) currentRate() float64 { return math.Float64frombits(l.rate.Load()) }
-
-// wait is Acquire's slow path: reserve a token, and wait for it if the wait
-// fits.
-func (l *limiter) wait(ctx context.Context, now time.Time) (Permit, error) {
-	s := l.set.s
-	l.inflight.Add(1) // a waiting call is in flight too; taken back on refusal
-	start := now
-	maxWait := s.MaxWait
-	if maxWait == 0 {
-		maxWait = time.Duration(float64(time.Second) / l.currentRate())
-	}
-	limit := now.Add(maxWait)
-	if dl, ok := ctx.Deadline(); ok && dl.Before(limit) {
-		limit = dl
-	}
-	r := l.bucket.ReserveN(now, 1)
-	at := now.Add(r.DelayFrom(now))
-	if !r.OK() { // cannot happen while the burst is at least 1
-		at = limit.Add(time.Second)
-	}
-	for {
-		if blocked := time.Unix(0, l.blockedUntil.Load()); blocked.After(at) {
-			at = blocked // Retry-After is a floor on the wait
-		}
-		if at.After(limit) {
-			r.CancelAt(now)
-			l.inflight.Add(-1)
-			l.rejected.Add(1)
-			return Permit{}, l.exhausted(at.Sub(now))
-		}
-		d := at.Sub(now)
-		if d <= 0 {
-			break
-		}
-		if err := sleep(ctx, d); err != nil {
-			r.CancelAt(s.Now())
-			l.inflight.Add(-1)
-			l.canceled.Add(1)
-			return Permit{}, status.FromContextError(err).Err()
-		}
-		// A Retry-After may have come while we slept: check again. (The
-		// timer is the authority on how long we slept, should Now be a
-		// clock that did not move.)
-		now = later(s.Now(), now.Add(d))
-	}
-	l.admitted.Add(1)
-	if waited := now.Sub(start); waited > 0 {
-		l.waited.Add(1)
-		l.totalWait.Add(int64(waited))
-	}
-	// The permit is dated when the call was scheduled, at the rate of that
-	// moment.
-	return Permit{l: l, at: start.UnixNano()}, nil
+// counters are the limiter's statistics; ResetStats zeroes them.
+type counters struct {
+	admitted, waited, canceled, increases, decreases int64
+	shed                                             [numReasons]int64
+	limitUp, limitDown                               int64
+	totalWait                                        time.Duration
 }
 
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
+// wait waits for w's turn.
+func (l *limiter) wait(ctx context.Context, w *waiter) (Permit, error) {
+	var expire <-chan time.Time
+	if w.deadline.IsZero() || w.deadline.Sub(w.arrived) > l.set.s.MaxQueueWait {
+		t := time.NewTimer(l.set.s.MaxQueueWait)
+		defer t.Stop()
+		expire = t.C
 	}
-	return b
-}
-
-// sleep waits for d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
 	select {
-	case <-t.C:
-		return nil
+	case <-w.ready:
+		return w.permit, w.err
 	case <-ctx.Done():
-		return ctx.Err()
+		return l.leave(w, status.FromContextError(ctx.Err()).Err(), false)
+	case <-expire:
+		return l.leave(w, nil, true)
 	}
 }
+
+// leave takes w out of its queue: its caller left (err) or it waited
+// Settings.MaxQueueWait (timedOut). A slot handed to w just before goes
+// back, so no slot is ever lost.
+func (l *limiter) leave(w *waiter, err error, timedOut bool) (Permit, error) {
+	now := time.Now()
+	l.mu.Lock()
+	switch w.state {
+	case queued:
+		w.state = gone
+		w.t.live--
+		l.queued--
+		l.busy.Add(-1)
+		if w.t.live == 0 {
+			l.unringLocked(w.t)
+		}
+		if timedOut {
+			err = l.shedLocked(w.t, reasonDeadline, l.retryHintLocked(w.t, now), now)
+		} else {
+			l.stats.canceled++
+		}
+	case granted:
+		if timedOut { // the slot came as the wait ran out: take it
+			l.mu.Unlock()
+			return w.permit, nil
+		}
+		// The slot was handed over as the caller left: give it back
+		// without a sample.
+		w.state = gone
+		l.inflight--
+		l.busy.Add(-1)
+		l.stats.canceled++
+		l.pumpLocked(now)
+	case shed:
+		err = w.err
+	}
+	l.mu.Unlock()
+	return Permit{}, err
+}
+
+func (l *limiter) limitLocked() int { return max(1, int(math.Floor(l.limit))) }

@@ -17,6 +17,7 @@ const (
 	labelReason    = "reason"
 	labelGoVersion = "go_version"
 	labelChannel   = "channel"
+	labelTenant    = "tenant"
 )
 
 // breakerStateValues is the value of vega_circuit_breaker_state.
@@ -40,9 +41,11 @@ type collector struct {
 	memoryLeaks     figures[*vegav1.MemoryLeaksStats]
 	coalescing      figures[*vegav1.RequestCoalescingStats]
 	pool            figures[*vegav1.ConnectionPoolStats]
-	poolRetired     *prometheus.Desc               // labels: reason
-	poolHost        figures[*vegav1.HostPoolStats] // labels: host
-	limiter         figures[*vegav1.LimiterStats]  // labels: backend
+	poolRetired     *prometheus.Desc                    // labels: reason
+	poolHost        figures[*vegav1.HostPoolStats]      // labels: host
+	limiter         figures[*vegav1.LimiterStats]       // labels: backend
+	limiterShed     *prometheus.Desc                    // labels: backend, reason
+	limiterTenant   figures[*vegav1.TenantLimiterStats] // labels: backend, tenant
 	batch           figures[*vegav1.BatchStats]
 	batchFlushes    *prometheus.Desc                    // labels: reason
 	outbox          figures[*vegav1.OutboxChannelStats] // labels: channel
@@ -275,6 +278,38 @@ func NewCollector(snapshot func() *vegav1.Stats) prometheus.Collector {
 	c.limiter.timestamp("rate_limiter_blocked_until_timestamp_seconds",
 		"Admissions are held until then (seconds since the Unix epoch) by the backend's Retry-After; absent when not blocked.",
 		(*vegav1.LimiterStats).GetBlockedUntil)
+	c.limiter.gauge("rate_limiter_concurrency_limit", "Adaptive concurrency limit: calls the gateway sends to the backend at once.",
+		func(s *vegav1.LimiterStats) float64 { return float64(s.GetConcurrencyLimit()) })
+	c.limiter.gauge("rate_limiter_in_flight", "Calls at the backend now.",
+		func(s *vegav1.LimiterStats) float64 { return float64(s.GetInFlight()) })
+	c.limiter.gauge("rate_limiter_queue_length", "Calls waiting in the gateway's queue for the backend now.",
+		func(s *vegav1.LimiterStats) float64 { return float64(s.GetQueueLength()) })
+	c.limiter.gauge("rate_limiter_queue_delay_p50_seconds", "Median queue delay of the last 256 dispatched calls.",
+		func(s *vegav1.LimiterStats) float64 { return s.GetQueueDelayP50Ms() / 1e3 })
+	c.limiter.gauge("rate_limiter_queue_delay_p99_seconds", "99th percentile queue delay of the last 256 dispatched calls.",
+		func(s *vegav1.LimiterStats) float64 { return s.GetQueueDelayP99Ms() / 1e3 })
+	c.limiter.gauge("rate_limiter_base_latency_seconds", "The backend's unloaded latency (least recent window median).",
+		func(s *vegav1.LimiterStats) float64 { return s.GetBaseLatencyMs() / 1e3 })
+	c.limiter.gauge("rate_limiter_sample_latency_seconds", "The backend's median latency in the last window.",
+		func(s *vegav1.LimiterStats) float64 { return s.GetSampleLatencyMs() / 1e3 })
+	c.limiter.gauge("rate_limiter_queue_target_seconds", "Queue target in force (CoDel).",
+		func(s *vegav1.LimiterStats) float64 { return s.GetQueueTargetMs() / 1e3 })
+	c.limiter.gauge("rate_limiter_standing", "1 while some tenant's queue for the backend is standing (overload), else 0.",
+		func(s *vegav1.LimiterStats) float64 { return boolValue(s.GetStanding()) })
+	c.limiter.counter("rate_limiter_limit_increases_total", "Concurrency limit rises.",
+		func(s *vegav1.LimiterStats) float64 { return float64(s.GetLimitIncreases()) })
+	c.limiter.counter("rate_limiter_limit_decreases_total", "Concurrency limit cuts.",
+		func(s *vegav1.LimiterStats) float64 { return float64(s.GetLimitDecreases()) })
+	c.limiterShed = newDesc(d, "rate_limiter_shed_total",
+		"Calls refused, by reason: deadline (the wait could not fit), standing (a standing queue), full (the queue was full), retry_after (the backend's Retry-After outlasts the deadline).",
+		labelBackend, labelReason)
+	c.limiterTenant = newFigures[*vegav1.TenantLimiterStats](d, labelBackend, labelTenant)
+	c.limiterTenant.counter("rate_limiter_tenant_admitted_total", "Calls of the tenant dispatched to the backend.",
+		func(s *vegav1.TenantLimiterStats) float64 { return float64(s.GetAdmitted()) })
+	c.limiterTenant.counter("rate_limiter_tenant_shed_total", "Calls of the tenant refused.",
+		func(s *vegav1.TenantLimiterStats) float64 { return float64(s.GetShed()) })
+	c.limiterTenant.gauge("rate_limiter_tenant_queue_length", "Calls of the tenant waiting now.",
+		func(s *vegav1.TenantLimiterStats) float64 { return float64(s.GetQueueLength()) })
 
 	c.batch = newFigures[*vegav1.BatchStats](d)
 	c.batch.counter("batch_commits_total", "Group commits of the notification outbox (one fsync each).",
@@ -401,6 +436,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if s := st.GetRateLimiters(); s != nil {
 		for _, l := range s.GetLimiters() {
 			c.limiter.collect(ch, l, l.GetKey())
+			for reason, n := range map[string]int64{
+				"deadline": l.GetShedDeadline(), "standing": l.GetShedStanding(), "full": l.GetShedFull(), "retry_after": l.GetShedRetryAfter(),
+			} {
+				ch <- prometheus.MustNewConstMetric(c.limiterShed, prometheus.CounterValue, float64(n), l.GetKey(), reason)
+			}
+			for _, t := range l.GetTenants() {
+				c.limiterTenant.collect(ch, t, l.GetKey(), t.GetTenant())
+			}
 		}
 	}
 	if s := st.GetIntegrations(); s != nil {

@@ -135,6 +135,21 @@
 //	vega_rate_limiter_decreases_total                           counter  backend                    rate decreases
 //	vega_rate_limiter_avg_wait_seconds                          gauge    backend                    avg_wait_ms / 1000
 //	vega_rate_limiter_blocked_until_timestamp_seconds           gauge    backend                    Retry-After hold; absent when none (blocked_until)
+//	vega_rate_limiter_concurrency_limit                         gauge    backend                    calls sent to the backend at once
+//	vega_rate_limiter_in_flight                                 gauge    backend                    calls at the backend now
+//	vega_rate_limiter_queue_length                              gauge    backend                    calls queued now
+//	vega_rate_limiter_queue_delay_p50_seconds                   gauge    backend                    queue_delay_p50_ms / 1000
+//	vega_rate_limiter_queue_delay_p99_seconds                   gauge    backend                    queue_delay_p99_ms / 1000
+//	vega_rate_limiter_base_latency_seconds                      gauge    backend                    base_latency_ms / 1000
+//	vega_rate_limiter_sample_latency_seconds                    gauge    backend                    sample_latency_ms / 1000
+//	vega_rate_limiter_queue_target_seconds                      gauge    backend                    queue_target_ms / 1000
+//	vega_rate_limiter_standing                                  gauge    backend                    1 while a queue is standing
+//	vega_rate_limiter_limit_increases_total                     counter  backend                    concurrency limit rises
+//	vega_rate_limiter_limit_decreases_total                     counter  backend                    concurrency limit cuts
+//	vega_rate_limiter_shed_total                                counter  backend, reason            refusals: deadline, standing, full, retry_after (shed_*)
+//	vega_rate_limiter_tenant_admitted_total                     counter  backend, tenant            tenants[].admitted
+//	vega_rate_limiter_tenant_shed_total                         counter  backend, tenant            tenants[].shed
+//	vega_rate_limiter_tenant_queue_length                       gauge    backend, tenant            tenants[].queue_length
 //
 //	vega_batch_commits_total                                    counter                             outbox group commits (one fsync each)
 //	vega_batch_operations_total                                 counter                             writes made durable by them
