@@ -209,6 +209,7 @@ func (d *driver) goBench(ctx context.Context) error {
 	}
 	goFigures(&d.report, s)
 	outboxFigures(&d.report, s)
+	pgOutboxFigures(&d.report, s)
 	var stat strings.Builder
 	for _, col := range []string{"/impl", "/path"} {
 		d.commands = append(d.commands, "benchstat -col "+col+" .tmp/bench/raw.txt")
