@@ -312,6 +312,7 @@ function counters(s) {
     cache: num(s.cache?.hits),
     stale: num(s.cache?.staleHits),
     coalesced: num(s.requestCoalescing?.coalesced),
+    refused: (s.circuitBreakers?.breakers || []).reduce((a, b) => a + num(b.rejected), 0) + (s.rateLimiters?.limiters || []).reduce((a, l) => a + num(l.rejected), 0),
     coalesceable: num(s.requestCoalescing?.requests),
     lookups: num(s.cache?.hits) + num(s.cache?.staleHits) + num(s.cache?.misses),
     poolRequests: num(s.connectionPool?.requests),
@@ -331,10 +332,13 @@ function update(s) {
   // Traffic and how it was served.
   const served = { backend: rate(now.backend, last.backend), cache: rate(now.cache, last.cache), coalesced: rate(now.coalesced, last.coalesced), stale: rate(now.stale, last.stale) };
   const total = served.backend + served.cache + served.coalesced + served.stale;
+  const refusedRate = rate(now.refused, last.refused);
   push("total", total);
   for (const k in served) push(k, served[k]);
-  figures("fig-traffic", [["calls/s", f0(total)], ["backend/s", f0(served.backend)], ["cache/s", f0(served.cache)], ["coalesced/s", f0(served.coalesced)], ["stale/s", f0(served.stale)]]);
-  chart("chart-traffic", ["total", "backend", "cache", "coalesced", "stale"].map((n) => ({ name: n, values: series[n] })), f0);
+  push("refused", refusedRate);
+  figures("fig-traffic", [["served/s", f0(total)], ["backend/s", f0(served.backend)], ["cache/s", f0(served.cache)], ["coalesced/s", f0(served.coalesced)], ["stale/s", f0(served.stale)],
+    ["refused/s (breaker, limiter)", f0(refusedRate), refusedRate > 0 ? "yes" : ""]]);
+  chart("chart-traffic", ["total", "backend", "cache", "coalesced", "stale", "refused"].map((n) => ({ name: n, values: series[n] })), f0);
 
   // Ratios over the last interval (since start in the figures).
   const dc = now.coalesceable - last.coalesceable, dl = now.lookups - last.lookups;
@@ -367,8 +371,9 @@ function update(s) {
     return row([name, String(num(c.queueDepth)), c.queueDepth > 0 ? ms(num(c.oldestPendingAgeMs)) : "–", f0(d), String(num(c.deadLetterDepth)),
       button("Redrive", () => act("Redrive the dead letters of " + name + "?", "RedriveNotifications", { channel: name }, (o) => num(o.redriven) + " notifications queued again on " + name + "."))]);
   }));
-  if (!channels.length) rows("outbox", [row(["no channel configured", "", "", "", "", ""])]);
-  chart("chart-outbox", lines, f0);
+  if (!channels.length) rows("outbox", [row(["no channel configured (SLACK_WEBHOOK_URL, VEGA_WEBHOOK_URL)", "", "", "", "", ""])]);
+  $("chart-outbox").hidden = !channels.length;
+  if (channels.length) chart("chart-outbox", lines, f0);
 
   // Runtime and leaks.
   const rt = s.runtime || {};
