@@ -101,9 +101,10 @@ var (
 // env is where a store lives: a directory (bbolt) or a database of its own
 // (PostgreSQL). Opening twice in one env finds what the first left.
 type env struct {
-	kind string // "bbolt" or "postgres"
-	dir  string
-	url  string
+	kind  string // "bbolt" or "postgres"
+	dir   string
+	url   string
+	lease time.Duration // PostgreSQL: the channel lease; 0 = the default
 }
 
 // forEachStore runs the contract test f against both stores.
@@ -144,7 +145,7 @@ func (e *env) open(t *testing.T, r *receiver, adjust func(*Settings)) store {
 	if e.kind == "postgres" {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		p, err := OpenPostgres(ctx, PostgresSettings{URL: e.url}, s)
+		p, err := OpenPostgres(ctx, PostgresSettings{URL: e.url, LeaseTTL: e.lease}, s)
 		if err != nil {
 			t.Fatal(err)
 		}
