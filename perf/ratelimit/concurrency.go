@@ -18,6 +18,12 @@ const (
 	maxSamples = 256 // latencies kept per window; a uniform sample beyond
 	historyLen = 30  // windows whose p50 the baseline is the least of
 	tolerance  = 1.25
+	// headroomBelow: the limit grows only while the window's p50 latency
+	// is within this percentage of the baseline. Between it and
+	// tolerance × base the limit holds: a backend of N slots run at N+1
+	// calls answers in (N+1)/N of its unloaded time, and growing further
+	// there only lengthens its internal queue (and the p99 of every call).
+	headroomBelow = 110
 	lossFactor = 0.9
 )
 
@@ -90,8 +96,9 @@ func (l *limiter) lossLocked(p Permit) {
 // gradient of the window's p50 latency against the baseline:
 //
 //	g = clamp(tolerance × base / sample, 0.5, 1)
-//	limit ← limit × g, plus √limit when g ≥ 0.95 and the window used at
-//	least half the limit (an idle backend's limit does not grow)
+//	limit ← limit × g, plus √limit when the sample is within 10% of the
+//	base and the window used at least half the limit (an idle backend's
+//	limit does not grow)
 //
 // The baseline is the least p50 of the last historyLen windows; after five
 // windows in a row at MinConcurrency it restarts from the last window, so
@@ -115,7 +122,7 @@ func (l *limiter) adaptLocked(now time.Time) {
 		if !w.cut {
 			g := min(1, max(0.5, tolerance*float64(l.base)/float64(l.sample)))
 			next := l.limit * g
-			if g >= 0.95 && 2*w.maxInflight >= l.limitLocked() {
+			if g >= 0.95 && l.sample <= l.base*headroomBelow/100 && 2*w.maxInflight >= l.limitLocked() {
 				next += math.Sqrt(l.limit)
 			}
 			l.setLimitLocked(next)

@@ -1,71 +1,95 @@
-// Package ratelimit is an adaptive rate limit per backend key, built on
-// golang.org/x/time/rate, with unary and stream server interceptors.
+// Package ratelimit is the gateway's overload control per backend key: it
+// decides whether a call goes to the backend now, waits for its turn, or is
+// refused at once, with unary and stream server interceptors.
 //
-// A Set holds one limiter per key, created on first use at
-// Settings.Initial requests/s (the seed's INITIAL_RATE_LIMIT, MIN_RATE_LIMIT
-// and MAX_RATE_LIMIT: 10, 1 and 100). A call takes a token at once or waits
-// for one while its deadline and Settings.MaxWait (by default one token's
-// time, 1/rate) allow; when the wait cannot fit it is refused at once with
-// RESOURCE_EXHAUSTED, RetryInfo (the wait needed) and QuotaFailure (the
-// backend), and its token is given back. Acquire returns a Permit value
-// rather than a release closure, so admitting a call does not allocate.
+// Three limits stand in front of each backend:
 //
-// The rate adapts by AIMD after a slow start: until a key's first decrease
-// each success adds one request/s, so the rate doubles per second of
-// full-rate success (TCP's slow start). An overload (429) or a failure
-// multiplies the rate by Decrease (down to Min), or, when the backend
-// delivered less than that since the last decrease (measured over a
-// second or more), sets it to what was delivered. From then on each
-// success adds min(Increase, 5% of the rate before the last decrease)/rate,
-// so the rate probes slowly near the ceiling the backend showed. The
-// delivered-rate floor and the slow probe matter for backends that push
-// back rarely but hard: one with a deep burst that answers an overshoot
-// with Retry-After (a pause of every call) was overshot every 2 s before,
-// and goodput ran in an on/off rhythm; now about every 6 s
-// (TestConvergenceWithRetryAfter). A backend's Retry-After
-// holds every call to the key until it has passed. Neutral results (the
-// caller cancelled, bad input) change nothing. Two rules keep a burst of
-// bad answers from collapsing the rate: at most one decrease per Cooldown,
-// and none for a call scheduled before the last decrease, whose result
-// speaks for the old rate (TCP's "once per round trip").
+//   - a concurrency limit, the number of calls at the backend at once. It
+//     is the unit that matters for an LLM server (Ollama, vLLM,
+//     llama-server): such a server runs N calls in parallel and queues the
+//     rest invisibly and without bound; its overload signal is latency
+//     rising, not a 429. The limit starts at Settings.InitialConcurrency
+//     (the declared parallelism) and adapts by the gradient of the backend's
+//     latency (concurrency.go, after Envoy's adaptive concurrency and
+//     Netflix's concurrency-limits): per window of ≥ 1 s and ≥ 10 answers,
+//     g = clamp(1.25 × base / p50, 0.5, 1) and limit ← limit × g, plus
+//     √limit while the p50 stays within 10% of the base and the window used
+//     half the limit. The base is the least window p50 of the last 30
+//     windows (restarted after five windows at the floor). Overload
+//     evidence — a 429 or 503, a Retry-After, a backend timeout, a caller's
+//     deadline that ended while the backend had the call for at least twice
+//     its base latency — cuts the limit by a tenth, at most once per window
+//     and only for calls dispatched after the last cut. A caller's own
+//     cancellation is no evidence.
+//   - a rate ceiling in requests/s, the seed's INITIAL/MIN/MAX_RATE_LIMIT
+//     (adapt.go): slow start until the first overload, then AIMD, falling
+//     to the delivered rate on a 429, with Retry-After holding every
+//     dispatch until it passes. It matters for quota-style backends (hosted
+//     APIs, web hosts) that answer 429 instead of queueing.
+//   - a queue per tenant in front of both (queue.go), served round-robin
+//     (deficit round-robin with a quantum of one call, as FQ-CoDel, RFC
+//     8290): a tenant alone uses all of the backend, and under overload
+//     each tenant with calls waiting gets an equal share, so one tenant's
+//     flood never starves another's trickle.
 //
-// Why AIMD and not a gradient or Vegas concurrency limit: the gateway's
-// backends say when they are overloaded (429, Retry-After, 5xx) and the
-// seed's contract is a rate in requests/s, so an explicit-signal rate
-// controller needs no latency baseline; Vegas-style limits infer overload
-// from latency, need a minimum-RTT probe window (Envoy's causes visible
-// 503s) and move by ±1 per window, taking |L0 − C| windows to converge.
-// TestConvergence measures AIMD in fake time: a backend of capacity C = 50
-// req/s (a token bucket of 100ms burst, 20ms service time, 429 when over),
-// an open-loop client at 3C with 1s deadlines. With the defaults the rate
-// settles into [0.7C, 1.3C] 3.5s after starting at 10 req/s (5.1s with
-// the additive climb alone, before slow start was added) with goodput
-// 0.98C over the last 5s, and 0.3s after the capacity
-// halves, with goodput 0.96C. The p99 latency of
-// admitted calls is 41ms at C = 50 (about twice the service time).
+// Admission. A call is dispatched at once when nobody is queued, a slot is
+// free and the rate ceiling has a token. Otherwise it is queued when its
+// expected wait fits: wait = (calls served before it) / (the backend's
+// service rate, min(rate ceiling, limit / service time)), plus what remains
+// of a Retry-After; it must satisfy wait + service time ≤ 0.95 × the time
+// left before the caller's deadline, and wait ≤ Settings.MaxQueueWait (30 s;
+// the bound for calls without a deadline). A call that cannot fit is
+// refused at once with RESOURCE_EXHAUSTED, RetryInfo (the expected wait)
+// and QuotaFailure (the backend and the reason); no token or slot is
+// spent. So a burst that an idle backend serves within its callers'
+// deadlines is never refused: 200 calls at once to a backend of 4 slots of
+// 400 ms each are all served (TestBurstsAnIdleBackendServesAreNeverRefused).
 //
-// The defaults were chosen with the same simulation. Halving on overload
-// (Decrease 0.5) saws between C/2 and C and loses goodput; 0.8 keeps it
-// near C and still follows a halving of capacity at once. Waits are short
-// by default because a deep queue of reservations keeps sending the old
-// rate for as long as it lasts, and every queued call adds its wait to its
-// latency (make bench's /wait30s rows show the extreme: no goodput at all).
-// The figures behind these choices were taken before slow start and the
-// delivered-rate floor existed and are not reproduced by a test; the ones
-// above are (TestConvergence, TestConvergenceWithRetryAfter).
+// Shedding real overload (CoDel, RFC 8289, per tenant queue). A queue is
+// standing when the least queue delay of the calls dispatched in a window
+// (interval = max(100 ms, 2 × base)) stayed above the target (max(5 ms,
+// base/2) by default, Settings.QueueTarget) for two windows in a row while
+// more calls were offered than dispatched; it stops standing after a window
+// in which no more were offered than dispatched. A burst that drains and a
+// closed loop of callers never trip it. While a tenant's queue stands, its
+// arrivals are refused when their wait exceeds the target (each tenant
+// keeps one call queued, so the round-robin stays fair), and calls that
+// waited more than twice the target are dropped when their turn comes
+// instead of being served late. A call whose deadline would end before the
+// usual service time is dropped at its turn too. OK calls then wait at most
+// about twice the target: at 4× overload of a backend of 4 slots × 100 ms,
+// goodput stays at capacity and the p99 of OK calls within 2 × 100 ms + the
+// target (TestQueueingBackendUnderOverload, in fake time).
+//
+// Why FIFO per tenant and not LIFO: FIFO keeps the expected wait honest
+// (the admission rule above needs it), never starves a call that was
+// admitted, and the drop of stale calls at dispatch already gives what
+// adaptive LIFO buys (fresh calls are served, stale ones fail fast);
+// steady-state LIFO starves the oldest calls.
+//
+// Never lose a slot: a freed slot is handed to exactly one queued call
+// (no broadcast); a slot handed to a caller who left in the same instant is
+// given back (TestCallersLeavingWhileQueuedLoseNoSlot).
+//
+// Why written here rather than taken from a library: the Go ports of
+// concurrency-limits (platinummonkey/go-concurrency-limits, failsafe-go's
+// adaptivelimiter) have no per-tenant fair queue, admit by queue length
+// rather than by deadline, and count every error (cancellations included)
+// as a drop; x/time/rate (used here for the rate ceiling) has no fairness
+// and no concurrency. The queue, its admission rule and CoDel are a few
+// hundred lines, tested in fake time (testing/synctest).
 //
 // A Set keeps at most Settings.MaxKeys limiters (10000 by default) while
 // enough of them are idle: when a new key would exceed it, the least
-// recently used limiters with no call in flight are evicted, down to
-// MaxKeys − MaxKeys/8, so a caller cycling through many distinct keys
-// (hosts) cannot grow it without bound. Recency is counted in keys added,
-// not in time, which costs the fast path two loads and no clock. An evicted
-// key's next call starts afresh at Initial; a Permit of an evicted limiter
-// may still be released. When too few limiters are idle, new keys exceed
-// MaxKeys rather than being refused (KeyStats counts them).
+// recently used limiters with no call at the backend or queued are evicted,
+// down to MaxKeys − MaxKeys/8, so a caller cycling through many distinct
+// keys (hosts) cannot grow it without bound. An evicted key's next call
+// starts afresh; a Permit of an evicted limiter may still be released.
 //
 // In the perf chain the limiter is the innermost mechanism, inside the
-// breaker: cache hits and coalesced waiters never spend a token, an open
+// breaker: cache hits and coalesced waiters never take a slot, an open
 // breaker fails fast without queueing here, and this package's refusals
-// (Overload, not a backend failure) never count against the breaker.
+// (not a backend failure) never count against the breaker. The policy
+// interceptor turns every refusal's RetryInfo into the
+// grpc-retry-pushback-ms trailer that gRPC's built-in retry honours.
 package ratelimit

@@ -140,7 +140,11 @@ func (l *limiter) enqueueLocked(t *tenant, now, deadline time.Time) (*waiter, er
 	wait, held := l.expectedWaitLocked(t, now)
 	service := l.serviceTimeLocked()
 	switch {
-	case t.standing && wait > l.targetLocked():
+	case t.standing && t.live > 0 && wait > l.targetLocked():
+		// A standing queue keeps what it can serve within the target, and
+		// always one call per tenant: the round-robin then gives every
+		// flooding tenant the same share, whatever the phase of their
+		// arrivals against the backend's answers.
 		return nil, l.shedLocked(t, reasonStanding, wait, now)
 	case wait > s.MaxQueueWait:
 		return nil, l.shedLocked(t, l.deadlineReason(held, wait-held > s.MaxQueueWait), wait, now)
@@ -292,6 +296,11 @@ func (l *limiter) popLocked() *waiter {
 		} else {
 			l.next++
 		}
+		if l.next >= len(l.ring) {
+			// Wrap now: a tenant that comes back joins at the tail and must
+			// not be served before those already waiting.
+			l.next = 0
+		}
 		return w
 	}
 }
@@ -305,6 +314,9 @@ func (l *limiter) unringLocked(t *tenant) {
 	l.ring = slices.Delete(l.ring, i, i+1)
 	if i < l.next {
 		l.next--
+	}
+	if l.next >= len(l.ring) {
+		l.next = 0
 	}
 	t.q = t.q[:0:0]
 }

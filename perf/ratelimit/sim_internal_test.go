@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"google.golang.org/grpc/status"
@@ -164,18 +163,3 @@ func newTestSet(t *testing.T, s Settings) *Set {
 	return set
 }
 
-func TestSimExplore(t *testing.T) {
-	for _, mult := range []float64{2, 4} {
-		t.Run(fmt.Sprint(mult), func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				set := newTestSet(t, Settings{})
-				b := newQueueingBackend(4, 100*time.Millisecond)
-				out := run(t, set, b, load{Tenant: "a", Rate: 40 * mult, To: 20 * time.Second, Deadline: 2 * time.Second})
-				for s := time.Duration(0); s < 20*time.Second; s += 2 * time.Second {
-					t.Logf("%v: %v", s, summarise(out, "", s, s+2*time.Second))
-				}
-				t.Logf("%+v", set.Stats()[0])
-			})
-		})
-	}
-}
