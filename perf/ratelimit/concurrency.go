@@ -24,7 +24,7 @@ const (
 	// calls answers in (N+1)/N of its unloaded time, and growing further
 	// there only lengthens its internal queue (and the p99 of every call).
 	headroomBelow = 110
-	lossFactor = 0.9
+	lossFactor    = 0.9
 )
 
 // window is one adaptation window of the concurrency limit.

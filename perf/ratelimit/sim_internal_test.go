@@ -162,4 +162,3 @@ func newTestSet(t *testing.T, s Settings) *Set {
 	}
 	return set
 }
-
