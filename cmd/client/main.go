@@ -83,8 +83,30 @@ func (c *common) dial() (*grpc.ClientConn, error) {
 	if c.useTLS {
 		creds = credentials.NewTLS(&tls.Config{InsecureSkipVerify: c.noVer}) //nolint:gosec // opt-in flag for test servers
 	}
-	return grpc.NewClient(c.addr, grpc.WithTransportCredentials(creds))
+	return grpc.NewClient(c.addr, grpc.WithTransportCredentials(creds), grpc.WithDefaultServiceConfig(retryServiceConfig))
 }
+
+// retryServiceConfig is the service config the README gives users to
+// paste: gRPC's built-in retry of Generate and Fetch on RESOURCE_EXHAUSTED
+// (the gateway's overload control or a backend's 429) and UNAVAILABLE (an
+// open breaker, a backend down), at most 3 attempts, after the server's
+// grpc-retry-pushback-ms when it sends one, and throttled when most calls
+// fail (retryThrottling), so retries never pile onto an overloaded gateway.
+// Notify is left out: without an idempotency key a retry could send a
+// message twice.
+const retryServiceConfig = `{
+  "methodConfig": [{
+    "name": [{"service": "vega.v1.GenerateService"}, {"service": "vega.v1.FetchService"}],
+    "retryPolicy": {
+      "maxAttempts": 3,
+      "initialBackoff": "0.2s",
+      "maxBackoff": "2s",
+      "backoffMultiplier": 2,
+      "retryableStatusCodes": ["RESOURCE_EXHAUSTED", "UNAVAILABLE"]
+    }
+  }],
+  "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1}
+}`
 
 func (c *common) context(ctx context.Context, stream bool) (context.Context, context.CancelFunc) {
 	if c.apiKey != "" {
