@@ -3,8 +3,6 @@ package ratelimit
 import (
 	"math"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // ceilingClimb is the most the rate ceiling climbs per second after a
@@ -60,11 +58,7 @@ func (l *limiter) decreaseLocked(now, at time.Time) {
 
 // applyLocked retunes the token bucket to the current rate.
 func (l *limiter) applyLocked(now time.Time) {
-	l.bucket.SetLimitAt(now, rate.Limit(l.rate))
-	if burst := l.burstFor(l.rate); burst != l.burst {
-		l.bucket.SetBurstAt(now, burst)
-		l.burst = burst
-	}
+	l.bucket.set(now, l.rate, l.burstFor(l.rate))
 }
 
 // burstFor is the bucket's burst at rate r.

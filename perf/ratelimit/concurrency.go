@@ -96,9 +96,9 @@ func (l *limiter) lossLocked(p Permit) {
 // gradient of the window's p50 latency against the baseline:
 //
 //	g = clamp(tolerance × base / sample, 0.5, 1)
-//	limit ← limit × g, plus √limit when the sample is within 10% of the
-//	base and the window used at least half the limit (an idle backend's
-//	limit does not grow)
+//	limit ← limit × g, plus √limit (one while a queue stands) when the
+//	sample is within 10% of the base and the window used at least half
+//	the limit (an idle backend's limit does not grow)
 //
 // The baseline is the least p50 of the last historyLen windows; after five
 // windows in a row at MinConcurrency it restarts from the last window, so
@@ -123,7 +123,14 @@ func (l *limiter) adaptLocked(now time.Time) {
 			g := min(1, max(0.5, tolerance*float64(l.base)/float64(l.sample)))
 			next := l.limit * g
 			if g >= 0.95 && l.sample <= l.base*headroomBelow/100 && 2*w.maxInflight >= l.limitLocked() {
-				next += math.Sqrt(l.limit)
+				// Probe by √limit, or by one call while a queue stands:
+				// under overload an overshoot of the backend's parallelism
+				// shows at once in every call's latency.
+				if l.standingLocked() {
+					next++
+				} else {
+					next += math.Sqrt(l.limit)
+				}
 			}
 			l.setLimitLocked(next)
 		}
@@ -137,6 +144,16 @@ func (l *limiter) adaptLocked(now time.Time) {
 		}
 	}
 	*w = window{start: now, samples: w.samples[:0], maxInflight: l.inflight}
+}
+
+// standingLocked reports whether some tenant's queue is standing.
+func (l *limiter) standingLocked() bool {
+	for _, t := range l.tenants {
+		if t.standing {
+			return true
+		}
+	}
+	return false
 }
 
 // setLimitLocked moves the limit to v within its bounds, counting the move.

@@ -241,10 +241,8 @@ func (l *limiter) pumpLocked(now time.Time) {
 			l.armLocked(l.blockedUntil)
 			return
 		}
-		if tokens := l.bucket.TokensAt(now); tokens < 1 {
-			// At least 1ms: a wait rounded down to nothing would fire the
-			// timer again at once, with the token still a rounding short.
-			l.armLocked(now.Add(max(time.Millisecond, time.Duration((1-tokens)/l.rate*float64(time.Second)))))
+		if d := l.bucket.wait(now); d > 0 {
+			l.armLocked(now.Add(d))
 			return
 		}
 		w := l.popLocked()
@@ -260,7 +258,7 @@ func (l *limiter) pumpLocked(now time.Time) {
 			l.refuseQueuedLocked(w, reasonDeadline, now)
 			continue
 		}
-		l.bucket.AllowN(now, 1)
+		l.bucket.take(now)
 		w.permit = l.dispatchLocked(w.t, now, sojourn, w.deadline, true)
 		w.state = granted
 		close(w.ready)

@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
 	"google.golang.org/grpc/status"
 
 	"github.com/vega-gateway/vega/perf/policy"
@@ -58,7 +57,8 @@ func (s *Set) Acquire(ctx context.Context, key, tenant string) (Permit, error) {
 	l.mu.Lock()
 	t := l.tenantLocked(tenant, now)
 	t.arrive(now)
-	if l.queued == 0 && l.inflight < l.limitLocked() && !now.Before(l.blockedUntil) && l.bucket.AllowN(now, 1) {
+	if l.queued == 0 && l.inflight < l.limitLocked() && !now.Before(l.blockedUntil) && l.bucket.wait(now) == 0 {
+		l.bucket.take(now)
 		p := l.dispatchLocked(t, now, 0, deadline, false)
 		l.mu.Unlock()
 		return p, nil
@@ -77,7 +77,7 @@ func (s *Set) Acquire(ctx context.Context, key, tenant string) (Permit, error) {
 // dispatched after the last cut); an Overload with RetryAfter also holds
 // every call to the key until it has passed. Neutral changes nothing. The
 // freed slot goes to the next queued call.
-func (p Permit) Release(r policy.Result) { p.release(r, time.Since(p.at), false) }
+func (p Permit) Release(r policy.Result) { p.release(r, -1, false) }
 
 // ReleaseAfter is Release with the backend's latency given: for a stream,
 // the time to its first message rather than to its end.
@@ -92,6 +92,9 @@ func (p Permit) release(r policy.Result, latency time.Duration, expired bool) {
 		return
 	}
 	now := time.Now()
+	if latency < 0 {
+		latency = now.Sub(p.at)
+	}
 	l.mu.Lock()
 	l.finishLocked(p, r, latency, expired, now)
 	l.pumpLocked(now)
@@ -105,7 +108,7 @@ func (s *Set) get(key string) *limiter {
 		l := &limiter{set: s, key: key, tenants: make(map[string]*tenant)}
 		l.rate = s.s.Initial
 		l.burst = l.burstFor(s.s.Initial)
-		l.bucket = rate.NewLimiter(rate.Limit(s.s.Initial), l.burst)
+		l.bucket = newGCRA(s.s.Initial, l.burst)
 		l.since = now
 		l.limit = float64(s.s.InitialConcurrency)
 		l.window.start = now
@@ -124,12 +127,12 @@ type limiter struct {
 	mu sync.Mutex // guards everything below; never held across a wait or a callback
 
 	// The rate ceiling (adapt.go).
-	bucket       *rate.Limiter // the token bucket; retuned as rate moves
-	rate         float64       // current ceiling, requests/s
-	burst        int           // the bucket's burst
-	ceiling      float64       // the rate before the last decrease; 0 during slow start
-	delivered    int64         // successes since the last decrease (or creation)
-	since        time.Time     // the last decrease, or creation: delivered counts from here
+	bucket       gcra      // the token bucket; retuned as rate moves
+	rate         float64   // current ceiling, requests/s
+	burst        int       // the bucket's burst
+	ceiling      float64   // the rate before the last decrease; 0 during slow start
+	delivered    int64     // successes since the last decrease (or creation)
+	since        time.Time // the last decrease, or creation: delivered counts from here
 	lastDecrease time.Time
 	blockedUntil time.Time // no call is dispatched before it (the backend's Retry-After)
 
