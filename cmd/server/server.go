@@ -338,6 +338,9 @@ func openOutbox(cfg Config, channels []outbox.Channel, backends *service.Backend
 		if err != nil {
 			return nil, fmt.Errorf("VEGA_POSTGRES_URL: %w", err)
 		}
+		if _, err := os.Stat(settings.Path); err == nil {
+			log.Warn("a bbolt outbox exists in VEGA_DATA_DIR but is not read while VEGA_POSTGRES_URL is set: run once without it to deliver what it holds", "path", settings.Path)
+		}
 		return box, nil
 	}
 	box, err := outbox.Open(settings)

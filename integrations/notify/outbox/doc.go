@@ -2,6 +2,12 @@
 // accepted means recorded, and every recorded notification is delivered or
 // dead-lettered, across crashes and restarts.
 //
+// Two stores keep these promises and pass the same contract tests: Outbox,
+// a bbolt file for a single gateway (below), and Postgres, one PostgreSQL
+// database shared by a fleet, where any replica may be lost without losing
+// a notification (see Postgres). Their workers decide the outcome of an
+// attempt the same way (send and decide in worker.go).
+//
 // A notification is written to a bbolt database and fsynced before Submit
 // returns. Writes go through one committer goroutine that makes every write
 // waiting at that moment durable with a single fsync (group commit, the
