@@ -174,6 +174,14 @@ func TestHTTPCurlStyleJSON(t *testing.T) {
 	assert.NotNil(t, stats["runtime"])
 	assert.Nil(t, stats["cache"], "sections not asked for are null (unpopulated fields are emitted)")
 
+	// curl -d without -H 'Content-Type: application/json': told what to send.
+	resp, err = httpClient(t).Post(g.baseURL()+"/vega.v1.GenerateService/Generate", "application/x-www-form-urlencoded", strings.NewReader(`{"model":"sim","prompt":"hi"}`))
+	require.NoError(t, err)
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusUnsupportedMediaType, resp.StatusCode)
+	assert.Contains(t, string(raw), "Content-Type: application/json")
+
 	// Unknown method, unknown path, GET of a method with side effects.
 	assert.Equal(t, http.StatusNotFound, postJSON(t, g, "/vega.v1.GenerateService/Nope", `{}`, nil).status)
 	resp, err = httpClient(t).Get(g.baseURL() + "/nothing-here")

@@ -121,13 +121,39 @@ func (f *Face) ServeHTTP(w http.ResponseWriter, r *http.Request) { f.handler.Ser
 // routes, so `curl -H 'Content-Type: application/json' -d '{…}'` would get
 // 404. Connect clients send the header; adding it for those that do not
 // changes nothing else.
+//
+// A POST of any other type (curl -d sends application/x-www-form-urlencoded)
+// is answered 415 with a Connect error that names the header to send,
+// instead of the transcoder's bare 404.
 func connectVersion(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost && len(r.Header.Values("Connect-Protocol-Version")) == 0 && isUnaryContentType(r.Header.Values("Content-Type")) {
-			r.Header.Set("Connect-Protocol-Version", "1")
+		if r.Method == http.MethodPost {
+			ctypes := r.Header.Values("Content-Type")
+			switch {
+			case isUnaryContentType(ctypes):
+				if len(r.Header.Values("Connect-Protocol-Version")) == 0 {
+					r.Header.Set("Connect-Protocol-Version", "1")
+				}
+			case !isRPCContentType(ctypes):
+				writeConnectError(w, http.StatusUnsupportedMediaType, "invalid_argument",
+					fmt.Sprintf("unsupported Content-Type %q: send Content-Type: application/json with a JSON body (or application/proto, or use a Connect, gRPC-Web or gRPC client)",
+						strings.Join(ctypes, ", ")))
+				return
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// isRPCContentType says whether the transcoder reads this type as an RPC
+// protocol: Connect streaming, gRPC or gRPC-Web.
+func isRPCContentType(values []string) bool {
+	if len(values) != 1 {
+		return false
+	}
+	ct := strings.ToLower(strings.TrimSpace(values[0]))
+	return strings.HasPrefix(ct, "application/connect+") || ct == "application/grpc" || strings.HasPrefix(ct, "application/grpc+") ||
+		ct == "application/grpc-web" || strings.HasPrefix(ct, "application/grpc-web+")
 }
 
 func isUnaryContentType(values []string) bool {

@@ -85,12 +85,25 @@ func TestConnectVersionOnlyForUnaryPosts(t *testing.T) {
 		{"POST", "application/proto", "1"},
 		{"POST", "application/connect+json", ""},
 		{"POST", "application/grpc-web+proto", ""},
-		{"POST", "text/plain", ""},
 		{"GET", "application/json", ""},
 	} {
+		got = ""
 		req := httptest.NewRequest(tc.method, "/x.S/M", nil)
 		req.Header.Set("Content-Type", tc.ctype)
 		h.ServeHTTP(httptest.NewRecorder(), req)
 		assert.Equal(t, tc.want, got, "%s %s", tc.method, tc.ctype)
+	}
+	// What curl -d sends without -H, and nothing at all: 415 naming the header.
+	for _, ctype := range []string{"application/x-www-form-urlencoded", "text/plain", ""} {
+		got = "not called"
+		req := httptest.NewRequest(http.MethodPost, "/x.S/M", nil)
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		assert.Equal(t, "not called", got, ctype)
+		assert.Equal(t, http.StatusUnsupportedMediaType, rec.Code, ctype)
+		assert.Contains(t, rec.Body.String(), "Content-Type: application/json", ctype)
 	}
 }
