@@ -66,20 +66,6 @@ func (w *retryAfterWriter) WriteHeader(code int) {
 		w.ResponseWriter.WriteHeader(code)
 		return
 	}
-	h := w.Header()
-	if h.Get("Retry-After") != "" {
-		w.done = true
-		w.ResponseWriter.WriteHeader(code)
-		return
-	}
-	for _, k := range []string{"Grpc-Retry-Pushback-Ms", "Trailer-Grpc-Retry-Pushback-Ms"} {
-		if ms, err := strconv.ParseInt(h.Get(k), 10, 64); err == nil && ms >= 0 {
-			h.Set("Retry-After", seconds(time.Duration(ms)*time.Millisecond))
-			w.done = true
-			w.ResponseWriter.WriteHeader(code)
-			return
-		}
-	}
 	w.holding, w.status = true, code
 }
 
@@ -116,12 +102,34 @@ func (w *retryAfterWriter) release() {
 		return
 	}
 	w.holding, w.done = false, true
-	if d, ok := retryDelay(w.body.Bytes()); ok {
+	if d, ok := advice(w.Header(), w.body.Bytes()); ok {
 		w.Header().Set("Retry-After", seconds(d))
 	}
 	w.ResponseWriter.WriteHeader(w.status)
 	_, _ = w.ResponseWriter.Write(w.body.Bytes())
 	w.body = bytes.Buffer{}
+}
+
+// advice is the retry delay of a held answer: none when it already has a
+// Retry-After; else the grpc-retry-pushback-ms trailer (a Connect unary
+// answer carries trailers as Trailer- headers, set after the status); else
+// the body's RetryInfo.
+func advice(h http.Header, body []byte) (time.Duration, bool) {
+	if h.Get("Retry-After") != "" {
+		return 0, false
+	}
+	// The transcoder writes trailer keys as the server sent them (lower
+	// case), not in canonical form, so they are looked up without regard
+	// to case.
+	for k, v := range h {
+		if len(v) == 0 || !(strings.EqualFold(k, "Trailer-Grpc-Retry-Pushback-Ms") || strings.EqualFold(k, "Grpc-Retry-Pushback-Ms")) {
+			continue
+		}
+		if ms, err := strconv.ParseInt(v[0], 10, 64); err == nil && ms >= 0 {
+			return time.Duration(ms) * time.Millisecond, true
+		}
+	}
+	return retryDelay(body)
 }
 
 // connectError is the part of a Connect error body (connectrpc.com,
