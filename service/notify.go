@@ -35,6 +35,9 @@ type Outbox interface {
 	Submit(ctx context.Context, sub outbox.Submission) (outbox.Record, bool, error)
 	Wait(ctx context.Context, id string) (outbox.Record, bool, error)
 	Get(ctx context.Context, id string) (outbox.Record, bool, error)
+	// PausedFor is how long the channel's deliveries are still held back
+	// (a receiver's Retry-After, backoff after failures).
+	PausedFor(channel string) time.Duration
 }
 
 // NotifyService implements vega.v1.NotifyService. A notification is
@@ -79,18 +82,45 @@ func (s *NotifyService) Notify(ctx context.Context, in *vegav1.NotifyRequest) (*
 		return nil, toStatus(ctx, s.log, err)
 	}
 	if rec.State == outbox.Pending {
-		if wait := s.waitBudget(ctx); wait > 0 {
-			wctx, cancel := context.WithTimeout(ctx, wait)
-			if r, ok, err := s.box.Wait(wctx, rec.ID); err == nil && ok {
-				rec = r
-			}
-			cancel()
-		}
+		rec = s.awaitDelivery(ctx, rec)
 	}
 	return &vegav1.NotifyResponse{
 		Id: rec.ID, Status: notificationStatus(rec.State), Channel: rec.Channel,
 		Attempts: int32(rec.Attempts), LastError: rec.LastError,
 	}, nil
+}
+
+// pauseCheck is how often a waiting Notify looks whether its channel has
+// been paused (a Retry-After, backoff) beyond what it may still wait.
+const pauseCheck = 500 * time.Millisecond
+
+// awaitDelivery waits for rec's delivery while the wait budget allows and
+// returns the record as it then stands. It gives up at once, leaving the
+// answer QUEUED, when the channel is paused beyond the budget: a receiver's
+// Retry-After or the backoff after failures means no delivery can come in
+// time, and waiting it out would only hold the caller.
+func (s *NotifyService) awaitDelivery(ctx context.Context, rec outbox.Record) outbox.Record {
+	wait := s.waitBudget(ctx)
+	if wait <= 0 {
+		return rec
+	}
+	until := time.Now().Add(wait)
+	for left := wait; left > 0; left = time.Until(until) {
+		if s.box.PausedFor(rec.Channel) >= left {
+			return rec
+		}
+		wctx, cancel := context.WithTimeout(ctx, min(left, pauseCheck))
+		r, ok, err := s.box.Wait(wctx, rec.ID)
+		cancel()
+		if err != nil || !ok {
+			return rec
+		}
+		rec = r
+		if rec.State != outbox.Pending || ctx.Err() != nil {
+			return rec
+		}
+	}
+	return rec
 }
 
 // waitBudget is how long Notify may wait for a delivery: maxWait, cut so

@@ -209,6 +209,10 @@ func newFakeSlack(t *testing.T) *fakeSlack {
 			w.Header().Set("Retry-After", "2")
 			http.Error(w, "rate_limited", http.StatusTooManyRequests)
 			return
+		case "fail-429-long":
+			w.Header().Set("Retry-After", "30")
+			http.Error(w, "rate_limited", http.StatusTooManyRequests)
+			return
 		case "fail-404":
 			http.Error(w, "channel_not_found", http.StatusNotFound)
 			return

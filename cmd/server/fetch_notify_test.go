@@ -176,6 +176,27 @@ func TestNotifySlack(t *testing.T) {
 	assert.NotContains(t, g.logs.String(), "SECRET", "the webhook path never reaches the logs")
 }
 
+// A Notify whose channel is paused (here by a receiver's Retry-After: 30)
+// answers QUEUED at once instead of waiting out VEGA_NOTIFY_MAX_WAIT for a
+// delivery that cannot come: the one that met the 429 within a pause check,
+// the next ones at once.
+func TestNotifyAnswersQueuedAtOnceWhileTheChannelIsPaused(t *testing.T) {
+	slack := newFakeSlack(t)
+	g := startGateway(t, map[string]string{"SLACK_WEBHOOK_URL": slack.URL + "/services/SECRET", "VEGA_NOTIFY_MAX_WAIT": "5s"})
+	ctx := ctxTimeout(t, 20*time.Second)
+	start := time.Now()
+	resp, err := g.notify().Notify(ctx, &vegav1.NotifyRequest{Channel: "slack", Text: "fail-429-long"})
+	require.NoError(t, err)
+	assert.Equal(t, vegav1.NotificationStatus_NOTIFICATION_STATUS_QUEUED, resp.GetStatus())
+	assert.Less(t, time.Since(start), 2*time.Second, "not the whole 5 s")
+
+	start = time.Now()
+	resp, err = g.notify().Notify(ctx, &vegav1.NotifyRequest{Channel: "slack", Text: "after the 429"})
+	require.NoError(t, err)
+	assert.Equal(t, vegav1.NotificationStatus_NOTIFICATION_STATUS_QUEUED, resp.GetStatus())
+	assert.Less(t, time.Since(start), 300*time.Millisecond, "at once")
+}
+
 func TestNotifyIdempotency(t *testing.T) {
 	slack := newFakeSlack(t)
 	g := startGateway(t, map[string]string{"SLACK_WEBHOOK_URL": slack.URL + "/hook"})
