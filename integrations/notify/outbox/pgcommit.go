@@ -119,10 +119,10 @@ func (p *Postgres) deliverResults(batch []pgWrite, results []pgResult) {
 	}
 }
 
-// insert commits one batch: one INSERT of every row, ON CONFLICT on the
-// idempotency index DO NOTHING; the rows it skipped are read back in the
-// same transaction and answered as replays or ErrKeyReused. Answers are in
-// batch order.
+// insert commits one batch: one INSERT of every row (one statement, one
+// implicit transaction, one commit), ON CONFLICT on the idempotency index
+// DO NOTHING; the rows it skipped are read back after it and answered as
+// replays or ErrKeyReused. Answers are in batch order.
 func (p *Postgres) insert(batch []pgWrite) ([]pgResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -143,8 +143,10 @@ func (p *Postgres) insert(batch []pgWrite) ([]pgResult, error) {
 		}
 	}
 	results := make([]pgResult, n)
-	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `
+	err := func() error {
+		// One statement, so one implicit transaction: the commit costs no
+		// round trips of its own (BEGIN and COMMIT would cost two).
+		rows, err := p.pool.Query(ctx, `
 			INSERT INTO vega_outbox (seq, id, tenant, channel, idem_key, fingerprint, text, payload, state, pos, created_at, queued_at)
 			SELECT s, lpad(to_hex(s), 16, '0') || suffix, tenant, channel, idem_key, fp, body, payload, 1, s, $8, $8
 			FROM (SELECT nextval('vega_outbox_seq') AS s, i.*
@@ -178,8 +180,9 @@ func (p *Postgres) insert(batch []pgWrite) ([]pgResult, error) {
 		if len(ckKeys) == 0 {
 			return nil
 		}
-		// Keys taken before (by any replica, or earlier in this batch).
-		rows, err = tx.Query(ctx, `SELECT `+recordColumns+` FROM vega_outbox
+		// Keys taken before (by any replica, or earlier in this batch): their
+		// rows are committed, so a read after the INSERT's commit finds them.
+		rows, err = p.pool.Query(ctx, `SELECT `+recordColumns+` FROM vega_outbox
 			WHERE (tenant, idem_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))`, ckTenants, ckKeys)
 		if err != nil {
 			return err
@@ -211,7 +214,7 @@ func (p *Postgres) insert(batch []pgWrite) ([]pgResult, error) {
 			}
 		}
 		return nil
-	})
+	}()
 	if err != nil {
 		return nil, pgErr(err)
 	}
