@@ -506,9 +506,11 @@ func (s *Server) shutdown() {
 	s.health.Shutdown()
 	s.outbox.Release() // Notify calls waiting for a delivery answer QUEUED now
 	time.Sleep(s.cfg.DrainDelay)
+	// The HTTP calls and then the gRPC ones share one shutdown bound.
+	deadline := time.Now().Add(s.cfg.ShutdownTimeout)
 	s.drain.Drain()
 	if s.httpLn != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		if err := s.http.Shutdown(ctx); err != nil {
 			s.log.Warn("HTTP shutdown timed out; closing remaining connections", "err", err)
 			_ = s.http.Close()
@@ -518,7 +520,7 @@ func (s *Server) shutdown() {
 
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()
-	timer := time.NewTimer(s.cfg.ShutdownTimeout)
+	timer := time.NewTimer(time.Until(deadline))
 	select {
 	case <-stopped:
 		timer.Stop()
