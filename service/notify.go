@@ -111,12 +111,13 @@ func (s *NotifyService) awaitDelivery(ctx context.Context, rec outbox.Record) ou
 		}
 		wctx, cancel := context.WithTimeout(ctx, min(left, pauseCheck))
 		r, ok, err := s.box.Wait(wctx, rec.ID)
+		released := wctx.Err() == nil // Wait returned on its own: delivered, or the outbox let every waiter go (shutdown)
 		cancel()
 		if err != nil || !ok {
 			return rec
 		}
 		rec = r
-		if rec.State != outbox.Pending || ctx.Err() != nil {
+		if rec.State != outbox.Pending || released || ctx.Err() != nil {
 			return rec
 		}
 	}
