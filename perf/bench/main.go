@@ -35,6 +35,7 @@ type driver struct {
 	report                     Report
 	commands                   []string
 	limiterRuns                []*limiterRun
+	ov                         overloadState // bursts, queueing, tenants (overload.go)
 }
 
 func main() {
@@ -55,7 +56,7 @@ func run() int {
 	flag.StringVar(&d.benchtime, "benchtime", "400ms", "go test -benchtime for the Go benchmarks")
 	flag.BoolVar(&skipGo, "skip-go", false, "skip the Go benchmarks")
 	flag.BoolVar(&skipE2E, "skip-e2e", false, "skip the end-to-end scenarios")
-	flag.StringVar(&scenario, "scenarios", "herd,breaker,reuse,limiter,cpu", "end-to-end scenarios to run, comma separated")
+	flag.StringVar(&scenario, "scenarios", "herd,breaker,reuse,bursts,queueing,limiter,tenants,cpu", "end-to-end scenarios to run, comma separated (a subset runs only those)")
 	flag.BoolVar(&d.quick, "quick", false, "shorter end-to-end runs (for trying the driver, not for the report)")
 	flag.Float64Var(&started, "started", 0, "unix time make bench started (for the wall time in the report)")
 	flag.StringVar(&d.serverCPU, "server-cpu", "0", "taskset CPU list for the gateway (\"\" = no pinning)")
@@ -128,6 +129,12 @@ func run() int {
 				step("reuse", d.reuse)
 			case "limiter":
 				step("limiter", d.limiter)
+			case "bursts":
+				step("bursts", d.bursts)
+			case "queueing":
+				step("queueing", d.queueing)
+			case "tenants":
+				step("tenants", d.tenants)
 			case "cpu":
 				step("cpu", d.cpu)
 			case "":

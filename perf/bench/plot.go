@@ -11,13 +11,83 @@ import (
 )
 
 var modeColors = map[string]color.Color{
-	"adaptive":         color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
-	"fixed":            color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
-	"none":             color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
-	"adaptive/wait30s": color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
-	"fixed/wait30s":    color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
-	"none/wait30s":     color.RGBA{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff},
-	"capacity":         color.Black,
+	"adaptive": color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
+	"fixed":    color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
+	"none":     color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
+	"capacity": color.Black,
+}
+
+// series is one line of a plot: its legend name, its colour (the mode's
+// when nil) and whether it is dashed.
+type series struct {
+	name   string
+	color  color.Color
+	dashed bool
+	xy     plotter.XYs
+}
+
+// plotLines draws series on one pair of axes from y = 0, with headroom
+// above the highest point; opts adjust the plot before it is saved.
+func plotLines(title, xLabel, yLabel string, lines []series, file string, opts ...func(*plot.Plot)) error {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = xLabel
+	p.Y.Label.Text = yLabel
+	p.Legend.Top = true
+	yMax := 0.0
+	for _, s := range lines {
+		if len(s.xy) == 0 {
+			continue
+		}
+		l, err := plotter.NewLine(s.xy)
+		if err != nil {
+			return err
+		}
+		l.Color = s.color
+		if l.Color == nil {
+			l.Color = modeColors[s.name]
+		}
+		l.Width = vg.Points(1.5)
+		if s.dashed {
+			l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+		}
+		p.Add(l)
+		p.Legend.Add(s.name, l)
+		for _, xy := range s.xy {
+			yMax = max(yMax, xy.Y)
+		}
+	}
+	if yMax == 0 {
+		yMax = 1
+	}
+	p.Y.Min, p.Y.Max = 0, yMax*1.15
+	p.Add(plotter.NewGrid())
+	for _, o := range opts {
+		o(p)
+	}
+	return p.Save(8*vg.Inch, 4.5*vg.Inch, file)
+}
+
+// legendLeft moves the legend to the top left corner.
+func legendLeft(p *plot.Plot) { p.Legend.Left = true }
+
+// savePlot writes a plot next to the report and lists it with its
+// caption, or records why it could not.
+func (d *driver) savePlot(file, caption string, draw func(path string) error) {
+	if err := draw(filepath.Join(d.out, file)); err != nil {
+		d.report.fail("plot "+file, err)
+		return
+	}
+	d.report.Plots = append(d.report.Plots, Plot{file, caption})
+}
+
+// perSecond is a per-second series drawn at the middle of each second.
+func perSecond(v []float64) plotter.XYs {
+	xy := make(plotter.XYs, len(v))
+	for i, y := range v {
+		xy[i] = plotter.XY{X: float64(i) + 0.5, Y: y}
+	}
+	return xy
 }
 
 func line(p *plot.Plot, name string, xys plotter.XYs, dashed bool) error {
@@ -116,11 +186,8 @@ func (d *driver) plots() {
 		return
 	}
 	rateFile, goodFile := "limiter-rate.png", "limiter-goodput.png"
-	if err := plotLimiterRate(d.limiterRuns, filepath.Join(d.out, rateFile)); err != nil {
-		d.report.fail("plot "+rateFile, err)
-	} else {
-		d.report.Plots = append(d.report.Plots, Plot{rateFile, "PerfAdmin rate_limiters.ollama.current_rate per mode (sampled every 250 ms) and the backend's capacity, halved mid-run. The none modes (100000 req/s) are off the scale and not drawn."})
-	}
+	d.savePlot(rateFile, "M6, 429 backend: PerfAdmin rate_limiters.ollama.current_rate per mode (sampled every 250 ms) and the backend's capacity, halved mid-run. The none mode (100000 req/s) is off the scale and not drawn.",
+		func(path string) error { return plotLimiterRate(d.limiterRuns, path) })
 	run := d.limiterRuns[0]
 	half := run.duration.Seconds() / 2
 	c0 := run.phase[0].capacity
@@ -130,23 +197,6 @@ func (d *driver) plots() {
 		}
 		return c0 / 2
 	}
-	for _, set := range []struct{ file, suffix, caption string }{
-		{goodFile, "", "OK answers per second received by ghz per limiter mode, the gateway's default VEGA_RATE_LIMIT_MAX_WAIT, against the backend's capacity."},
-		{"limiter-goodput-wait30s.png", "/wait30s", "The same with VEGA_RATE_LIMIT_MAX_WAIT=30s."},
-	} {
-		var runs []*limiterRun
-		for _, r := range d.limiterRuns {
-			if strings.HasSuffix(r.mode, "/wait30s") == (set.suffix != "") {
-				runs = append(runs, r)
-			}
-		}
-		if len(runs) == 0 {
-			continue
-		}
-		if err := plotGoodput(runs, capAt, filepath.Join(d.out, set.file)); err != nil {
-			d.report.fail("plot "+set.file, err)
-		} else {
-			d.report.Plots = append(d.report.Plots, Plot{set.file, set.caption})
-		}
-	}
+	d.savePlot(goodFile, "M6, 429 backend: OK answers per second received by ghz per limiter mode, against the backend's capacity.",
+		func(path string) error { return plotGoodput(d.limiterRuns, capAt, path) })
 }

@@ -127,11 +127,7 @@ func TestWaiterDelayAndGoodput(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	r := &ghzResult{}
 	add := func(start, lat time.Duration, status string) {
-		r.Details = append(r.Details, struct {
-			Timestamp time.Time `json:"timestamp"`
-			Latency   int64     `json:"latency"`
-			Status    string    `json:"status"`
-		}{t0.Add(start), int64(lat), status})
+		r.Details = append(r.Details, ghzDetail{t0.Add(start + lat), int64(lat), status}) // ghz's timestamp is the end
 	}
 	add(0, 400*time.Millisecond, "OK")                               // leader, ends at 400ms
 	add(10*time.Millisecond, 391*time.Millisecond, "OK")             // ends 1 ms later
@@ -145,8 +141,8 @@ func TestWaiterDelayAndGoodput(t *testing.T) {
 	if len(g) != 2 || g[0] != 3 || g[1] != 0 {
 		t.Errorf("goodput %v", g)
 	}
-	if g := goodputPerSecond(r, t0.Add(-995*time.Millisecond), 2*time.Second); g[0] != 1 || g[1] != 2 {
-		t.Errorf("goodput from an earlier zero %v, want [1 2]: sent at 0.995 s, 1.005 s and 1.015 s after it", g)
+	if g := goodputPerSecond(r, t0.Add(-599*time.Millisecond), 2*time.Second); g[0] != 1 || g[1] != 2 {
+		t.Errorf("goodput from an earlier zero %v, want [1 2]: answers at 0.999 s, 1.000 s and 1.002 s after it", g)
 	}
 }
 

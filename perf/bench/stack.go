@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -28,7 +29,9 @@ type fakeStats struct {
 	Requests       int64            `json:"requests"`
 	ByStatus       map[string]int64 `json:"by_status"`
 	NewConnections int64            `json:"new_connections"`
-	InFlight       int64            `json:"in_flight"`
+	InFlight       int64            `json:"in_flight"`    // being served or waiting in its queue
+	WorkersBusy    int64            `json:"workers_busy"` // being served (≤ Concurrency when that is set)
+	Concurrency    int64            `json:"concurrency"`  // 0: unlimited
 	Capacity       float64          `json:"capacity"`
 	Outage         bool             `json:"outage"`
 	UptimeMS       int64            `json:"uptime_ms"`
@@ -165,14 +168,15 @@ func (g *gateway) resetStats() error {
 	return err
 }
 
-// limiterRate is the current rate of the limiter for key, 0 when absent.
-func limiterRate(s *vegav1.Stats, key string) float64 {
+// limiterStats is the limiter of backend key, nil when absent (its
+// getters then return zeros).
+func limiterStats(s *vegav1.Stats, key string) *vegav1.LimiterStats {
 	for _, l := range s.GetRateLimiters().GetLimiters() {
 		if l.GetKey() == key {
-			return l.GetCurrentRate()
+			return l
 		}
 	}
-	return 0
+	return nil
 }
 
 // ghzResult is the part of ghz's JSON report (runner/reporter.go) we read.
@@ -189,11 +193,14 @@ type ghzResult struct {
 		Percentage int   `json:"percentage"`
 		Latency    int64 `json:"latency"`
 	} `json:"latencyDistribution"`
-	Details []struct {
-		Timestamp time.Time `json:"timestamp"`
-		Latency   int64     `json:"latency"`
-		Status    string    `json:"status"`
-	} `json:"details"`
+	Details []ghzDetail `json:"details"`
+}
+
+// ghzDetail is one call of a ghz run.
+type ghzDetail struct {
+	Timestamp time.Time `json:"timestamp"` // when the call ended (stats.End.EndTime in ghz's stats handler), not when it was sent
+	Latency   int64     `json:"latency"`   // ns
+	Status    string    `json:"status"`    // "OK", "DeadlineExceeded", "ResourceExhausted", ...
 }
 
 // pct is the latency at percentage p (10, 25, 50, 75, 90, 95, 99).
@@ -216,7 +223,9 @@ func (d *driver) ghz(ctx context.Context, name string, g *gateway, call, data st
 	}
 	full = append(full, args...)
 	full = append(full, g.addr)
+	commandsMu.Lock() // two ghz run at once in the tenants scenario
 	d.commands = append(d.commands, "ghz "+shellQuote(full))
+	commandsMu.Unlock()
 	name0, args0 := d.ghzBin, full
 	if d.clientCPU != "" {
 		name0, args0 = "taskset", append([]string{"-c", d.clientCPU, d.ghzBin}, full...)
@@ -236,6 +245,8 @@ func (d *driver) ghz(ctx context.Context, name string, g *gateway, call, data st
 	}
 	return &r, nil
 }
+
+var commandsMu sync.Mutex // guards driver.commands while ghz runs run in parallel
 
 func shellQuote(args []string) string {
 	q := make([]string, len(args))
