@@ -56,7 +56,13 @@ func (l *limiter) finishLocked(p Permit, r policy.Result, latency time.Duration,
 	case policy.Success:
 		l.delivered++
 		l.increaseLocked(now)
-		l.window.add(latency)
+		// Only a call dispatched under the current limit speaks for it: a
+		// window filled with answers to calls sent under the old limit
+		// lags by a service time, and the limit overshoots (Envoy drops
+		// such samples too). The answer still counts as a success.
+		if !p.at.Before(l.changedAt) {
+			l.window.add(latency)
+		}
 		if l.hold == 0 {
 			l.hold = hold
 		} else {
@@ -170,6 +176,7 @@ func (l *limiter) setLimitLocked(v float64) {
 		return
 	}
 	l.limit = v
+	l.changedAt = time.Now()
 }
 
 // serviceTimeLocked is how long a call holds its slot, recently (an

@@ -137,15 +137,16 @@ type limiter struct {
 	blockedUntil time.Time // no call is dispatched before it (the backend's Retry-After)
 
 	// The concurrency limit (concurrency.go).
-	limit    float64 // calls at the backend at once (its floor, at least 1: limitLocked)
-	inflight int     // calls at the backend now
-	window   window  // the current adaptation window
-	history  []time.Duration
-	base     time.Duration // unloaded latency: min of the recent windows' p50; 0 until the first window
-	sample   time.Duration // the last window's p50; 0 until the first window
-	atMin    int           // windows in a row that ended at MinConcurrency
-	hold     time.Duration // how long a successful call holds its slot: a moving average
-	cuts     int64         // limit and rate decreases so far (Permit.epoch)
+	limit     float64 // calls at the backend at once (its floor, at least 1: limitLocked)
+	inflight  int     // calls at the backend now
+	window    window  // the current adaptation window
+	history   []time.Duration
+	base      time.Duration // unloaded latency: min of the recent windows' p50; 0 until the first window
+	sample    time.Duration // the last window's p50; 0 until the first window
+	atMin     int           // windows in a row that ended at MinConcurrency
+	hold      time.Duration // how long a successful call holds its slot: a moving average
+	changedAt time.Time     // when the limit last moved: earlier calls give no latency sample
+	cuts      int64         // limit and rate decreases so far (Permit.epoch)
 
 	// The queues (queue.go).
 	tenants map[string]*tenant
