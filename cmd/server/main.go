@@ -62,9 +62,13 @@ func printBanner(w io.Writer, srv *Server, cfg Config) {
 	if httpAddr == "" {
 		httpAddr = "off"
 	}
-	tlsFlag := "-plaintext "
+	tlsFlag, scheme := "-plaintext ", "http"
 	if cfg.TLS.CertFile != "" {
-		tlsFlag = "-insecure "
+		tlsFlag, scheme = "-insecure ", "https"
+	}
+	curl := ""
+	if httpAddr != "off" {
+		curl = fmt.Sprintf("\n  curl -H 'Content-Type: application/json' -d '{\"model\":\"sim\",\"prompt\":\"hi\"}' %s://%s/vega.v1.GenerateService/Generate", scheme, httpAddr)
 	}
 	fmt.Fprintf(w, `
 Vega Gateway is running.
@@ -74,11 +78,10 @@ Vega Gateway is running.
 Try it:
   grpcurl %s%s list
   grpcurl %s-d '{"model":"sim","prompt":"hi"}' %s vega.v1.GenerateService/Generate
-  go run ./cmd/client --addr %s generate --model sim "hi"
-  curl -H 'Content-Type: application/json' -d '{"model":"sim","prompt":"hi"}' http://%s/vega.v1.GenerateService/Generate
+  go run ./cmd/client --addr %s generate --model sim "hi"%s
 Stop with Ctrl-C.
 
-`, addr, srv.router.Default(), strings.Join(srv.router.Names(), ", "), httpAddr, tlsFlag, addr, tlsFlag, addr, addr, httpAddr)
+`, addr, srv.router.Default(), strings.Join(srv.router.Names(), ", "), httpAddr, tlsFlag, addr, tlsFlag, addr, addr, curl)
 }
 
 // displayAddr turns a wildcard listen address into one a client can dial.

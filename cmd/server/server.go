@@ -216,12 +216,26 @@ func NewServer(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	// The four vega.v1 services on the HTTP port, through the same server
 	// and so the same interceptors. No ReadTimeout or WriteTimeout: they
 	// bound a whole call, and WatchStats and GenerateStream outlive any.
+	// With TLS the HTTP port is HTTPS with the same certificate; with mTLS
+	// the services there need a verified client certificate too (health,
+	// metrics and the page's files do not, so probes and scrapers work).
+	faceOpts := []httpface.Option{httpface.WithMaxMessageBytes(maxRecvMsgBytes), httpface.WithCORSOrigins(cfg.HTTPCORSOrigins...)}
+	var httpTLS *tls.Config
+	if cfg.TLS.CertFile != "" {
+		if httpTLS, err = s.tlsConfig(); err != nil {
+			return nil, err
+		}
+		if httpTLS.ClientCAs != nil {
+			httpTLS.ClientAuth = tls.VerifyClientCertIfGiven
+			faceOpts = append(faceOpts, httpface.WithClientCertRequired())
+		}
+	}
 	face, err := httpface.New(s.grpc, []string{
 		vegav1.GenerateService_ServiceDesc.ServiceName,
 		vegav1.FetchService_ServiceDesc.ServiceName,
 		vegav1.NotifyService_ServiceDesc.ServiceName,
 		vegav1.PerfAdminService_ServiceDesc.ServiceName,
-	}, httpface.WithMaxMessageBytes(maxRecvMsgBytes), httpface.WithCORSOrigins(cfg.HTTPCORSOrigins...))
+	}, faceOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("VEGA_HTTP_CORS_ORIGINS: %w", err)
 	}
@@ -231,7 +245,7 @@ func NewServer(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10}
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10, TLSConfig: httpTLS}
 	return s, nil
 }
 
@@ -423,6 +437,16 @@ func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics, auth *service.Au
 }
 
 func (s *Server) tlsCredentials() (credentials.TransportCredentials, error) {
+	conf, err := s.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	return credentials.NewTLS(conf), nil
+}
+
+// tlsConfig loads the certificate and, for mTLS, the client CA; client
+// certificates are then required.
+func (s *Server) tlsConfig() (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(s.cfg.TLS.CertFile, s.cfg.TLS.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("VEGA_TLS_CERT / VEGA_TLS_KEY: %w", err)
@@ -440,7 +464,7 @@ func (s *Server) tlsCredentials() (credentials.TransportCredentials, error) {
 		conf.ClientCAs = pool
 		conf.ClientAuth = tls.RequireAndVerifyClientCert
 	}
-	return credentials.NewTLS(conf), nil
+	return conf, nil
 }
 
 // Listen binds the gRPC and HTTP ports.
@@ -479,7 +503,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	go func() { errc <- s.grpc.Serve(s.grpcLn) }()
 	if s.httpLn != nil {
 		go func() {
-			if err := s.http.Serve(s.httpLn); !errors.Is(err, http.ErrServerClosed) {
+			serve := s.http.Serve
+			if s.http.TLSConfig != nil {
+				serve = func(ln net.Listener) error { return s.http.ServeTLS(ln, "", "") }
+			}
+			if err := serve(s.httpLn); !errors.Is(err, http.ErrServerClosed) {
 				errc <- err
 				return
 			}

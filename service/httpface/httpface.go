@@ -30,8 +30,9 @@ type Face struct {
 }
 
 type options struct {
-	maxMessageBytes uint32
-	corsOrigins     []string
+	maxMessageBytes   uint32
+	corsOrigins       []string
+	requireClientCert bool
 }
 
 // Option configures New.
@@ -49,6 +50,15 @@ func WithMaxMessageBytes(n uint32) Option {
 // same-origin pages (the dashboard) can read the answers.
 func WithCORSOrigins(origins ...string) Option {
 	return func(o *options) { o.corsOrigins = append(o.corsOrigins, origins...) }
+}
+
+// WithClientCertRequired refuses calls that did not come over TLS with a
+// verified client certificate (unauthenticated, 401): the HTTP port's
+// share of the gRPC port's mTLS, for a server whose TLS config verifies
+// client certificates when given (tls.VerifyClientCertIfGiven), so that
+// health checks and scrapers without one still reach their paths.
+func WithClientCertRequired() Option {
+	return func(o *options) { o.requireClientCert = true }
 }
 
 var registerJSON sync.Once
@@ -98,6 +108,9 @@ func New(srv *grpc.Server, services []string, opts ...Option) (*Face, error) {
 	h = retryAfter(h)
 	h = checkUnary(h, o.maxMessageBytes)
 	h = connectVersion(h)
+	if o.requireClientCert {
+		h = clientCert(h)
+	}
 	h = cors.wrap(h)
 	return &Face{handler: h, services: append([]string(nil), services...)}, nil
 }
@@ -114,6 +127,17 @@ func (f *Face) Mount(mux *http.ServeMux) {
 // ServeHTTP serves one call of a named service. It is Mount without the
 // mux; requests to other paths get what the transcoder answers for them.
 func (f *Face) ServeHTTP(w http.ResponseWriter, r *http.Request) { f.handler.ServeHTTP(w, r) }
+
+// clientCert refuses requests without a verified client certificate.
+func clientCert(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+			writeConnectError(w, http.StatusUnauthorized, "unauthenticated", "this gateway requires a TLS client certificate (mTLS)")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
 
 // connectVersion makes plain JSON (or binary) POSTs Connect unary calls.
 // Without the Connect-Protocol-Version header vanguard reads a POST of
