@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -240,86 +239,16 @@ func TestFleetPacingHoldsForTheFleet(t *testing.T) {
 	assert.Len(t, times, n, "each delivered once")
 }
 
-// pgProxy is a TCP proxy in front of PostgreSQL that the test can cut
-// (every connection reset, new ones refused) and restore.
-type pgProxy struct {
-	target string
-	addr   string
-	mu     sync.Mutex
-	ln     net.Listener // nil while down; guarded by mu
-	conns  []net.Conn   // guarded by mu
-	wg     sync.WaitGroup
-}
-
-func newPGProxy(t *testing.T, target string) *pgProxy {
-	t.Helper()
-	p := &pgProxy{target: target}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	p.addr = ln.Addr().String()
-	p.serve(ln)
-	t.Cleanup(func() { p.down(); p.wg.Wait() })
-	return p
-}
-
-func (p *pgProxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	p.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			p.wg.Go(func() { _, _ = io.Copy(up, c); up.Close() })
-			p.wg.Go(func() { _, _ = io.Copy(c, up); c.Close() })
-		}
-	})
-}
-
-func (p *pgProxy) down() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
-func (p *pgProxy) up(t *testing.T) {
-	t.Helper()
-	ln, err := net.Listen("tcp", p.addr)
-	require.NoError(t, err)
-	p.serve(ln)
-}
-
 // TestFleetOutboxWhenPostgresGoesDown: while the database cannot be
 // reached, Notify answers UNAVAILABLE with RetryInfo and claims nothing;
 // when it is back, accepts and deliveries resume by themselves, and the
 // refused notification was never sent.
 func TestFleetOutboxWhenPostgresGoesDown(t *testing.T) {
-	db := pgtest.NewDatabase(t)
-	u, err := url.Parse(db)
-	require.NoError(t, err)
-	proxy := newPGProxy(t, u.Host)
-	u.Host = proxy.addr
+	proxy, db := pgtest.NewProxy(t, pgtest.NewDatabase(t))
 	recv := newFleetReceiver(t)
 	recv.up.Store(true)
 	g := startGateway(t, map[string]string{
-		"VEGA_POSTGRES_URL": u.String(), "VEGA_WEBHOOK_URL": recv.URL,
+		"VEGA_POSTGRES_URL": db, "VEGA_WEBHOOK_URL": recv.URL,
 		"VEGA_NOTIFY_SEND_TIMEOUT": "1s", "VEGA_OUTBOX_LEASE_TTL": "3s",
 	})
 	ctx := ctxTimeout(t, 60*time.Second)
@@ -327,7 +256,7 @@ func TestFleetOutboxWhenPostgresGoesDown(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, vegav1.NotificationStatus_NOTIFICATION_STATUS_DELIVERED, first.GetStatus())
 
-	proxy.down()
+	proxy.Down()
 	for _, text := range []string{"during", "during-with-key"} {
 		key := ""
 		if strings.HasSuffix(text, "key") {
@@ -348,7 +277,7 @@ func TestFleetOutboxWhenPostgresGoesDown(t *testing.T) {
 	_, err = g.notify().GetNotification(ctx, &vegav1.GetNotificationRequest{Id: first.GetId()})
 	requireCode(t, err, codes.Unavailable)
 
-	proxy.up(t)
+	proxy.Up()
 	var again *vegav1.NotifyResponse
 	require.Eventually(t, func() bool {
 		again, err = g.notify().Notify(ctx, &vegav1.NotifyRequest{Channel: "webhook", Text: "during-with-key", IdempotencyKey: "k-during"})

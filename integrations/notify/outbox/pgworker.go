@@ -111,11 +111,13 @@ func (w *pgWorker) untilRenewal() time.Duration {
 	return time.Until(w.renewedAt.Add(w.ttl / 3))
 }
 
-// sleep waits d, cut short when the lease is due for renewal, by a poke
-// when wakeable, or by Close; it returns false on Close.
+// sleep waits d, cut short when the lease falls due for renewal (not
+// when it is overdue: then the database is failing, and the wait paces the
+// retries), by a poke when wakeable, or by Close; it returns false on
+// Close.
 func (w *pgWorker) sleep(d time.Duration, wakeable bool) bool {
-	if w.owned {
-		d = min(d, max(w.untilRenewal(), time.Millisecond))
+	if u := w.untilRenewal(); w.owned && u > 0 {
+		d = min(d, u)
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -204,8 +206,8 @@ func (w *pgWorker) renew(log interface{ Warn(string, ...any) }) bool {
 			if w.p.stopping.Err() == nil {
 				log.Warn("outbox: the channel's lease ended while the database was unreachable", "error", pgErr(err))
 			}
-		} else {
-			w.sleep(min(storeRetry, max(time.Until(w.renewedAt.Add(w.ttl)), time.Millisecond)), false)
+		} else { // retry within the lease: at most once a second, and once more as it ends
+			w.sleep(min(storeRetry, time.Until(w.renewedAt.Add(w.ttl))+time.Millisecond), false)
 		}
 		return false
 	case tag.RowsAffected() == 0:

@@ -210,3 +210,44 @@ func TestRedactHidesThePassword(t *testing.T) {
 		}
 	}
 }
+
+// TestADatabaseOutageIsRetriedCalmly: while PostgreSQL is gone, Submit
+// answers ErrUnavailable at once, the replica retries about once a second
+// (no storm of connections while its lease is overdue), and everything
+// resumes by itself when the database is back.
+func TestADatabaseOutageIsRetriedCalmly(t *testing.T) {
+	proxy, url := pgtest.NewProxy(t, pgtest.NewDatabase(t))
+	r := newReceiver(t)
+	box := (&env{kind: "postgres", url: url, lease: 3 * time.Second}).open(t, r, func(s *Settings) { s.SendTimeout = time.Second })
+	defer closeOutbox(t, box)
+	waitFinished(t, box, submit(t, box, sub("before", "")).ID)
+
+	proxy.Down()
+	if _, _, err := box.Submit(context.Background(), sub("during", "")); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Submit while the database is down: %v, want ErrUnavailable", err)
+	}
+	before := proxy.Dials()
+	time.Sleep(4 * time.Second) // past the renewal, and past the lease's end
+	if n := proxy.Dials() - before; n > 20 {
+		t.Fatalf("%d connection attempts in 4 s of outage: the retries are not paced", n)
+	}
+	proxy.Up()
+	var rec Record
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var err error
+		if rec, _, err = box.Submit(context.Background(), sub("after", "k-after")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Submit after the database came back: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := waitFinished(t, box, rec.ID); got.State != Delivered {
+		t.Fatalf("after the outage: %+v", got)
+	}
+	if n := r.acceptedCount("during"); n != 0 {
+		t.Fatalf("a refused notification was sent %d times", n)
+	}
+}
