@@ -468,3 +468,43 @@ func TestHTTPCORS(t *testing.T) {
 		}
 	})
 }
+
+// TestHTTPLimiterRefusalAndTelemetry: the gateway's own overload control
+// refuses an HTTP call whose turn cannot come before its deadline
+// (Connect-Timeout-Ms) with 429 and Retry-After, without reaching the
+// backend, and the call is counted in the gRPC server metrics like any
+// other.
+func TestHTTPLimiterRefusalAndTelemetry(t *testing.T) {
+	ollama := newFakeOllama(t)
+	g := startGateway(t, map[string]string{"VEGA_OLLAMA_URL": ollama.URL,
+		"VEGA_CONCURRENCY_INITIAL": "1", "VEGA_CONCURRENCY_MIN": "1", "VEGA_CONCURRENCY_MAX": "1"})
+	// One call teaches the limiter the service time (400 ms), one holds the slot.
+	r := postJSON(t, g, "/vega.v1.GenerateService/Generate", `{"model":"wait-400","prompt":"first"}`, nil)
+	require.Equal(t, http.StatusOK, r.status, r.raw)
+	held := make(chan rawResult, 1)
+	go func() { held <- postJSON(t, g, "/vega.v1.GenerateService/Generate", `{"model":"wait-400","prompt":"held"}`, nil) }()
+	require.Eventually(t, func() bool { return ollama.calls.Load() == 2 }, 5*time.Second, time.Millisecond)
+
+	start := time.Now()
+	r = postJSON(t, g, "/vega.v1.GenerateService/Generate", `{"model":"wait-400","prompt":"late"}`, map[string]string{"Connect-Timeout-Ms": "200"})
+	require.Equal(t, http.StatusTooManyRequests, r.status, r.raw)
+	assert.Less(t, time.Since(start), 150*time.Millisecond, "refused at once")
+	assert.Equal(t, "resource_exhausted", r.body["code"])
+	secs, err := strconv.Atoi(r.header.Get("Retry-After"))
+	require.NoError(t, err, "Retry-After %q", r.header.Get("Retry-After"))
+	assert.Positive(t, secs)
+	assert.Contains(t, r.raw, "google.rpc.QuotaFailure")
+	assert.Equal(t, http.StatusOK, (<-held).status)
+	assert.Equal(t, int64(2), ollama.calls.Load(), "the refused call never reached the backend")
+
+	resp, err := httpClient(t).Get(g.baseURL() + "/metrics")
+	require.NoError(t, err)
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="Generate",grpc_service="vega.v1.GenerateService",grpc_type="unary"} 2`,
+		`grpc_server_handled_total{grpc_code="ResourceExhausted",grpc_method="Generate",grpc_service="vega.v1.GenerateService",grpc_type="unary"} 1`,
+	} {
+		assert.Contains(t, string(metrics), want)
+	}
+}

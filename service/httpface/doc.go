@@ -36,11 +36,15 @@
 //     fit), undecodable is invalid_argument (400) naming the message type.
 //     Without this grpc-go reports a bad body as internal (500) and the
 //     transcoder an oversized one as unavailable (503).
+//   - With WithClientCertRequired (the gateway's mTLS), calls without a
+//     verified TLS client certificate are unauthenticated (401).
 //   - Retry-After on 429 and 503 unary answers, from the
-//     grpc-retry-pushback-ms trailer when present, else from the
-//     google.rpc.RetryInfo detail (rounded up to whole seconds, 1 s to
-//     1 h). Streams answer 200 before their status is known; their retry
-//     advice stays in the error's details.
+//     grpc-retry-pushback-ms trailer when present and not negative, else
+//     from the google.rpc.RetryInfo detail (rounded up to whole seconds,
+//     1 s to 1 h). A negative pushback means no retry fits that call's
+//     deadline; the RetryInfo delay still tells a later call when to come.
+//     Streams answer 200 before their status is known; their retry advice
+//     stays in the error's details.
 //
 // A JSON codec is registered with grpc-go (RegisterJSONCodec), so JSON
 // calls reach the server as JSON instead of being converted to binary and
