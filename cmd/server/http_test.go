@@ -482,7 +482,9 @@ func TestHTTPLimiterRefusalAndTelemetry(t *testing.T) {
 	r := postJSON(t, g, "/vega.v1.GenerateService/Generate", `{"model":"wait-400","prompt":"first"}`, nil)
 	require.Equal(t, http.StatusOK, r.status, r.raw)
 	held := make(chan rawResult, 1)
-	go func() { held <- postJSON(t, g, "/vega.v1.GenerateService/Generate", `{"model":"wait-400","prompt":"held"}`, nil) }()
+	go func() {
+		held <- postJSON(t, g, "/vega.v1.GenerateService/Generate", `{"model":"wait-400","prompt":"held"}`, nil)
+	}()
 	require.Eventually(t, func() bool { return ollama.calls.Load() == 2 }, 5*time.Second, time.Millisecond)
 
 	start := time.Now()
