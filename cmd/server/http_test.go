@@ -481,9 +481,17 @@ func TestHTTPLimiterRefusalAndTelemetry(t *testing.T) {
 	// One call teaches the limiter the service time (400 ms), one holds the slot.
 	r := postJSON(t, g, "/vega.v1.GenerateService/Generate", `{"model":"wait-400","prompt":"first"}`, nil)
 	require.Equal(t, http.StatusOK, r.status, r.raw)
-	held := make(chan rawResult, 1)
+	held := make(chan int, 1) // the status; require must not run outside the test's goroutine
+	client := httpClient(t)
 	go func() {
-		held <- postJSON(t, g, "/vega.v1.GenerateService/Generate", `{"model":"wait-400","prompt":"held"}`, nil)
+		resp, err := client.Post(g.baseURL()+"/vega.v1.GenerateService/Generate", "application/json", strings.NewReader(`{"model":"wait-400","prompt":"held"}`))
+		if err != nil {
+			held <- 0
+			return
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		held <- resp.StatusCode
 	}()
 	require.Eventually(t, func() bool { return ollama.calls.Load() == 2 }, 5*time.Second, time.Millisecond)
 
@@ -496,7 +504,7 @@ func TestHTTPLimiterRefusalAndTelemetry(t *testing.T) {
 	require.NoError(t, err, "Retry-After %q", r.header.Get("Retry-After"))
 	assert.Positive(t, secs)
 	assert.Contains(t, r.raw, "google.rpc.QuotaFailure")
-	assert.Equal(t, http.StatusOK, (<-held).status)
+	assert.Equal(t, http.StatusOK, <-held)
 	assert.Equal(t, int64(2), ollama.calls.Load(), "the refused call never reached the backend")
 
 	resp, err := httpClient(t).Get(g.baseURL() + "/metrics")
