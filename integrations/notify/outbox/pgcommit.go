@@ -124,7 +124,7 @@ func (p *Postgres) deliverResults(batch []pgWrite, results []pgResult) {
 // DO NOTHING; the rows it skipped are read back after it and answered as
 // replays or ErrKeyReused. Answers are in batch order.
 func (p *Postgres) insert(batch []pgWrite) ([]pgResult, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(p.commitCtx, 10*time.Second)
 	defer cancel()
 	now := time.Now()
 	n := len(batch)

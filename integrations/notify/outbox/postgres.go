@@ -63,9 +63,13 @@ type Postgres struct {
 	pool    *pgxpool.Pool
 	replica string
 
-	in     chan pgWrite // submissions for the committer; closed by Close
-	counts batchCounters
-	done   chan struct{} // closed when the committer ends
+	in chan pgWrite // submissions for the committer; closed by Close
+	// commitCtx ends when Close's deadline passes while commits still wait
+	// for the database: their callers get an error, never a false OK.
+	commitCtx     context.Context
+	cancelCommits context.CancelFunc
+	counts        batchCounters
+	done          chan struct{} // closed when the committer ends
 
 	gate     sync.RWMutex // held for reading while a caller hands the committer a write
 	closed   bool         // guarded by gate
@@ -161,6 +165,7 @@ func OpenPostgres(ctx context.Context, ps PostgresSettings, s Settings) (*Postgr
 	}
 	p.stopping, p.halt = context.WithCancel(context.Background())
 	p.sendCtx, p.abort = context.WithCancel(context.Background())
+	p.commitCtx, p.cancelCommits = context.WithCancel(context.Background())
 	for _, ch := range s.Channels {
 		if ch.Sender != nil {
 			p.workers[ch.Name] = newPGWorker(p, ch, ps.LeaseTTL)
@@ -531,7 +536,13 @@ func (p *Postgres) Close(ctx context.Context) error {
 	close(p.in)
 	p.gate.Unlock()
 	p.Release()
-	<-p.done // the committer answers what was handed to it
+	select { // the committer answers what was handed to it
+	case <-p.done:
+	case <-ctx.Done():
+		p.cancelCommits()
+		<-p.done
+	}
+	p.cancelCommits()
 	p.halt()
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()

@@ -251,3 +251,51 @@ func TestADatabaseOutageIsRetriedCalmly(t *testing.T) {
 		t.Fatalf("a refused notification was sent %d times", n)
 	}
 }
+
+// TestAnyReplicaServesWaitAndRedrive: a notification accepted on a replica
+// that does not deliver its channel is waited for there (the other
+// replica's delivery wakes it), and a dead letter is re-driven from the
+// replica that does not deliver it.
+func TestAnyReplicaServesWaitAndRedrive(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	r := newReceiver(t)
+	r.setAnswer(func(text string, n int) (int, http.Header) {
+		if text == "gone" && n == 1 {
+			return http.StatusNotFound, nil
+		}
+		return http.StatusOK, nil
+	})
+	a := openPG(t, url, r, nil)
+	defer closeOutbox(t, a)
+	deadline := time.Now().Add(10 * time.Second)
+	for a.Stats().Channels["hook"].Owner != a.Replica() {
+		if time.Now().After(deadline) {
+			t.Fatal("the first replica did not take the channel")
+		}
+		a.invalidateAggregates()
+		time.Sleep(20 * time.Millisecond)
+	}
+	b := openPG(t, url, r, nil)
+	defer closeOutbox(t, b)
+
+	start := time.Now()
+	rec := waitFinished(t, b, submit(t, b, sub("via b", "")).ID)
+	if rec.State != Delivered {
+		t.Fatalf("waited on the other replica: %+v", rec)
+	}
+	t.Logf("accepted on the replica without the channel, delivered by the other, Wait woke after %v", time.Since(start).Round(time.Millisecond))
+	if st := b.Stats(); st.Channels["hook"].Owner != a.Replica() || st.Store != "postgres" || st.Replica != b.Replica() {
+		t.Fatalf("b's stats = %+v, want the channel owned by %s", st, a.Replica())
+	}
+
+	dead := waitFinished(t, a, submit(t, b, sub("gone", "")).ID)
+	if dead.State != Dead {
+		t.Fatalf("after a 404: %+v", dead)
+	}
+	if n, err := b.Redrive(context.Background(), "hook", []string{dead.ID}); err != nil || n != 1 {
+		t.Fatalf("redrive from the other replica: %d, %v", n, err)
+	}
+	if got := waitFinished(t, b, dead.ID); got.State != Delivered || r.acceptedCount("gone") != 1 {
+		t.Fatalf("after the redrive: %+v, accepted %d", got, r.acceptedCount("gone"))
+	}
+}
