@@ -122,7 +122,7 @@ type NotifyConfig struct {
 	SendTimeout time.Duration `yaml:"send_timeout"`
 	// LeaseTTL (PostgreSQL outbox) is how long a replica's hold on a
 	// channel lasts without renewal: another replica takes the channel of a
-	// dead one within LeaseTTL + 1s. VEGA_OUTBOX_LEASE_TTL, default
+	// dead one within LeaseTTL + 1.2s. VEGA_OUTBOX_LEASE_TTL, default
 	// max(15s, SendTimeout + 5s); it must exceed SendTimeout + 1s.
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }

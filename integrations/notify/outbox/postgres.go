@@ -43,7 +43,7 @@ var ErrUnavailable = errors.New("the notification outbox's database is unavailab
 //     hold across a change of owner.
 //   - takeover: a replica that dies stops renewing; its lease ends
 //     LeaseTTL after its last renewal at most, and another replica,
-//     trying every second, takes the channel within LeaseTTL + 1 s.
+//     trying every second (±20 %), takes the channel within LeaseTTL + 1.2 s.
 //
 // Why a lease row and not a session advisory lock: a session lock lives on
 // one connection, is lost silently behind a transaction-pooling
@@ -103,7 +103,7 @@ type PostgresSettings struct {
 	// default host name, process id and a random suffix.
 	Replica string
 	// LeaseTTL is how long a channel's lease lasts without renewal: the
-	// takeover bound after a replica dies is LeaseTTL + 1 s. Default
+	// takeover bound after a replica dies is LeaseTTL + 1.2 s. Default
 	// max(15s, SendTimeout + 5s); it must exceed SendTimeout + 1s.
 	LeaseTTL time.Duration
 	// MaxConns bounds the connection pool; default 8.
