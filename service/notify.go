@@ -188,6 +188,8 @@ func (s *NotifyService) validate(in *vegav1.NotifyRequest) error {
 		return invalidArgument("text", "longer than %d characters", maxNotifyText)
 	case len(in.GetIdempotencyKey()) > maxIdemKeyLen:
 		return invalidArgument("idempotency_key", "longer than %d bytes", maxIdemKeyLen)
+	case strings.IndexByte(in.GetIdempotencyKey(), 0) >= 0: // neither store keeps NUL in a key
+		return invalidArgument("idempotency_key", "must not contain NUL")
 	}
 	if p := in.GetPayload(); p != nil && proto.Size(p) > maxPayloadBytes {
 		return invalidArgument("payload", "larger than %d bytes", maxPayloadBytes)

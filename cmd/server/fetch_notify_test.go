@@ -258,6 +258,7 @@ func TestNotifyWebhookAndBadInput(t *testing.T) {
 		"unknown channel": {Channel: "pager", Text: "x"},
 		"empty":           {Channel: "webhook"},
 		"long key":        {Channel: "webhook", Text: "x", IdempotencyKey: strings.Repeat("k", 300)},
+		"NUL in key":      {Channel: "webhook", Text: "x", IdempotencyKey: "k\x00"},
 		"long text":       {Channel: "webhook", Text: strings.Repeat("é", 40001)},
 	} {
 		_, err := g.notify().Notify(ctx, req)

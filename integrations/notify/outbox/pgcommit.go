@@ -128,12 +128,13 @@ func (p *Postgres) insert(batch []pgWrite) ([]pgResult, error) {
 	defer cancel()
 	now := time.Now()
 	n := len(batch)
-	tenants, channels, texts, suffixes := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	tenants, channels, suffixes := make([]string, n), make([]string, n), make([]string, n)
+	texts := make([][]byte, n)
 	keys := make([]*string, n)
 	fps, payloads := make([][]byte, n), make([][]byte, n)
 	for i, w := range batch {
 		s := w.sub
-		tenants[i], channels[i], texts[i], suffixes[i] = s.Tenant, s.Channel, s.Text, w.suffix
+		tenants[i], channels[i], texts[i], suffixes[i] = s.Tenant, s.Channel, []byte(s.Text), w.suffix
 		if s.IdempotencyKey != "" {
 			keys[i] = &batch[i].sub.IdempotencyKey
 		}
@@ -150,7 +151,7 @@ func (p *Postgres) insert(batch []pgWrite) ([]pgResult, error) {
 			INSERT INTO vega_outbox (seq, id, tenant, channel, idem_key, fingerprint, text, payload, state, pos, created_at, queued_at)
 			SELECT s, lpad(to_hex(s), 16, '0') || suffix, tenant, channel, idem_key, fp, body, payload, 1, s, $8, $8
 			FROM (SELECT nextval('vega_outbox_seq') AS s, i.*
-			      FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::bytea[], $7::text[])
+			      FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::bytea[], $7::text[])
 			           AS i(tenant, channel, idem_key, fp, body, payload, suffix)) AS x
 			ON CONFLICT (tenant, idem_key) WHERE idem_key IS NOT NULL DO NOTHING
 			RETURNING id`, tenants, channels, keys, fps, texts, payloads, suffixes, now)

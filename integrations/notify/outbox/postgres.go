@@ -244,13 +244,14 @@ func scanRecord(row pgx.Row) (Record, error) {
 	var (
 		r            Record
 		state        int16
+		text         []byte
 		next, finish *time.Time
 	)
-	if err := row.Scan(&r.ID, &r.Tenant, &r.Channel, &r.IdemKey, &r.Fingerprint, &r.Text, &r.Payload, &state, &r.Attempts, &r.LastError,
+	if err := row.Scan(&r.ID, &r.Tenant, &r.Channel, &r.IdemKey, &r.Fingerprint, &text, &r.Payload, &state, &r.Attempts, &r.LastError,
 		&r.Created, &r.Queued, &next, &finish); err != nil {
 		return Record{}, err
 	}
-	r.State = State(state)
+	r.State, r.Text = State(state), string(text)
 	if next != nil {
 		r.NextAttempt = *next
 	}
@@ -263,9 +264,11 @@ func scanRecord(row pgx.Row) (Record, error) {
 	return r, nil
 }
 
-// checkStorable refuses what PostgreSQL's text cannot hold (NUL).
+// checkStorable refuses what PostgreSQL's text cannot hold (NUL) in the
+// names and keys (the service refuses NUL in keys for both stores; the
+// message text is stored as bytes and may hold anything).
 func checkStorable(sub Submission) error {
-	for _, f := range []struct{ name, v string }{{"text", sub.Text}, {"channel", sub.Channel}, {"idempotency_key", sub.IdempotencyKey}, {"tenant", sub.Tenant}} {
+	for _, f := range []struct{ name, v string }{{"channel", sub.Channel}, {"idempotency_key", sub.IdempotencyKey}, {"tenant", sub.Tenant}} {
 		if strings.IndexByte(f.v, 0) >= 0 {
 			return fmt.Errorf("%w: %s contains a NUL character", errInvalid, f.name)
 		}

@@ -188,13 +188,18 @@ func TestPacingAndPausesSurviveAChangeOfOwner(t *testing.T) {
 	})
 }
 
-func TestNULIsRefusedNotStored(t *testing.T) {
+func TestNULInTextIsKeptAndNULInAKeyRefused(t *testing.T) {
 	url := pgtest.NewDatabase(t)
-	box := openPG(t, url, newReceiver(t), nil)
+	r := newReceiver(t)
+	box := openPG(t, url, r, nil)
 	defer closeOutbox(t, box)
-	_, _, err := box.Submit(context.Background(), sub("a\x00b", ""))
+	rec := waitFinished(t, box, submit(t, box, sub("a\x00b", "")).ID)
+	if rec.State != Delivered || rec.Text != "a\x00b" || r.acceptedCount("a\x00b") != 1 {
+		t.Fatalf("text with NUL: %+v, accepted %d", rec, r.acceptedCount("a\x00b"))
+	}
+	_, _, err := box.Submit(context.Background(), sub("x", "k\x00"))
 	if err == nil || !strings.Contains(err.Error(), "NUL") {
-		t.Fatalf("text with NUL: %v, want a clear refusal", err)
+		t.Fatalf("key with NUL: %v, want a clear refusal", err)
 	}
 }
 

@@ -11,7 +11,7 @@ CREATE TABLE vega_outbox (
     channel         text        NOT NULL,
     idem_key        text,                            -- NULL: no idempotency key
     fingerprint     bytea       NOT NULL,            -- the content, for the idempotency check
-    text            text        NOT NULL,
+    text            bytea       NOT NULL,            -- UTF-8 as submitted (bytea: text cannot hold NUL)
     payload         bytea,                           -- a JSON object as submitted, or NULL
     state           smallint    NOT NULL,            -- 1 pending, 2 delivered, 3 dead
     pos             bigint      NOT NULL,            -- place in the channel's queue (from vega_outbox_seq)
