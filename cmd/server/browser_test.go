@@ -215,6 +215,12 @@ func TestDashboardInABrowser(t *testing.T) {
 	waitFor(t, ctx, "the breaker shown open",
 		`document.querySelector('tr[data-breaker="ollama"]').dataset.state === "open" && document.getElementById("transitions").textContent.includes("ollama: closed → open")`, 15*time.Second)
 
+	// Purge a prefix from the page: confirm, then the answer is shown.
+	require.NoError(t, chromedp.Do(ctx, chromedp.SetValue("#purge-prefix", "generate/"), chromedp.Click("#purge button")))
+	waitFor(t, ctx, "the purge confirmation", `!document.getElementById("confirm").hidden && document.getElementById("confirm-text").textContent.includes("generate/")`, 5*time.Second)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#confirm-yes")))
+	waitFor(t, ctx, "the purge result", `/^[1-9][0-9]* cached answers purged/.test(document.getElementById("banner").textContent)`, 10*time.Second)
+
 	if path := os.Getenv("VEGA_DASHBOARD_SCREENSHOT"); path != "" {
 		// Back to auto, so the picture shows all the ways calls are served.
 		require.NoError(t, chromedp.Do(ctx, chromedp.SetValue("#breaker-mode", "BREAKER_MODE_AUTO"), chromedp.Click("#breaker-form button")))
@@ -241,7 +247,7 @@ func TestDashboardInABrowser(t *testing.T) {
 		assert.Equal(t, own.Host, u.Host, "a request left the host: %s", r)
 		seen[u.Path] = true
 	}
-	for _, p := range []string{"/", "/assets/app.js", "/assets/style.css", "/vega.v1.PerfAdminService/WatchStats", "/vega.v1.PerfAdminService/SetBreakerMode"} {
+	for _, p := range []string{"/", "/assets/app.js", "/assets/style.css", "/vega.v1.PerfAdminService/WatchStats", "/vega.v1.PerfAdminService/SetBreakerMode", "/vega.v1.PerfAdminService/PurgeCache"} {
 		assert.True(t, seen[p], "the page asked for %s: %v", p, seen)
 	}
 }
