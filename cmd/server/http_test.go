@@ -19,6 +19,10 @@ import (
 	"connectrpc.com/connect"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -517,4 +521,33 @@ func TestHTTPLimiterRefusalAndTelemetry(t *testing.T) {
 	} {
 		assert.Contains(t, string(metrics), want)
 	}
+}
+
+// TestHTTPPortServesNativeGRPC: a native gRPC client (HTTP/2 with prior
+// knowledge) can use the HTTP port too, through the same chain.
+func TestHTTPPortServesNativeGRPC(t *testing.T) {
+	g := startGateway(t, map[string]string{"VEGA_API_KEYS": "k1"})
+	conn, err := grpc.NewClient(g.srv.HTTPAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	c := vegav1.NewGenerateServiceClient(conn)
+	ctx := ctxTimeout(t, 10*time.Second)
+	_, err = c.Generate(ctx, &vegav1.GenerateRequest{Model: "sim", Prompt: "hi"})
+	requireCode(t, err, codes.Unauthenticated)
+	var header metadata.MD
+	resp, err := c.Generate(withKey(ctx, "k1"), &vegav1.GenerateRequest{Model: "sim", Prompt: "hi"}, grpc.Header(&header))
+	require.NoError(t, err)
+	assert.Equal(t, "sim", resp.GetBackend())
+	assert.Equal(t, []string{"backend"}, header.Get(policy.ServedFromHeader))
+	stream, err := c.GenerateStream(withKey(ctx, "k1"), &vegav1.GenerateStreamRequest{Model: "sim", Prompt: "a b c"})
+	require.NoError(t, err)
+	chunks := 0
+	for {
+		if _, err := stream.Recv(); err != nil {
+			require.ErrorIs(t, err, io.EOF)
+			break
+		}
+		chunks++
+	}
+	assert.Greater(t, chunks, 1)
 }

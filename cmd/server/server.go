@@ -245,7 +245,14 @@ func NewServer(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10, TLSConfig: httpTLS}
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, MaxHeaderBytes: 64 << 10, TLSConfig: httpTLS,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)} // its complaints (bad TLS handshakes …) as JSON logs
+	// HTTP/1.1 for browsers and curl; HTTP/2 (over TLS, or cleartext with
+	// prior knowledge) also lets native gRPC clients use this port.
+	s.http.Protocols = new(http.Protocols)
+	s.http.Protocols.SetHTTP1(true)
+	s.http.Protocols.SetHTTP2(true)
+	s.http.Protocols.SetUnencryptedHTTP2(true)
 	return s, nil
 }
 
