@@ -67,7 +67,9 @@
 // UNAVAILABLE when shutdown begins; shut the HTTP server down before
 // grpc.Server.GracefulStop, which would otherwise cut the streams the
 // transcoder carries. Native gRPC and client or bidi streams need HTTP/2
-// and stay on the gRPC port (vanguard answers them 505 on HTTP/1.1).
+// (vanguard answers them 505 on HTTP/1.1): serve HTTP/2 as well (the
+// gateway does, over TLS or cleartext with prior knowledge) and they pass
+// through to the server too. Browsers and curl use HTTP/1.1 or HTTP/2.
 //
 // # What the hop costs
 //
