@@ -46,7 +46,7 @@
 //     Streams answer 200 before their status is known; their retry advice
 //     stays in the error's details.
 //
-// A JSON codec is registered with grpc-go (RegisterJSONCodec), so JSON
+// Importing the package registers a JSON codec with grpc-go, so JSON
 // calls reach the server as JSON instead of being converted to binary and
 // back. Unpopulated fields are emitted (zeros, empty lists, null for
 // unset messages), so scripts need no defaults of their own; unknown

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 
 	"connectrpc.com/vanguard"
 	"connectrpc.com/vanguard/vanguardgrpc"
@@ -61,20 +60,16 @@ func WithClientCertRequired() Option {
 	return func(o *options) { o.requireClientCert = true }
 }
 
-var registerJSON sync.Once
-
-// RegisterJSONCodec registers a gRPC codec named "json" (protojson, unknown
-// fields discarded, unpopulated fields emitted) with grpc-go, so that the
-// face hands JSON requests to the server as they are instead of converting
-// them to binary and back. New calls it; it is idempotent. It also lets
-// native gRPC clients send application/grpc+json.
-func RegisterJSONCodec() {
-	registerJSON.Do(func() {
-		encoding.RegisterCodec(vanguardgrpc.NewCodec(&vanguard.JSONCodec{
-			MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
-			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
-		}))
-	})
+// init registers a gRPC codec named "json" (protojson, unknown fields
+// discarded, unpopulated fields emitted) with grpc-go, at init time as
+// grpc-go's registry requires, so that the face hands JSON requests to the
+// server as they are instead of converting them to binary and back. It
+// also lets native gRPC clients send application/grpc+json.
+func init() {
+	encoding.RegisterCodec(vanguardgrpc.NewCodec(&vanguard.JSONCodec{
+		MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
+		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
+	}))
 }
 
 // New builds the face for the named services of srv (full names, such as
@@ -98,7 +93,6 @@ func New(srv *grpc.Server, services []string, opts ...Option) (*Face, error) {
 	if err != nil {
 		return nil, err
 	}
-	RegisterJSONCodec()
 	tc, err := vanguardgrpc.NewTranscoder(srv,
 		vanguard.WithDefaultServiceOptions(vanguard.WithMaxMessageBufferBytes(o.maxMessageBytes)))
 	if err != nil {
