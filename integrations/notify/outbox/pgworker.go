@@ -11,10 +11,16 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// Timing of the fleet's delivery workers.
+// Timing of the fleet's delivery workers. Replicas learn of each other's
+// writes by polling, not LISTEN/NOTIFY: a transaction that notifies takes a
+// database-wide lock at commit (PreCommit_Notify), which would serialize
+// every accept's commit with every other notifying one, and LISTEN needs a
+// session of its own (none behind a transaction pooler). A notification
+// accepted on a replica that does not deliver its channel starts within
+// idlePoll; one accepted on the owner, at once.
 const (
 	acquireEvery = time.Second            // a replica without a channel's lease tries again this often (±20 %)
-	idlePoll     = 500 * time.Millisecond // an owner with an empty queue looks again (other replicas' accepts)
+	idlePoll     = 250 * time.Millisecond // an owner with an empty queue looks again (other replicas' accepts)
 	storeRetry   = time.Second            // after a failed query
 )
 
