@@ -134,8 +134,9 @@ func shot(t *testing.T, ctx context.Context) {
 // (how the README's picture is made).
 func TestDashboardInABrowser(t *testing.T) {
 	ollama := newFakeOllama(t)
+	slack := newFakeSlack(t)
 	g := startGateway(t, map[string]string{
-		"VEGA_ADMIN_API_KEY": "dash-key", "VEGA_OLLAMA_URL": ollama.URL,
+		"VEGA_ADMIN_API_KEY": "dash-key", "VEGA_OLLAMA_URL": ollama.URL, "SLACK_WEBHOOK_URL": slack.URL,
 		"INITIAL_RATE_LIMIT": "50", "MAX_RATE_LIMIT": "100",
 	})
 	events := &browserEvents{}
@@ -170,6 +171,9 @@ func TestDashboardInABrowser(t *testing.T) {
 			case <-tick.C:
 			}
 			cctx, cancel := context.WithTimeout(trafficCtx, 5*time.Second)
+			if i%40 == 5 {
+				_, _ = g.notify().Notify(cctx, &vegav1.NotifyRequest{Channel: "slack", Text: fmt.Sprintf("note %d", i)})
+			}
 			if i%10 == 0 {
 				var herd sync.WaitGroup
 				for range 5 {
@@ -215,6 +219,13 @@ func TestDashboardInABrowser(t *testing.T) {
 	waitFor(t, ctx, "the breaker shown open",
 		`document.querySelector('tr[data-breaker="ollama"]').dataset.state === "open" && document.getElementById("transitions").textContent.includes("ollama: closed → open")`, 15*time.Second)
 
+	// The outbox panel lists the channel; redrive its dead letters (none).
+	waitFor(t, ctx, "the slack channel in the outbox panel", `document.querySelector("#outbox tbody").textContent.startsWith("slack")`, 10*time.Second)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#outbox tbody button")))
+	waitFor(t, ctx, "the redrive confirmation", `!document.getElementById("confirm").hidden && document.getElementById("confirm-text").textContent.includes("slack")`, 5*time.Second)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click("#confirm-yes")))
+	waitFor(t, ctx, "the redrive result", `document.getElementById("banner").textContent === "0 notifications queued again on slack."`, 10*time.Second)
+
 	// Purge a prefix from the page: confirm, then the answer is shown.
 	require.NoError(t, chromedp.Do(ctx, chromedp.SetValue("#purge-prefix", "generate/"), chromedp.Click("#purge button")))
 	waitFor(t, ctx, "the purge confirmation", `!document.getElementById("confirm").hidden && document.getElementById("confirm-text").textContent.includes("generate/")`, 5*time.Second)
@@ -247,7 +258,7 @@ func TestDashboardInABrowser(t *testing.T) {
 		assert.Equal(t, own.Host, u.Host, "a request left the host: %s", r)
 		seen[u.Path] = true
 	}
-	for _, p := range []string{"/", "/assets/app.js", "/assets/style.css", "/vega.v1.PerfAdminService/WatchStats", "/vega.v1.PerfAdminService/SetBreakerMode", "/vega.v1.PerfAdminService/PurgeCache"} {
+	for _, p := range []string{"/", "/assets/app.js", "/assets/style.css", "/vega.v1.PerfAdminService/WatchStats", "/vega.v1.PerfAdminService/SetBreakerMode", "/vega.v1.PerfAdminService/PurgeCache", "/vega.v1.PerfAdminService/RedriveNotifications"} {
 		assert.True(t, seen[p], "the page asked for %s: %v", p, seen)
 	}
 }

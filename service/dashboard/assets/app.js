@@ -415,12 +415,13 @@ function drawBreakers(list, time) {
 }
 
 function drawLimiters(list) {
-  const lines = [];
+  const lines = [], conc = [];
   rows("limiters", list.slice().sort((a, b) => a.key.localeCompare(b.key)).map((l) => {
-    lines.push({ name: l.key + " rate/s", values: push("r:" + l.key, num(l.currentRate)) });
+    lines.push({ name: l.key, values: push("r:" + l.key, num(l.currentRate)) });
     if (num(l.concurrencyLimit) > 0) {
-      lines.push({ name: l.key + " limit", values: push("cl:" + l.key, num(l.concurrencyLimit)) });
-      lines.push({ name: l.key + " in flight", values: push("if:" + l.key, num(l.inFlight)) });
+      conc.push({ name: l.key + " limit", values: push("cl:" + l.key, num(l.concurrencyLimit)) });
+      conc.push({ name: l.key + " in flight", values: push("if:" + l.key, num(l.inFlight)) });
+      conc.push({ name: l.key + " queued", values: push("ql:" + l.key, num(l.queueLength)) });
     }
     const standing = el("span", l.standing ? { class: "yes" } : {}, l.standing ? "yes" : "no");
     return row([l.key, f0(num(l.currentRate)) + " (" + f0(num(l.minRate)) + "–" + f0(num(l.maxRate)) + ")", num(l.concurrencyLimit) ? String(num(l.concurrencyLimit)) : "–",
@@ -429,6 +430,7 @@ function drawLimiters(list) {
   }));
   if (!list.length) rows("limiters", [row(["no limiter yet: one is made on a backend's first call (the built-in sim is not limited)", "", "", "", "", "", "", "", ""])]);
   chart("chart-limiters", lines, f0);
+  chart("chart-concurrency", conc, f0);
 }
 
 // ---- wiring ------------------------------------------------------------------------------
