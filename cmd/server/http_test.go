@@ -186,6 +186,11 @@ func TestHTTPCurlStyleJSON(t *testing.T) {
 	assert.Equal(t, http.StatusUnsupportedMediaType, resp.StatusCode)
 	assert.Contains(t, string(raw), "Content-Type: application/json")
 
+	// A plain JSON POST to a streaming method: told how to call it.
+	r = postJSON(t, g, "/vega.v1.GenerateService/GenerateStream", `{"model":"sim","prompt":"hi"}`, nil)
+	assert.Equal(t, http.StatusUnsupportedMediaType, r.status)
+	assert.Contains(t, r.body["message"], "application/connect+json")
+
 	// Unknown method, unknown path, GET of a method with side effects.
 	assert.Equal(t, http.StatusNotFound, postJSON(t, g, "/vega.v1.GenerateService/Nope", `{}`, nil).status)
 	resp, err = httpClient(t).Get(g.baseURL() + "/nothing-here")

@@ -149,6 +149,11 @@ func connectVersion(next http.Handler) http.Handler {
 			ctypes := r.Header.Values("Content-Type")
 			switch {
 			case isUnaryContentType(ctypes):
+				if md := methodDescriptor(r.URL.Path); md != nil && md.IsStreamingServer() {
+					writeConnectError(w, http.StatusUnsupportedMediaType, "invalid_argument",
+						fmt.Sprintf("%s streams its answer: send Content-Type: application/connect+json and the request in a Connect envelope (a flags byte, a 4-byte big-endian length, the JSON), or use a Connect client such as buf curl", md.Name()))
+					return
+				}
 				if len(r.Header.Values("Connect-Protocol-Version")) == 0 {
 					r.Header.Set("Connect-Protocol-Version", "1")
 				}

@@ -85,6 +85,20 @@ func unaryContentType(r *http.Request) string {
 // the linked-in descriptors; nil for unknown methods and for streams
 // whose requests are not unary bodies.
 func requestType(path string) protoreflect.MessageType {
+	md := methodDescriptor(path)
+	if md == nil || md.IsStreamingClient() || md.IsStreamingServer() {
+		return nil
+	}
+	mt, err := protoregistry.GlobalTypes.FindMessageByName(md.Input().FullName())
+	if err != nil {
+		return nil
+	}
+	return mt
+}
+
+// methodDescriptor finds "/pkg.Service/Method" among the linked-in
+// descriptors; nil when there is no such method.
+func methodDescriptor(path string) protoreflect.MethodDescriptor {
 	svc, method, ok := strings.Cut(strings.TrimPrefix(path, "/"), "/")
 	if !ok {
 		return nil
@@ -97,15 +111,7 @@ func requestType(path string) protoreflect.MessageType {
 	if !ok {
 		return nil
 	}
-	md := sd.Methods().ByName(protoreflect.Name(method))
-	if md == nil || md.IsStreamingClient() || md.IsStreamingServer() {
-		return nil
-	}
-	mt, err := protoregistry.GlobalTypes.FindMessageByName(md.Input().FullName())
-	if err != nil {
-		return nil
-	}
-	return mt
+	return sd.Methods().ByName(protoreflect.Name(method))
 }
 
 // writeConnectError writes a Connect unary error (connectrpc.com,
