@@ -2,6 +2,7 @@ package coalesce
 
 import (
 	"context"
+	"errors"
 	"io"
 	"sync/atomic"
 
@@ -39,8 +40,19 @@ func UnaryServerInterceptor(g *Group) grpc.UnaryServerInterceptor {
 		if joined {
 			d.ServedFrom = policy.FromCoalesced
 		}
-		return resp, err // resp is nil when the caller left early
+		return resp, callerError(ctx, err) // resp is nil when the caller left early
 	}
+}
+
+// callerError turns the caller's own context error, which Do returns as it
+// is when the caller leaves early, into its gRPC status (CANCELED,
+// DEADLINE_EXCEEDED): grpc-go would report a bare context error as
+// UNKNOWN, in the logs and in grpc_server_handled_total.
+func callerError(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		return status.FromContextError(err).Err()
+	}
+	return err
 }
 
 // StreamServerInterceptor does for server-streaming methods what
@@ -86,7 +98,7 @@ func StreamServerInterceptor(g *Group) grpc.StreamServerInterceptor {
 			return ss.SendMsg(msg)
 		})
 		label()
-		return err
+		return callerError(ctx, err)
 	}
 }
 

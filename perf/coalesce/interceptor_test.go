@@ -418,3 +418,46 @@ func TestUnaryInterceptorAllocs(t *testing.T) {
 		t.Errorf("a flight through the interceptor allocates %v times; want at most 5", got)
 	}
 }
+
+// A caller who leaves a flight early gets its own cancellation or deadline
+// as a gRPC status: grpc-go reports a bare context error as UNKNOWN (in the
+// logs, in grpc_server_handled_total), which make bench's overload runs
+// showed at the end of each run.
+func TestUnaryInterceptorCallerLeavingIsAStatus(t *testing.T) {
+	g := coalesce.New()
+	intercept := coalesce.UnaryServerInterceptor(g)
+	info := &grpc.UnaryServerInfo{FullMethod: vegav1.GenerateService_Generate_FullMethodName}
+	release := make(chan struct{})
+	started := make(chan struct{})
+	handler := func(ctx context.Context, _ any) (any, error) {
+		close(started)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return &vegav1.GenerateResponse{Text: "answer"}, nil
+	}
+	newCtx := func(parent context.Context) context.Context {
+		return policy.NewContext(parent, &policy.Decision{Key: "k", Coalesce: true, ServedFrom: policy.FromBackend})
+	}
+	leaderDone := make(chan error, 1)
+	go func() {
+		_, err := intercept(newCtx(t.Context()), nil, info, handler)
+		leaderDone <- err
+	}()
+	<-started
+
+	canceled, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err := intercept(newCtx(canceled), nil, info, handler)
+	assert.Equal(t, codes.Canceled, status.Code(err), "%v", err)
+
+	expired, cancel2 := context.WithTimeout(t.Context(), time.Millisecond)
+	defer cancel2()
+	<-expired.Done()
+	_, err = intercept(newCtx(expired), nil, info, handler)
+	assert.Equal(t, codes.DeadlineExceeded, status.Code(err), "%v", err)
+
+	close(release)
+	require.NoError(t, <-leaderDone)
+}
