@@ -65,6 +65,15 @@ type Settings struct {
 	// fills (BenchmarkZipfHitRatio). 0 means MaxBytes / 2 KiB; it is capped
 	// at what MaxBytes could hold.
 	ExpectedEntries int
+	// Remote is the fleet's shared tier behind this one (nil: none, the
+	// cache is this gateway's alone). A local miss asks it once; every
+	// answer stored here is also written there, in the background, when its
+	// encoding is at most RemoteMaxBytes; Purge purges it and, through it,
+	// every gateway's local tier.
+	Remote Remote
+	// RemoteMaxBytes bounds the answers shared through Remote (their
+	// encoding). 0 means DefaultRemoteMaxBytes (1 MiB).
+	RemoteMaxBytes int
 	// Now is the clock; it is called from several goroutines at once. nil
 	// means a monotonic clock read every 10ms (so TTLs are ±10ms). With an
 	// injected clock the cache does no periodic clean-up: expired entries
@@ -86,6 +95,8 @@ func (s Settings) withDefaults() (Settings, error) {
 		return s, fmt.Errorf("cache: Settings.NegativeTTL must not be negative, got %v", s.NegativeTTL)
 	case s.MaxRefreshes < 0:
 		return s, fmt.Errorf("cache: Settings.MaxRefreshes must not be negative, got %d", s.MaxRefreshes)
+	case s.RemoteMaxBytes < 0:
+		return s, fmt.Errorf("cache: Settings.RemoteMaxBytes must not be negative, got %d", s.RemoteMaxBytes)
 	case s.ExpectedEntries < 0:
 		return s, fmt.Errorf("cache: Settings.ExpectedEntries must not be negative, got %d", s.ExpectedEntries)
 	}
@@ -103,6 +114,9 @@ func (s Settings) withDefaults() (Settings, error) {
 	}
 	if s.MaxRefreshes == 0 {
 		s.MaxRefreshes = DefaultMaxRefreshes
+	}
+	if s.RemoteMaxBytes == 0 {
+		s.RemoteMaxBytes = DefaultRemoteMaxBytes
 	}
 	if s.ExpectedEntries == 0 {
 		s.ExpectedEntries = int(max(s.MaxBytes/defaultEntrySize, 1))
@@ -148,6 +162,7 @@ type Cache struct {
 	set      Settings // with defaults applied; read-only after New
 	staleFor int64    // set.StaleFor in nanos
 	stats    counters // atomic
+	remote   Remote   // set.Remote: nil when the cache is this gateway's alone
 
 	mu         sync.Mutex
 	refreshing map[string]struct{} // guarded by mu: keys with a running refresh
@@ -165,6 +180,7 @@ func New(s Settings) (*Cache, error) {
 		clock:      newClock(s.Now),
 		set:        s,
 		staleFor:   int64(s.StaleFor),
+		remote:     s.Remote,
 		refreshing: make(map[string]struct{}),
 	}
 	c.store, err = otter.New(&otter.Options[string, entry]{
@@ -254,19 +270,34 @@ func (c *Cache) Set(key string, v any, size int, ttl time.Duration, negative boo
 	if negative {
 		ttl = min(ttl, c.set.NegativeTTL)
 	}
+	freshUntil := c.clock.NowNano() + int64(ttl)
 	c.store.Set(key, entry{
 		value:      v,
-		freshUntil: c.clock.NowNano() + int64(ttl),
+		freshUntil: freshUntil,
 		size:       uint32(min(int64(max(size, 0)), math.MaxUint32)),
 		negative:   negative,
 	})
 	c.stats.stores.Add(1)
+	c.remoteSet(key, v, size, freshUntil, negative)
 }
 
 // Purge removes the entries whose key starts with prefix ("" removes all)
-// and returns how many it removed. A refresh already running for a purged
-// key may store its answer afterwards.
+// and returns how many it removed. With a Remote, it purges the fleet: the
+// remote tier's keys (counted in the result too) and, through it, every
+// other gateway's local tier; a remote failure leaves those to their TTL. A
+// refresh already running for a purged key may store its answer afterwards.
 func (c *Cache) Purge(prefix string) int {
+	n := c.purgeLocal(prefix)
+	if c.remote != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), remotePurgeTimeout)
+		defer cancel()
+		r, _ := c.remote.Purge(ctx, prefix) // the remote logs and counts its failures
+		n += r
+	}
+	return n
+}
+
+func (c *Cache) purgeLocal(prefix string) int {
 	n := 0
 	for key := range c.store.Keys() {
 		if !strings.HasPrefix(key, prefix) {

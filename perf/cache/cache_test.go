@@ -62,6 +62,7 @@ func TestNewValidatesSettings(t *testing.T) {
 		{Settings{NegativeTTL: -time.Second}, "NegativeTTL"},
 		{Settings{MaxRefreshes: -1}, "MaxRefreshes"},
 		{Settings{ExpectedEntries: -1}, "ExpectedEntries"},
+		{Settings{RemoteMaxBytes: -1}, "RemoteMaxBytes"},
 	} {
 		_, err := New(tc.s)
 		if assert.Error(t, err, "%+v", tc.s) {
@@ -75,7 +76,7 @@ func TestNewValidatesSettings(t *testing.T) {
 	assert.Equal(t, Settings{
 		MaxBytes: DefaultMaxBytes, DefaultTTL: DefaultTTL, Jitter: DefaultJitter,
 		NegativeTTL: DefaultNegativeTTL, MaxRefreshes: DefaultMaxRefreshes,
-		ExpectedEntries: DefaultMaxBytes / (2 << 10),
+		ExpectedEntries: DefaultMaxBytes / (2 << 10), RemoteMaxBytes: DefaultRemoteMaxBytes,
 	}, c.set)
 	assert.Equal(t, int64(DefaultMaxBytes), c.Stats().Capacity)
 }

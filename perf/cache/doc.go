@@ -34,6 +34,19 @@
 //     its value's encoded size and a fixed per-entry overhead (measured, see
 //     entryOverhead), and the total stays under Settings.MaxBytes.
 //
+// A fleet of gateways shares a second tier (Settings.Remote, a small
+// interface declared here and implemented by perf/fleet on Redis; this
+// package imports no Redis client). The local tier stays in front: a local
+// hit asks the remote nothing; a local miss asks it once, in the Lookup
+// interceptor, and a fresh (or, when this caller may refresh, stale) entry
+// found there is stored locally with its remaining lifetime and served as a
+// cache hit. Every answer stored locally is also handed to the remote tier,
+// encoded (remote.go: versioned, checked on read for version, size, key and
+// type; a bad entry is ignored and counted) when at most RemoteMaxBytes,
+// for its fresh TTL plus the stale window. Purge purges the remote tier
+// and, through it, every gateway's local tier. A remote that fails is a
+// miss, never an error.
+//
 // The store is github.com/maypok86/otter/v2: a concurrent W-TinyLFU cache
 // whose hit ratio on skewed (Zipf) traffic beats LRU, with weights,
 // per-entry expiry and an injectable clock. This package adds the fresh and

@@ -50,6 +50,9 @@ func LookupUnaryServerInterceptor(c *Cache, opts ...Option) grpc.UnaryServerInte
 		}
 		// Refreshing takes a Decision that may write the cache.
 		v, st := c.lookup(d.Key, d.WriteCache)
+		if st == Miss {
+			v, st = c.remoteLookup(ctx, d.Key, d.WriteCache, false)
+		}
 		switch st {
 		case Fresh:
 			d.ServedFrom = policy.FromCache
@@ -111,6 +114,9 @@ func LookupStreamServerInterceptor(c *Cache, opts ...Option) grpc.StreamServerIn
 		// Refreshing takes a Decision that may write the cache and the
 		// request to replay.
 		v, st := c.lookup(d.Key, d.WriteCache && d.Request != nil)
+		if st == Miss {
+			v, st = c.remoteLookup(ss.Context(), d.Key, d.WriteCache && d.Request != nil, true)
+		}
 		msgs, isStream := v.([]proto.Message)
 		switch {
 		case !isStream:

@@ -183,7 +183,13 @@ type harness struct {
 
 func newHarness(t *testing.T, s Settings) *harness {
 	t.Helper()
-	h := &harness{backend: &backend{}, clock: newFakeClock(), done: make(chan struct{}, 64)}
+	return newHarnessOn(t, s, newFakeClock())
+}
+
+// newHarnessOn is newHarness on a given clock, for gateways of one fleet.
+func newHarnessOn(t *testing.T, s Settings, clk *fakeClock) *harness {
+	t.Helper()
+	h := &harness{backend: &backend{}, clock: clk, done: make(chan struct{}, 64)}
 	h.cache = newTestCache(t, h.clock, s)
 	table := testTable()
 	finishedUnary := func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {

@@ -28,6 +28,13 @@ type Stats struct {
 
 	Refreshes int64 // cache_refreshes_total: background refreshes started
 	Purged    int64 // cache_purged_total: removed by Purge
+
+	// The remote tier (Settings.Remote), asked after a local miss.
+	RemoteHits    int64 // cluster_remote_hits_total: served from it, fresh or stale
+	RemoteMisses  int64 // cluster_remote_misses_total: absent, expired, or the remote failed
+	RemoteBad     int64 // cluster_remote_bad_total: entries that failed the checks, ignored
+	RemoteWrites  int64 // cluster_remote_writes_total: answers handed to it
+	RemoteSkipped int64 // cluster_remote_skipped_total: answers kept local (above RemoteMaxBytes, not protobuf)
 }
 
 // HitRate is the percentage of lookups served from the cache, fresh or
@@ -54,6 +61,8 @@ type counters struct {
 	stores, rejected       atomic.Int64
 	evictions, expirations atomic.Int64
 	refreshes, purged      atomic.Int64
+
+	remoteHits, remoteMisses, remoteBad, remoteWrites, remoteSkipped atomic.Int64
 }
 
 // onDeletion is otter's OnAtomicDeletion: it runs under a bucket lock, so it
@@ -71,6 +80,7 @@ func (c *counters) reset() {
 	for _, n := range []*atomic.Int64{
 		&c.hits, &c.staleHits, &c.misses, &c.stores, &c.rejected,
 		&c.evictions, &c.expirations, &c.refreshes, &c.purged,
+		&c.remoteHits, &c.remoteMisses, &c.remoteBad, &c.remoteWrites, &c.remoteSkipped,
 	} {
 		n.Store(0)
 	}
@@ -93,6 +103,12 @@ func (c *Cache) Stats() Stats {
 		Expirations: c.stats.expirations.Load(),
 		Refreshes:   c.stats.refreshes.Load(),
 		Purged:      c.stats.purged.Load(),
+
+		RemoteHits:    c.stats.remoteHits.Load(),
+		RemoteMisses:  c.stats.remoteMisses.Load(),
+		RemoteBad:     c.stats.remoteBad.Load(),
+		RemoteWrites:  c.stats.remoteWrites.Load(),
+		RemoteSkipped: c.stats.remoteSkipped.Load(),
 	}
 }
 

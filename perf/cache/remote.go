@@ -1,0 +1,279 @@
+package cache
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+)
+
+// Remote is a second tier behind the local one, shared by a fleet of
+// gateways (perf/fleet implements it on Redis). Its trouble stays inside
+// it: Get reports a failure as a miss, Set and Purge drop what they could
+// not do (Purge also returns the failure, for the log).
+type Remote interface {
+	// Get returns the bytes stored under key, in at most one round trip
+	// bounded by the remote's own budget.
+	Get(ctx context.Context, key string) ([]byte, bool)
+	// Set stores val under key for ttl, in the background.
+	Set(key string, val []byte, ttl time.Duration)
+	// Purge removes the keys that start with prefix from the remote tier
+	// and from every other gateway's local tier, and returns how many
+	// remote keys it removed.
+	Purge(ctx context.Context, prefix string) (int, error)
+}
+
+// DefaultRemoteMaxBytes bounds the encoded answers shared through Remote.
+const DefaultRemoteMaxBytes = 1 << 20
+
+// remotePurgeTimeout bounds the remote part of Purge.
+const remotePurgeTimeout = 10 * time.Second
+
+// The remote entry encoding, version 1 (big endian, uvarint lengths):
+//
+//	"vgc" 0x01                  magic and version
+//	flags     1 byte            1: negative, 2: a stream (a list of messages)
+//	fresh     8 bytes           fresh until, unix nanoseconds
+//	key       uvarint + bytes   the cache key it was stored under
+//	type      uvarint + bytes   the messages' full protobuf name
+//	count     uvarint           how many messages (1 unless a stream)
+//	messages  count × (uvarint + bytes), protobuf wire format
+//
+// A reader checks the size bound, magic, version, flags, key, type and
+// that every byte is accounted for; any mismatch makes the entry "bad": it
+// is ignored (a miss) and counted (Stats.RemoteBad). A new layout takes a
+// new version byte; a reader ignores versions it does not know, so replicas
+// of two versions share nothing rather than misread each other.
+const (
+	remoteMagic    = "vgc"
+	remoteVersion  = 1
+	flagNegative   = 1
+	flagStream     = 2
+	remoteHeader   = len(remoteMagic) + 1 + 1 + 8
+	maxRemoteCount = 1 << 16
+)
+
+var errBadEntry = errors.New("cache: bad remote entry")
+
+// encodeRemote encodes an answer, or returns false when it is not a
+// protobuf message or a list of messages of one type.
+func encodeRemote(key string, v any, freshUntil int64, negative bool) ([]byte, bool) {
+	var msgs []proto.Message
+	stream := false
+	switch m := v.(type) {
+	case proto.Message:
+		msgs = []proto.Message{m}
+	case []proto.Message:
+		msgs, stream = m, true
+	default:
+		return nil, false
+	}
+	var name protoreflect.FullName
+	for i, m := range msgs {
+		n := m.ProtoReflect().Descriptor().FullName()
+		if i > 0 && n != name {
+			return nil, false
+		}
+		name = n
+	}
+	if len(msgs) == 0 {
+		name = ""
+	}
+	b := make([]byte, 0, remoteHeader+len(key)+len(name)+16)
+	b = append(b, remoteMagic...)
+	b = append(b, remoteVersion)
+	var flags byte
+	if negative {
+		flags |= flagNegative
+	}
+	if stream {
+		flags |= flagStream
+	}
+	b = append(b, flags)
+	b = binary.BigEndian.AppendUint64(b, uint64(freshUntil))
+	b = binary.AppendUvarint(b, uint64(len(key)))
+	b = append(b, key...)
+	b = binary.AppendUvarint(b, uint64(len(name)))
+	b = append(b, name...)
+	b = binary.AppendUvarint(b, uint64(len(msgs)))
+	for _, m := range msgs {
+		b = protowireAppend(b, m)
+		if b == nil {
+			return nil, false
+		}
+	}
+	return b, true
+}
+
+func protowireAppend(b []byte, m proto.Message) []byte {
+	b = binary.AppendUvarint(b, uint64(proto.Size(m)))
+	out, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(b, m)
+	if err != nil {
+		return nil
+	}
+	return out
+}
+
+// remoteEntry is a decoded remote entry.
+type remoteEntry struct {
+	value      any // proto.Message, or []proto.Message for a stream
+	freshUntil int64
+	negative   bool
+	size       int // the messages' bytes
+}
+
+// decodeRemote checks and decodes b, stored under key.
+func decodeRemote(b []byte, key string, maxBytes int) (remoteEntry, error) {
+	var e remoteEntry
+	if len(b) > maxBytes {
+		return e, fmt.Errorf("%w: %d bytes, above the %d bound", errBadEntry, len(b), maxBytes)
+	}
+	if len(b) < remoteHeader || string(b[:3]) != remoteMagic {
+		return e, fmt.Errorf("%w: no header", errBadEntry)
+	}
+	if b[3] != remoteVersion {
+		return e, fmt.Errorf("%w: version %d", errBadEntry, b[3])
+	}
+	flags := b[4]
+	if flags&^(flagNegative|flagStream) != 0 {
+		return e, fmt.Errorf("%w: flags %#x", errBadEntry, flags)
+	}
+	e.negative = flags&flagNegative != 0
+	fresh := binary.BigEndian.Uint64(b[5:13])
+	if fresh > math.MaxInt64 {
+		return e, fmt.Errorf("%w: fresh-until out of range", errBadEntry)
+	}
+	e.freshUntil = int64(fresh)
+	rest := b[remoteHeader:]
+	next := func() ([]byte, bool) {
+		n, w := binary.Uvarint(rest)
+		if w <= 0 || n > uint64(len(rest)-w) {
+			return nil, false
+		}
+		out := rest[w : w+int(n)]
+		rest = rest[w+int(n):]
+		return out, true
+	}
+	k, ok := next()
+	if !ok || string(k) != key {
+		return e, fmt.Errorf("%w: stored under another key", errBadEntry)
+	}
+	name, ok := next()
+	if !ok {
+		return e, fmt.Errorf("%w: truncated", errBadEntry)
+	}
+	count, w := binary.Uvarint(rest)
+	if w <= 0 || count > maxRemoteCount || (flags&flagStream == 0 && count != 1) {
+		return e, fmt.Errorf("%w: message count", errBadEntry)
+	}
+	rest = rest[w:]
+	var mt protoreflect.MessageType
+	if count > 0 {
+		var err error
+		if mt, err = protoregistry.GlobalTypes.FindMessageByName(protoreflect.FullName(name)); err != nil {
+			return e, fmt.Errorf("%w: type %q: %v", errBadEntry, name, err)
+		}
+	}
+	msgs := make([]proto.Message, 0, count)
+	for range count {
+		raw, ok := next()
+		if !ok {
+			return e, fmt.Errorf("%w: truncated", errBadEntry)
+		}
+		m := mt.New().Interface()
+		if err := proto.Unmarshal(raw, m); err != nil {
+			return e, fmt.Errorf("%w: %v", errBadEntry, err)
+		}
+		msgs = append(msgs, m)
+		e.size += len(raw)
+	}
+	if len(rest) != 0 {
+		return e, fmt.Errorf("%w: %d trailing bytes", errBadEntry, len(rest))
+	}
+	if flags&flagStream != 0 {
+		e.value = msgs
+	} else {
+		e.value = msgs[0]
+	}
+	return e, nil
+}
+
+// remoteLookup asks the remote tier after a local miss (one round trip).
+// A fresh entry, or a stale one when withStale, is stored in the local
+// tier with its remaining lifetime and returned. stream says which kind of
+// answer the caller serves; an entry of the other kind is bad.
+func (c *Cache) remoteLookup(ctx context.Context, key string, withStale, stream bool) (any, State) {
+	if c.remote == nil {
+		return nil, Miss
+	}
+	b, ok := c.remote.Get(ctx, key)
+	if !ok {
+		c.stats.remoteMisses.Add(1)
+		return nil, Miss
+	}
+	e, err := decodeRemote(b, key, c.set.RemoteMaxBytes)
+	if err == nil {
+		if _, isStream := e.value.([]proto.Message); isStream != stream {
+			err = fmt.Errorf("%w: stream flag does not match the method", errBadEntry)
+		}
+	}
+	if err != nil {
+		c.stats.remoteBad.Add(1)
+		return nil, Miss
+	}
+	now := c.clock.NowNano()
+	st := Miss
+	switch local := (entry{value: e.value, freshUntil: e.freshUntil, size: uint32(min(e.size, math.MaxUint32)), negative: e.negative}); {
+	case now < e.freshUntil:
+		st = Fresh
+		c.store.Set(key, local)
+	case withStale && now < c.deadline(local):
+		st = Stale
+		c.store.Set(key, local)
+	}
+	if st == Miss {
+		c.stats.remoteMisses.Add(1)
+		return nil, Miss
+	}
+	c.stats.remoteHits.Add(1)
+	return e.value, st
+}
+
+// remoteSet shares an answer just stored locally, fresh until freshUntil:
+// the remote keeps it for the same time plus the stale window (negative
+// entries have none). Answers above RemoteMaxBytes, or not protobuf, stay
+// local.
+func (c *Cache) remoteSet(key string, v any, size int, freshUntil int64, negative bool) {
+	if c.remote == nil {
+		return
+	}
+	if size > c.set.RemoteMaxBytes {
+		c.stats.remoteSkipped.Add(1)
+		return
+	}
+	b, ok := encodeRemote(key, v, freshUntil, negative)
+	if !ok || len(b) > c.set.RemoteMaxBytes {
+		c.stats.remoteSkipped.Add(1)
+		return
+	}
+	hard := time.Duration(freshUntil - c.clock.NowNano())
+	if !negative {
+		hard += c.set.StaleFor
+	}
+	if hard <= 0 {
+		return
+	}
+	c.stats.remoteWrites.Add(1)
+	c.remote.Set(key, b, hard)
+}
+
+// PurgeLocal removes the entries whose key starts with prefix from this
+// gateway's tier only: what a purge notice from another gateway of the
+// fleet asks for.
+func (c *Cache) PurgeLocal(prefix string) int { return c.purgeLocal(prefix) }

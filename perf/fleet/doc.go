@@ -1,0 +1,33 @@
+// Package fleet is one replica's connection to the Redis that a fleet of
+// gateways shares (REDIS_URL). Redis is an accelerator, never the source of
+// truth: every operation has a small budget (Settings.Timeout, default
+// 50ms), a local circuit breaker stops sending to a Redis that fails (no
+// per-call dial storm), and every failure is reported to the caller as "not
+// there" — a miss, a skipped write — never as an error the gateway's
+// callers could see.
+//
+// What it holds, under Settings.Prefix ("vega"), so that two fleets on one
+// Redis never mix:
+//
+//	<prefix>:v1:c:<cache key>   a cached answer (perf/cache's encoding), PX = fresh TTL + stale window
+//	<prefix>:v1:m               ZSET of replica ids scored by their heartbeat's expiry (Redis TIME, ms)
+//	<prefix>:v1:m:<replica>     one key per live replica, PX = 3 heartbeats
+//	<prefix>:v1:evt             the fleet's one pub/sub channel (cache purges)
+//
+// The cache tier is the three methods perf/cache's Remote interface asks
+// for: Get (one GET within the budget, on the caller's critical path), Set
+// (queued, written by a background writer; dropped when the queue is full)
+// and Purge (SCAN + UNLINK of the prefix's keys, bounded, then a PUBLISH so
+// every replica purges its local tier; OnPurge receives the others').
+//
+// The client avoids go-redis's known pitfalls: context deadlines are
+// honoured (ContextTimeoutEnabled), no command is retried (MaxRetries -1:
+// a dead node is not asked twice), the pool wait is the operation budget
+// (PoolTimeout), dials are bounded (250ms, one attempt, at most 4 at once)
+// and the pool is small (32), since go-redis backs off its dials only after
+// PoolSize failures in a row. At most 256 operations are in flight; beyond
+// that an operation is skipped (fail open) rather than queued.
+//
+// Without a Fleet nothing of this runs: New is only called when REDIS_URL is
+// set, and it starts its goroutines (heartbeat, subscriber, writers) then.
+package fleet
