@@ -270,6 +270,7 @@ func (w *pgWorker) attempt(log interface {
 	if kind == retry {
 		w.pausedUntil = next.NextAttempt
 	}
+	p.notePause(w.name, w.pausedUntil)
 	requeue := kind == retry && mayBeTheMessage(sendErr)
 	switch ok, err := w.persist(next, requeue, now); {
 	case err != nil:

@@ -88,6 +88,9 @@ type Postgres struct {
 	agg      map[string]channelAggregate // the database's figures, last read; guarded by mu
 	aggAt    time.Time                   // when agg was read; guarded by mu
 	statsMu  sync.Mutex                  // one reader of the figures at a time
+	pauses   map[string]time.Time        // channel → paused until (paused.go); guarded by mu, replaced whole
+	pausesAt time.Time                   // when pauses was read; guarded by mu
+	pauseMu  sync.Mutex                  // one reader of the pauses at a time
 }
 
 type waiter struct {

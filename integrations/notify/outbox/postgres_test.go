@@ -304,3 +304,30 @@ func TestAnyReplicaServesWaitAndRedrive(t *testing.T) {
 		t.Fatalf("after the redrive: %+v, accepted %d", got, r.acceptedCount("gone"))
 	}
 }
+
+// TestEveryReplicaKnowsAChannelsPause: a Retry-After the owner got holds
+// the channel on every replica (Notify answers QUEUED at once there).
+func TestEveryReplicaKnowsAChannelsPause(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	r := newReceiver(t)
+	r.setAnswer(func(string, int) (int, http.Header) {
+		return http.StatusTooManyRequests, http.Header{"Retry-After": {"30"}}
+	})
+	a := openPG(t, url, r, nil)
+	defer closeOutbox(t, a)
+	submit(t, a, sub("held", ""))
+	for a.Stats().Channels["hook"].Retried == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if d := a.PausedFor("hook"); d < 25*time.Second {
+		t.Fatalf("the owner's pause = %v, want about 30 s", d)
+	}
+	b := openPG(t, url, r, nil)
+	defer closeOutbox(t, b)
+	if d := b.PausedFor("hook"); d < 25*time.Second || d > 31*time.Second {
+		t.Fatalf("the other replica's pause = %v, want about 30 s", d)
+	}
+	if d := b.PausedFor("other"); d != 0 {
+		t.Fatalf("a channel without a pause: %v", d)
+	}
+}
