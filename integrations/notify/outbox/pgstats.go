@@ -47,7 +47,8 @@ func (p *Postgres) invalidateAggregates() {
 
 // aggregates reads the fleet's figures (queue depths, dead letters,
 // owners), or returns the last ones read when that was under aggregateTTL
-// ago or the database cannot be reached.
+// ago, or when the database cannot be reached (then it asks again after
+// aggregateTTL).
 func (p *Postgres) aggregates() map[string]channelAggregate {
 	p.statsMu.Lock()
 	defer p.statsMu.Unlock()
@@ -107,10 +108,10 @@ func (p *Postgres) aggregates() map[string]channelAggregate {
 	}()
 	if err != nil {
 		p.s.Log.Debug("outbox: reading the fleet's figures failed", "error", err)
-		if agg == nil {
-			return map[string]channelAggregate{}
+		fresh = agg // keep what was known; ask again in a second, not at every call
+		if fresh == nil {
+			fresh = map[string]channelAggregate{}
 		}
-		return agg
 	}
 	p.mu.Lock()
 	p.agg, p.aggAt = fresh, time.Now()
