@@ -70,19 +70,26 @@ func TestBurstRow(t *testing.T) {
 
 func TestRefusalRow(t *testing.T) {
 	ms := time.Millisecond
-	if r := refusalRow("none", nil); r.Verdict != NoGoal || r.Measured != "no call refused" {
+	if r := refusalRow("none", []burst{{"none", 5 * time.Second, 200, calls(48, "OK", 4800*ms, 152, "DeadlineExceeded", 5000*ms)}}); r.Verdict != NoGoal || r.Measured != "no call refused" {
 		t.Errorf("no refusal: %+v", r)
 	}
-	var onArrival []time.Duration
-	for i := range 150 {
-		onArrival = append(onArrival, time.Duration(i)*ms/3) // up to 50 ms: the intake of a 200-call burst
+	// Refused while the first 4 calls were still at the backend: on
+	// arrival, however slow the gateway's intake (here 300 ms).
+	onArrival := []burst{
+		{"fixed", 5 * time.Second, 200, calls(4, "OK", 400*ms, 40, "OK", 4000*ms, 156, "ResourceExhausted", 300*ms)},
+		{"fixed", 5 * time.Second, 50, calls(46, "OK", 4800*ms, 4, "ResourceExhausted", 10*ms)},
 	}
-	if r := refusalRow("fixed", onArrival); r.Verdict != Met {
+	if r := refusalRow("fixed", onArrival); r.Verdict != Met || !strings.HasPrefix(r.Measured, "160 of 160 on arrival") {
 		t.Errorf("refusals on arrival: %+v", r)
 	}
-	late := append(append([]time.Duration(nil), onArrival...), 4800*ms, 4800*ms, 4800*ms, 4800*ms)
-	if r := refusalRow("adaptive", late); r.Verdict != Missed || !strings.Contains(r.Measured, "p99 4800.0 ms") {
-		t.Errorf("4 of 154 refused after queueing: %+v", r)
+	// 4 of 50 refused after waiting 4.8 s in the queue.
+	late := append(onArrival[:1:1], burst{"adaptive", 5 * time.Second, 50, calls(4, "OK", 400*ms, 42, "OK", 4000*ms, 4, "ResourceExhausted", 4800*ms)})
+	if r := refusalRow("adaptive", late); r.Verdict != Missed || !strings.HasPrefix(r.Measured, "156 of 160 on arrival") {
+		t.Errorf("4 of 160 refused after queueing: %+v", r)
+	}
+	// No call answered: on arrival means within one service time.
+	if r := refusalRow("fixed", []burst{{"fixed", 5 * time.Second, 10, calls(10, "ResourceExhausted", 2*ms)}}); r.Verdict != Met {
+		t.Errorf("all refused at once: %+v", r)
 	}
 }
 
@@ -90,19 +97,24 @@ func TestIdleWhileQueued(t *testing.T) {
 	busy := fakeStats{WorkersBusy: 4, Concurrency: 4}
 	free := fakeStats{WorkersBusy: 3, Concurrency: 4}
 	unbounded := fakeStats{WorkersBusy: 3}
+	held := sample{limit: 4, inFlight: 3, queued: 2}      // a slot the gateway does not use
+	inTransit := sample{limit: 4, inFlight: 4, queued: 2} // answered, not yet released
+	above := sample{limit: 6, inFlight: 4, queued: 2}     // limit above the backend's slots
 	for _, c := range []struct {
 		name          string
 		before, after fakeStats
-		queued        int64
+		s             sample
 		want          bool
 	}{
-		{"free slot throughout, calls waiting", free, free, 2, true},
-		{"slot handed over between the reads", free, busy, 2, false},
-		{"slot freed after the read", busy, free, 2, false},
-		{"nobody waiting", free, free, 0, false},
-		{"backend without a slot bound", unbounded, unbounded, 2, false},
+		{"free slot throughout, calls held back", free, free, held, true},
+		{"slot handed over between the reads", free, busy, held, false},
+		{"slot freed after the read", busy, free, held, false},
+		{"nobody waiting", free, free, sample{limit: 4, inFlight: 3}, false},
+		{"answer in transit: the gateway's slot is still taken", free, free, inTransit, false},
+		{"limit above the backend's slots, all of them in use", free, free, above, false},
+		{"backend without a slot bound", unbounded, unbounded, held, false},
 	} {
-		if got := idleWhileQueued(c.before, c.after, c.queued); got != c.want {
+		if got := idleWhileQueued(c.before, c.after, c.s); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}

@@ -332,9 +332,10 @@ type sample struct {
 	// The backend's own view: calls being served and calls waiting in its
 	// queue (cmd/fakeupstream --queue), read right after PerfAdmin.
 	backendBusy, backendQueued int64
-	// idleWhileQueued: the backend had a free slot both just before and
-	// just after PerfAdmin showed calls waiting in the gateway (two reads
-	// around it, so a slot handed over between two calls does not count).
+	// idleWhileQueued: calls waited in the gateway while it used fewer
+	// slots than the backend has (and than its own limit), and the backend
+	// had a free slot both just before and just after (two reads around
+	// PerfAdmin, so a slot being handed over does not count).
 	idleWhileQueued bool
 }
 
@@ -388,13 +389,17 @@ func pollOnce(f *fake, g *gateway, start time.Time) (sample, bool) {
 		limit: l.GetConcurrencyLimit(), inFlight: l.GetInFlight(), queued: l.GetQueueLength(), standing: l.GetStanding(),
 		backendBusy: after.WorkersBusy, backendQueued: max(0, after.InFlight-after.WorkersBusy),
 	}
-	s.idleWhileQueued = idleWhileQueued(before, after, s.queued)
+	s.idleWhileQueued = idleWhileQueued(before, after, s)
 	return s, true
 }
 
-// idleWhileQueued: calls waited in the gateway while the backend, which
-// bounds its slots, had one free both before and after that was read.
-func idleWhileQueued(before, after fakeStats, queued int64) bool {
-	return queued > 0 && after.Concurrency > 0 &&
-		before.WorkersBusy < before.Concurrency && after.WorkersBusy < after.Concurrency
+// idleWhileQueued: calls waited in the gateway (s) while it had fewer
+// calls at the backend than both its limit and the backend's slots, and
+// the backend, which bounds its slots, had one free both before and after
+// PerfAdmin was read. A slot in transit (answered, not yet released by the
+// gateway) shows as busy in the gateway and does not count.
+func idleWhileQueued(before, after fakeStats, s sample) bool {
+	slots := after.Concurrency
+	return s.queued > 0 && slots > 0 && s.inFlight < min(s.limit, slots) &&
+		before.WorkersBusy < before.Concurrency && after.WorkersBusy < slots
 }
