@@ -26,17 +26,18 @@ const APIKeyHeader = "x-api-key"
 type access int
 
 const (
-	accessDenied access = iota // unknown services: deny by default
-	accessPublic               // health: load balancers call it without keys
-	accessClient               // data services and reflection
-	accessAdmin                // PerfAdmin
+	accessDenied     access = iota // unknown services: deny by default
+	accessPublic                   // health: load balancers call it without keys
+	accessClient                   // data services
+	accessReflection               // reflection: a client key or the admin key (an operator with grpcurl)
+	accessAdmin                    // PerfAdmin
 )
 
 // serviceAccess is the allow-list. A service not named here is refused.
 var serviceAccess = map[string]access{
 	healthpb.Health_ServiceDesc.ServiceName:                    accessPublic,
-	reflectionv1.ServerReflection_ServiceDesc.ServiceName:      accessClient,
-	reflectionv1alpha.ServerReflection_ServiceDesc.ServiceName: accessClient,
+	reflectionv1.ServerReflection_ServiceDesc.ServiceName:      accessReflection,
+	reflectionv1alpha.ServerReflection_ServiceDesc.ServiceName: accessReflection,
 	vegav1.GenerateService_ServiceDesc.ServiceName:             accessClient,
 	vegav1.FetchService_ServiceDesc.ServiceName:                accessClient,
 	vegav1.NotifyService_ServiceDesc.ServiceName:               accessClient,
@@ -118,24 +119,19 @@ func (a *Auth) authorize(ctx context.Context, fullMethod string) (context.Contex
 	switch serviceAccess[svc] {
 	case accessPublic:
 		return ctx, nil
+	case accessReflection:
+		if len(a.clients) == 0 {
+			return ctx, nil
+		}
+		if digest, ok := presentedKey(ctx); ok && a.admin != nil && subtle.ConstantTimeCompare(digest[:], a.admin[:]) == 1 {
+			return ctx, nil
+		}
+		return a.client(ctx)
 	case accessClient:
 		if len(a.clients) == 0 {
 			return ctx, nil
 		}
-		digest, ok := presentedKey(ctx)
-		if !ok {
-			return nil, status.Error(codes.Unauthenticated, "missing x-api-key metadata: this gateway requires a client key (VEGA_API_KEYS)")
-		}
-		tenant, found := "", 0
-		for _, k := range a.clients { // no early exit: constant time in the key set
-			if subtle.ConstantTimeCompare(digest[:], k.digest[:]) == 1 {
-				tenant, found = k.tenant, 1
-			}
-		}
-		if found == 0 {
-			return nil, status.Error(codes.Unauthenticated, "invalid x-api-key")
-		}
-		return context.WithValue(ctx, tenantKey{}, tenant), nil
+		return a.client(ctx)
 	case accessAdmin:
 		if a.admin == nil {
 			return nil, status.Error(codes.PermissionDenied, "the admin API is disabled: start the gateway with VEGA_ADMIN_API_KEY set and send that key as x-api-key metadata")
@@ -151,6 +147,24 @@ func (a *Auth) authorize(ctx context.Context, fullMethod string) (context.Contex
 	default:
 		return nil, status.Errorf(codes.PermissionDenied, "service %q is not exposed", svc)
 	}
+}
+
+// client checks the caller's client key and puts its tenant in the context.
+func (a *Auth) client(ctx context.Context) (context.Context, error) {
+	digest, ok := presentedKey(ctx)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "missing x-api-key metadata: this gateway requires a client key (VEGA_API_KEYS)")
+	}
+	tenant, found := "", 0
+	for _, k := range a.clients { // no early exit: constant time in the key set
+		if subtle.ConstantTimeCompare(digest[:], k.digest[:]) == 1 {
+			tenant, found = k.tenant, 1
+		}
+	}
+	if found == 0 {
+		return nil, status.Error(codes.Unauthenticated, "invalid x-api-key")
+	}
+	return context.WithValue(ctx, tenantKey{}, tenant), nil
 }
 
 func presentedKey(ctx context.Context) ([sha256.Size]byte, bool) {

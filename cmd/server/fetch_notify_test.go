@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -359,6 +361,29 @@ func TestClientKeys(t *testing.T) {
 	// A client key is not an admin key.
 	_, err = g.admin().GetStats(withKey(ctx, "alpha"), &vegav1.GetStatsRequest{})
 	requireCode(t, err, codes.PermissionDenied)
+}
+
+// With client keys on, reflection (what grpcurl lists and describes with)
+// takes a client key or the admin key: an operator who holds only the
+// admin key can still use grpcurl against PerfAdmin.
+func TestReflectionTakesAClientOrTheAdminKey(t *testing.T) {
+	g := startGateway(t, map[string]string{"VEGA_API_KEYS": "alpha=team-a", "VEGA_ADMIN_API_KEY": "admin-secret"})
+	ctx := ctxTimeout(t, 10*time.Second)
+	list := func(ctx context.Context) error {
+		stream, err := reflectionpb.NewServerReflectionClient(g.conn).ServerReflectionInfo(ctx)
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+			return err
+		}
+		_, err = stream.Recv()
+		return err
+	}
+	requireCode(t, list(ctx), codes.Unauthenticated)
+	requireCode(t, list(withKey(ctx, "wrong")), codes.Unauthenticated)
+	require.NoError(t, list(withKey(ctx, "alpha")))
+	require.NoError(t, list(withKey(ctx, "admin-secret")))
 }
 
 func TestBadConfigNamesTheKey(t *testing.T) {
