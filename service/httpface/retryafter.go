@@ -37,7 +37,7 @@ func retryAfter(next http.Handler) http.Handler {
 		ct := r.Header.Get("Content-Type")
 		if r.Method == http.MethodGet || strings.HasPrefix(ct, "application/json") || strings.HasPrefix(ct, "application/proto") {
 			rw := &retryAfterWriter{ResponseWriter: w}
-			defer rw.finish()
+			defer rw.release() // a handler that wrote a 429/503 and returned
 			w = rw
 		}
 		next.ServeHTTP(w, r)
@@ -94,8 +94,6 @@ func (w *retryAfterWriter) Flush() {
 // underlying writer.
 func (w *retryAfterWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-func (w *retryAfterWriter) finish() { w.release() }
-
 // release sends a held answer with the advice found in its body.
 func (w *retryAfterWriter) release() {
 	if !w.holding {
@@ -112,8 +110,8 @@ func (w *retryAfterWriter) release() {
 
 // advice is the retry delay of a held answer: none when it already has a
 // Retry-After; else the grpc-retry-pushback-ms trailer (a Connect unary
-// answer carries trailers as Trailer- headers, set after the status); else
-// the body's RetryInfo.
+// answer carries the gRPC trailers as Trailer- headers); else the body's
+// RetryInfo.
 func advice(h http.Header, body []byte) (time.Duration, bool) {
 	if h.Get("Retry-After") != "" {
 		return 0, false
