@@ -53,12 +53,14 @@ func (l *limiter) decreaseLocked(now, at time.Time) {
 	l.delivered = 0
 	l.since, l.lastDecrease = now, now
 	l.stats.decreases++
+	l.lowered = l.set.s.Fleet != nil // published with the next batch
+	l.credit = min(l.credit, 1)      // the batch was taken at the old rate
 	l.applyLocked(now)
 }
 
 // applyLocked retunes the token bucket to the current rate.
 func (l *limiter) applyLocked(now time.Time) {
-	l.bucket.set(now, l.rate, l.burstFor(l.rate))
+	l.bucket.set(now, l.localRate(), l.burstFor(l.rate))
 }
 
 // burstFor is the bucket's burst at rate r.

@@ -241,8 +241,10 @@ func (l *limiter) pumpLocked(now time.Time) {
 			l.armLocked(l.blockedUntil)
 			return
 		}
-		if d := l.bucket.wait(now); d > 0 {
-			l.armLocked(now.Add(d))
+		if d := l.tokenWaitLocked(now); d != 0 {
+			if d > 0 {
+				l.armLocked(now.Add(d))
+			} // else a fleet batch is on its way and pumps when it comes
 			return
 		}
 		w := l.popLocked()
@@ -258,7 +260,7 @@ func (l *limiter) pumpLocked(now time.Time) {
 			l.refuseQueuedLocked(w, reasonDeadline, now)
 			continue
 		}
-		l.bucket.take(now)
+		l.takeTokenLocked(now)
 		w.permit = l.dispatchLocked(w.t, now, sojourn, w.deadline, true)
 		w.state = granted
 		close(w.ready)

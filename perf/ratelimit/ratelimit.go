@@ -57,8 +57,8 @@ func (s *Set) Acquire(ctx context.Context, key, tenant string) (Permit, error) {
 	l.mu.Lock()
 	t := l.tenantLocked(tenant, now)
 	t.arrive(now)
-	if l.queued == 0 && l.inflight < l.limitLocked() && !now.Before(l.blockedUntil) && l.bucket.wait(now) == 0 {
-		l.bucket.take(now)
+	if l.queued == 0 && l.inflight < l.limitLocked() && !now.Before(l.blockedUntil) && l.tokenWaitLocked(now) == 0 {
+		l.takeTokenLocked(now)
 		p := l.dispatchLocked(t, now, 0, deadline, false)
 		l.mu.Unlock()
 		return p, nil
@@ -108,7 +108,7 @@ func (s *Set) get(key string) *limiter {
 		l := &limiter{set: s, key: key, tenants: make(map[string]*tenant)}
 		l.rate = s.s.Initial
 		l.burst = l.burstFor(s.s.Initial)
-		l.bucket = newGCRA(s.s.Initial, l.burst)
+		l.bucket = newGCRA(l.localRate(), l.burst)
 		l.since = now
 		l.limit = float64(s.s.InitialConcurrency)
 		l.window.start = now
@@ -135,6 +135,14 @@ type limiter struct {
 	since        time.Time // the last decrease, or creation: delivered counts from here
 	lastDecrease time.Time
 	blockedUntil time.Time // no call is dispatched before it (the backend's Retry-After)
+
+	// Fleet mode (fleet.go).
+	credit       int       // tokens of the fleet's batch left
+	creditUntil  time.Time // the batch expires then
+	refilling    bool      // a batch is being asked for
+	refillAfter  time.Time // the fleet said no token before then
+	fleetRetryAt time.Time // the fleet failed: the local bucket until then
+	lowered      bool      // a decrease not yet published to the fleet
 
 	// The concurrency limit (concurrency.go).
 	limit     float64 // calls at the backend at once (its floor, at least 1: limitLocked)

@@ -57,6 +57,10 @@ type Settings struct {
 	// means 1024 and 256.
 	MaxQueue, MaxTenantQueue int
 
+	// Fleet, when set, makes the rate ceiling of every backend the fleet's
+	// (see fleet.go); nil: this gateway's own.
+	Fleet Fleet
+
 	// MaxKeys bounds how many keys' limiters the Set keeps. When a new key
 	// would exceed it, the least recently used idle limiters (no call at
 	// the backend, none queued) are evicted, down to MaxKeys − MaxKeys/8; a
