@@ -14,6 +14,7 @@ import (
 	"github.com/vega-gateway/vega/perf/cache"
 	"github.com/vega-gateway/vega/perf/coalesce"
 	"github.com/vega-gateway/vega/perf/connpool"
+	"github.com/vega-gateway/vega/perf/fleet"
 	"github.com/vega-gateway/vega/perf/monitor"
 	"github.com/vega-gateway/vega/perf/ratelimit"
 )
@@ -239,3 +240,32 @@ func (r LeakReporter) Report(s *vegav1.Stats) {
 }
 
 func (r LeakReporter) Reset() { r.Detector.Reset() }
+
+// ClusterReporter reports this replica's part in a fleet: its Redis
+// connection and the cache's shared tier.
+type ClusterReporter struct {
+	Fleet *fleet.Fleet
+	Cache *cache.Cache
+}
+
+func (r ClusterReporter) Report(s *vegav1.Stats) {
+	f := r.Fleet.Stats()
+	out := &vegav1.ClusterStats{
+		ReplicaId: f.ReplicaID, Prefix: f.Prefix, Mode: f.Mode, Fallback: f.Mode == fleet.ModeLocal,
+		Subscribed: f.Subscribed, ReplicasSeen: f.ReplicasSeen,
+		RedisRttP50Ms: ms(f.RTTP50), RedisRttP99Ms: ms(f.RTTP99),
+		RedisOps: f.Ops, RedisErrors: f.Errors, RedisFallbacks: f.Fallbacks, RedisDials: f.Dials,
+		BreakerOpens: f.BreakerOpens, WritesDropped: f.WritesDropped,
+		PurgesSent: f.PurgesSent, PurgesReceived: f.PurgesReceived,
+	}
+	if r.Cache != nil {
+		c := r.Cache.Stats()
+		out.RemoteHits, out.RemoteMisses, out.RemoteBad = c.RemoteHits, c.RemoteMisses, c.RemoteBad
+		out.RemoteWrites, out.RemoteSkipped = c.RemoteWrites, c.RemoteSkipped
+	}
+	s.Cluster = out
+}
+
+// Reset zeroes the fleet's counters; the cache's remote counters are the
+// cache section's to reset.
+func (r ClusterReporter) Reset() { r.Fleet.ResetStats() }

@@ -14,6 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/vega-gateway/vega/perf/fleet"
 	"github.com/vega-gateway/vega/service/httpface"
 )
 
@@ -26,11 +27,18 @@ type Config struct {
 	// HTTPCORSOrigins are the exact browser origins whose pages may call
 	// the services on the HTTP port; VEGA_HTTP_CORS_ORIGINS, comma
 	// separated. Default none: no CORS, only same-origin pages.
-	HTTPCORSOrigins []string      `yaml:"http_cors_origins"`
-	AdminAPIKey     string        `yaml:"admin_api_key"`    // VEGA_ADMIN_API_KEY
-	APIKeys         []string      `yaml:"api_keys"`         // VEGA_API_KEYS: "key" or "key=tenant"
-	DataDir         string        `yaml:"data_dir"`         // VEGA_DATA_DIR, default "./data"
-	RedisURL        string        `yaml:"redis_url"`        // REDIS_URL
+	HTTPCORSOrigins []string `yaml:"http_cors_origins"`
+	AdminAPIKey     string   `yaml:"admin_api_key"` // VEGA_ADMIN_API_KEY
+	APIKeys         []string `yaml:"api_keys"`      // VEGA_API_KEYS: "key" or "key=tenant"
+	DataDir         string   `yaml:"data_dir"`      // VEGA_DATA_DIR, default "./data"
+	RedisURL        string   `yaml:"redis_url"`     // REDIS_URL: a fleet sharing Redis; unset = this gateway alone
+	// RedisPrefix names the fleet: every Redis key starts with
+	// "<prefix>:v1:", so two fleets on one Redis never mix;
+	// VEGA_REDIS_PREFIX, default "vega".
+	RedisPrefix string `yaml:"redis_prefix"`
+	// RedisTimeout is every Redis operation's budget; VEGA_REDIS_TIMEOUT,
+	// default 50ms.
+	RedisTimeout    time.Duration `yaml:"redis_timeout"`
 	PostgresURL     string        `yaml:"postgres_url"`     // VEGA_POSTGRES_URL: the Notify outbox in PostgreSQL, for a fleet; unset = bbolt in DataDir
 	LogLevel        string        `yaml:"log_level"`        // VEGA_LOG_LEVEL: debug, info, warn, error
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"` // VEGA_SHUTDOWN_TIMEOUT, default 15s
@@ -190,6 +198,8 @@ func defaultConfig() Config {
 		GRPCAddr:         ":50051",
 		HTTPAddr:         ":8080",
 		DataDir:          "./data",
+		RedisPrefix:      "vega",
+		RedisTimeout:     50 * time.Millisecond,
 		LogLevel:         "info",
 		ShutdownTimeout:  15 * time.Second,
 		SlowRPCThreshold: time.Second,
@@ -247,6 +257,7 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 	list("VEGA_API_KEYS", &cfg.APIKeys)
 	str("VEGA_DATA_DIR", &cfg.DataDir)
 	str("REDIS_URL", &cfg.RedisURL)
+	str("VEGA_REDIS_PREFIX", &cfg.RedisPrefix)
 	str("VEGA_POSTGRES_URL", &cfg.PostgresURL)
 	str("VEGA_LOG_LEVEL", &cfg.LogLevel)
 	str("VEGA_TLS_CERT", &cfg.TLS.CertFile)
@@ -288,6 +299,7 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 		{"VEGA_SHUTDOWN_TIMEOUT", &cfg.ShutdownTimeout, false},
 		{"VEGA_DRAIN_DELAY", &cfg.DrainDelay, false},
 		{"VEGA_SLOW_RPC_THRESHOLD", &cfg.SlowRPCThreshold, false},
+		{"VEGA_REDIS_TIMEOUT", &cfg.RedisTimeout, false},
 		{"VEGA_SIM_LATENCY", &cfg.LLM.Sim.Latency, false},
 		{"COALESCE_CACHE_TTL", &cfg.Cache.GenerateTTL, true},
 		{"INTEGRATION_CACHE_TTL", &cfg.Cache.FetchTTL, true},
@@ -491,6 +503,15 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
 			return errors.New("REDIS_URL: must look like redis://host:6379/0")
 		}
+		if _, err := fleet.Options(c.RedisURL, c.RedisTimeout); err != nil {
+			return err // names REDIS_URL, never the password
+		}
+	}
+	if c.RedisPrefix == "" || strings.ContainsAny(c.RedisPrefix, "*?[]\\ \t\r\n") {
+		return fmt.Errorf("VEGA_REDIS_PREFIX: %q must be non-empty, without spaces or any of *?[]\\", c.RedisPrefix)
+	}
+	if c.RedisTimeout <= 0 || c.RedisTimeout > 10*time.Second {
+		return errors.New("VEGA_REDIS_TIMEOUT: must be positive and at most 10s (every Redis operation waits for it at worst)")
 	}
 	if c.PostgresURL != "" {
 		if u, err := url.Parse(c.PostgresURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {

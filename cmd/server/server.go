@@ -45,6 +45,7 @@ import (
 	"github.com/vega-gateway/vega/perf/cache"
 	"github.com/vega-gateway/vega/perf/coalesce"
 	"github.com/vega-gateway/vega/perf/connpool"
+	"github.com/vega-gateway/vega/perf/fleet"
 	"github.com/vega-gateway/vega/perf/monitor"
 	"github.com/vega-gateway/vega/perf/ratelimit"
 	"github.com/vega-gateway/vega/service"
@@ -75,6 +76,7 @@ type Server struct {
 	fetcher *fetch.Client
 	router  *service.Router
 	cache   *cache.Cache
+	fleet   *fleet.Fleet // the Redis a fleet shares (REDIS_URL); nil for a gateway alone
 	outbox  notifyOutbox // durable notifications: bbolt, or PostgreSQL for a fleet
 	leaks   *monitor.LeakDetector
 	tracing *tracing
@@ -102,6 +104,9 @@ func NewServer(cfg Config, log *slog.Logger) (_ *Server, err error) {
 			_ = s.pool.Close()
 			if s.cache != nil {
 				s.cache.Close()
+			}
+			if s.fleet != nil {
+				_ = s.fleet.Close()
 			}
 			if s.outbox != nil {
 				_ = s.outbox.Close(context.Background())
@@ -145,10 +150,22 @@ func NewServer(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	fetchSvc := service.NewFetchService(s.fetcher, backends, log)
 	notifySvc := service.NewNotifyService(channelNames, s.outbox, cfg.Notify.MaxWait, log)
 
-	// The perf core.
-	s.cache, err = cache.New(cache.Settings{MaxBytes: cfg.Cache.MaxBytes, DefaultTTL: cfg.Cache.FetchTTL, StaleFor: cfg.Cache.StaleFor})
+	// The perf core. With REDIS_URL the cache has the fleet's shared tier
+	// behind it, and other replicas' purges reach its local tier.
+	var remote cache.Remote
+	if cfg.RedisURL != "" {
+		if s.fleet, err = fleet.New(fleet.Settings{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Timeout: cfg.RedisTimeout, Log: log}); err != nil {
+			return nil, err
+		}
+		remote = s.fleet
+		log.Info("fleet mode: the cache's second tier is Redis", "prefix", cfg.RedisPrefix, "replica", s.fleet.ReplicaID(), "redis_timeout", cfg.RedisTimeout.String())
+	}
+	s.cache, err = cache.New(cache.Settings{MaxBytes: cfg.Cache.MaxBytes, DefaultTTL: cfg.Cache.FetchTTL, StaleFor: cfg.Cache.StaleFor, Remote: remote})
 	if err != nil {
 		return nil, err
+	}
+	if s.fleet != nil {
+		s.fleet.OnPurge(func(prefix string) { s.cache.PurgeLocal(prefix) })
 	}
 	group := coalesce.New(coalesce.WithPanicHandler(func(key string, p *coalesce.PanicError) {
 		log.Error("panic in a shared call", "key", key, "panic", fmt.Sprint(p.Value), "goexit", p.Goexit, "stack", string(p.Stack))
@@ -159,10 +176,14 @@ func NewServer(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	var fleetRate ratelimit.Fleet // with REDIS_URL, every backend's rate ceiling is the fleet's
+	if s.fleet != nil {
+		fleetRate = s.fleet
+	}
 	limiters, err := ratelimit.NewSet(ratelimit.Settings{
 		Initial: cfg.Limits.Initial, Min: cfg.Limits.Min, Max: cfg.Limits.Max,
 		InitialConcurrency: cfg.Limits.ConcurrencyInitial, MinConcurrency: cfg.Limits.ConcurrencyMin, MaxConcurrency: cfg.Limits.ConcurrencyMax,
-		QueueTarget: cfg.Limits.QueueTarget, MaxQueueWait: cfg.Limits.QueueMaxWait,
+		QueueTarget: cfg.Limits.QueueTarget, MaxQueueWait: cfg.Limits.QueueMaxWait, Fleet: fleetRate,
 	})
 	if err != nil {
 		return nil, err
@@ -191,18 +212,22 @@ func NewServer(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	vegav1.RegisterGenerateServiceServer(s.grpc, generateSvc)
 	vegav1.RegisterFetchServiceServer(s.grpc, fetchSvc)
 	vegav1.RegisterNotifyServiceServer(s.grpc, notifySvc)
-	admin := service.NewPerfAdminService(log,
-		service.Section{ID: vegav1.StatsSection_STATS_SECTION_RUNTIME, Reporter: service.RuntimeReporter{Slow: slow}},
-		service.Section{ID: vegav1.StatsSection_STATS_SECTION_MEMORY_LEAKS, Reporter: service.LeakReporter{Detector: s.leaks}},
-		service.Section{ID: vegav1.StatsSection_STATS_SECTION_INTEGRATIONS, Reporter: backends},
-		service.Section{ID: vegav1.StatsSection_STATS_SECTION_STREAMING, Reporter: streams},
-		service.Section{ID: vegav1.StatsSection_STATS_SECTION_REQUEST_COALESCING, Reporter: service.CoalesceReporter{Group: group}},
-		service.Section{ID: vegav1.StatsSection_STATS_SECTION_CACHE, Reporter: service.CacheReporter{Cache: s.cache}},
-		service.Section{ID: vegav1.StatsSection_STATS_SECTION_CIRCUIT_BREAKERS, Reporter: service.BreakerReporter{Set: breakers}},
-		service.Section{ID: vegav1.StatsSection_STATS_SECTION_RATE_LIMITERS, Reporter: service.LimiterReporter{Set: limiters}},
-		service.Section{ID: vegav1.StatsSection_STATS_SECTION_CONNECTION_POOL, Reporter: service.PoolReporter{Pool: s.pool}},
-		service.Section{ID: vegav1.StatsSection_STATS_SECTION_BATCH, Reporter: service.OutboxReporter{Box: s.outbox}},
-	).WithActions(breakers, s.cache).WithRedrive(s.outbox)
+	sections := []service.Section{
+		{ID: vegav1.StatsSection_STATS_SECTION_RUNTIME, Reporter: service.RuntimeReporter{Slow: slow}},
+		{ID: vegav1.StatsSection_STATS_SECTION_MEMORY_LEAKS, Reporter: service.LeakReporter{Detector: s.leaks}},
+		{ID: vegav1.StatsSection_STATS_SECTION_INTEGRATIONS, Reporter: backends},
+		{ID: vegav1.StatsSection_STATS_SECTION_STREAMING, Reporter: streams},
+		{ID: vegav1.StatsSection_STATS_SECTION_REQUEST_COALESCING, Reporter: service.CoalesceReporter{Group: group}},
+		{ID: vegav1.StatsSection_STATS_SECTION_CACHE, Reporter: service.CacheReporter{Cache: s.cache}},
+		{ID: vegav1.StatsSection_STATS_SECTION_CIRCUIT_BREAKERS, Reporter: service.BreakerReporter{Set: breakers}},
+		{ID: vegav1.StatsSection_STATS_SECTION_RATE_LIMITERS, Reporter: service.LimiterReporter{Set: limiters}},
+		{ID: vegav1.StatsSection_STATS_SECTION_CONNECTION_POOL, Reporter: service.PoolReporter{Pool: s.pool}},
+		{ID: vegav1.StatsSection_STATS_SECTION_BATCH, Reporter: service.OutboxReporter{Box: s.outbox}},
+	}
+	if s.fleet != nil {
+		sections = append(sections, service.Section{ID: vegav1.StatsSection_STATS_SECTION_CLUSTER, Reporter: service.ClusterReporter{Fleet: s.fleet, Cache: s.cache}})
+	}
+	admin := service.NewPerfAdminService(log, sections...).WithActions(breakers, s.cache).WithRedrive(s.outbox)
 	vegav1.RegisterPerfAdminServiceServer(s.grpc, admin)
 	reg.MustRegister(promstats.NewCollector(admin.Snapshot))
 	s.health = health.NewServer()
@@ -572,6 +597,9 @@ func (s *Server) shutdown() {
 		s.log.Error("closing the notification outbox failed", "err", err)
 	}
 	s.cache.Close()
+	if s.fleet != nil {
+		_ = s.fleet.Close()
+	}
 	_ = s.pool.Close()
 	s.fetcher.CloseIdleConnections()
 	flushCtx, cancelFlush := context.WithTimeout(context.Background(), 5*time.Second)

@@ -26,7 +26,7 @@ type Stats struct {
 	// 0 before the first one succeeds.
 	ReplicasSeen int64
 
-	RTTP50, RTTP99 time.Duration // cluster_redis_rtt_seconds: of the last 1024 successful operations
+	RTTP50, RTTP99 time.Duration // cluster_redis_rtt_p50_seconds, _p99_seconds: of the last 1024 successful operations
 
 	Ops       int64 // cluster_redis_ops_total: operations sent
 	Errors    int64 // cluster_redis_errors_total: sent and failed (timeouts, resets, refused)

@@ -53,6 +53,8 @@ type collector struct {
 	outboxOwner     *prometheus.Desc                    // labels: channel, owner
 	integration     figures[*vegav1.BackendHealth]      // labels: backend, kind, type
 	integrationInfo figures[*vegav1.BackendHealth]      // labels: backend, kind, type, host
+	cluster         figures[*vegav1.ClusterStats]
+	clusterInfo     figures[*vegav1.ClusterStats] // labels: replica, prefix, mode
 }
 
 // NewCollector returns a prometheus.Collector that, on each scrape, takes
@@ -369,6 +371,47 @@ func NewCollector(snapshot func() *vegav1.Stats) prometheus.Collector {
 	c.integrationInfo.gauge("integration_info", "Always 1; the labels describe a configured backend (host is empty for built-ins).",
 		func(*vegav1.BackendHealth) float64 { return 1 })
 
+	c.cluster = newFigures[*vegav1.ClusterStats](d)
+	c.cluster.gauge("cluster_fallback", "1 while this replica runs on its local tier alone (the breaker around Redis is open), else 0.",
+		func(s *vegav1.ClusterStats) float64 { return boolValue(s.GetFallback()) })
+	c.cluster.gauge("cluster_subscribed", "1 while the subscription to the fleet's purge channel is confirmed, else 0.",
+		func(s *vegav1.ClusterStats) float64 { return boolValue(s.GetSubscribed()) })
+	c.cluster.gauge("cluster_replicas_seen", "Replicas with a live heartbeat at this replica's last one, itself included.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetReplicasSeen()) })
+	c.cluster.gauge("cluster_redis_rtt_p50_seconds", "Median Redis round trip of the last 1024 successful operations.",
+		func(s *vegav1.ClusterStats) float64 { return s.GetRedisRttP50Ms() / 1e3 })
+	c.cluster.gauge("cluster_redis_rtt_p99_seconds", "99th percentile Redis round trip of the last 1024 successful operations.",
+		func(s *vegav1.ClusterStats) float64 { return s.GetRedisRttP99Ms() / 1e3 })
+	c.cluster.counter("cluster_redis_ops_total", "Operations sent to Redis.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetRedisOps()) })
+	c.cluster.counter("cluster_redis_errors_total", "Operations sent to Redis that failed (timeouts, resets, refused connections).",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetRedisErrors()) })
+	c.cluster.counter("cluster_redis_fallbacks_total", "Operations not sent to Redis (breaker open, or 256 in flight): served locally.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetRedisFallbacks()) })
+	c.cluster.counter("cluster_redis_dials_total", "Connections to Redis dialled.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetRedisDials()) })
+	c.cluster.counter("cluster_redis_breaker_opens_total", "Times the breaker around Redis opened.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetBreakerOpens()) })
+	c.cluster.counter("cluster_remote_hits_total", "Local cache misses answered by the fleet's shared tier, fresh or stale.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetRemoteHits()) })
+	c.cluster.counter("cluster_remote_misses_total", "Local cache misses the shared tier could not answer (absent, expired, Redis failing).",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetRemoteMisses()) })
+	c.cluster.counter("cluster_remote_bad_total", "Shared entries that failed the checks (version, size, key, type) and were ignored.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetRemoteBad()) })
+	c.cluster.counter("cluster_remote_writes_total", "Answers handed to the shared tier.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetRemoteWrites()) })
+	c.cluster.counter("cluster_remote_skipped_total", "Answers kept local: above the shared tier's size bound, or not protobuf.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetRemoteSkipped()) })
+	c.cluster.counter("cluster_writes_dropped_total", "Writes to the shared tier dropped (queue full or Redis failing).",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetWritesDropped()) })
+	c.cluster.counter("cluster_purges_sent_total", "Fleet-wide cache purges this replica sent.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetPurgesSent()) })
+	c.cluster.counter("cluster_purges_received_total", "Other replicas' cache purges applied to this replica's local tier.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetPurgesReceived()) })
+	c.clusterInfo = newFigures[*vegav1.ClusterStats](d, "replica", "prefix", labelMode)
+	c.clusterInfo.gauge("cluster_info", `Always 1; replica is this replica's id, prefix the fleet's (VEGA_REDIS_PREFIX), mode "redis" or "local".`,
+		func(*vegav1.ClusterStats) float64 { return 1 })
+
 	return c
 }
 
@@ -445,6 +488,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 				c.limiterTenant.collect(ch, t, l.GetKey(), t.GetTenant())
 			}
 		}
+	}
+	if s := st.GetCluster(); s != nil {
+		c.cluster.collect(ch, s)
+		c.clusterInfo.collect(ch, s, s.GetReplicaId(), s.GetPrefix(), s.GetMode())
 	}
 	if s := st.GetIntegrations(); s != nil {
 		for _, b := range s.GetBackends() {

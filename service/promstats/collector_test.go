@@ -121,6 +121,12 @@ func fullStats() *vegav1.Stats {
 				{Name: "hooks", Kind: "notify", Type: "webhook", Host: "hooks.example.com", Calls: 3, Failures: 3, LastError: ts(1700000010, 0)},
 			},
 		},
+		Cluster: &vegav1.ClusterStats{
+			ReplicaId: "gw-1", Prefix: "vega", Mode: "local", Fallback: true, Subscribed: false, ReplicasSeen: 3,
+			RedisRttP50Ms: 0.25, RedisRttP99Ms: 2, RedisOps: 1000, RedisErrors: 12, RedisFallbacks: 300, RedisDials: 9,
+			BreakerOpens: 2, RemoteHits: 40, RemoteMisses: 60, RemoteBad: 1, RemoteWrites: 55, RemoteSkipped: 3,
+			WritesDropped: 4, PurgesSent: 1, PurgesReceived: 2,
+		},
 	}
 }
 
@@ -398,6 +404,26 @@ func TestCollectorExposesEveryFigure(t *testing.T) {
 		`vega_integration_last_success_timestamp_seconds{backend="ollama",kind="llm",type="ollama"}`:   gauge(1700000200),
 		`vega_integration_last_error_timestamp_seconds{backend="ollama",kind="llm",type="ollama"}`:     gauge(1700000150.25),
 		`vega_integration_last_error_timestamp_seconds{backend="hooks",kind="notify",type="webhook"}`:  gauge(1700000010),
+
+		`vega_cluster_info{mode="local",prefix="vega",replica="gw-1"}`: gauge(1),
+		`vega_cluster_fallback`:                  gauge(1),
+		`vega_cluster_subscribed`:                gauge(0),
+		`vega_cluster_replicas_seen`:             gauge(3),
+		`vega_cluster_redis_rtt_p50_seconds`:     gauge(0.00025),
+		`vega_cluster_redis_rtt_p99_seconds`:     gauge(0.002),
+		`vega_cluster_redis_ops_total`:           counter(1000),
+		`vega_cluster_redis_errors_total`:        counter(12),
+		`vega_cluster_redis_fallbacks_total`:     counter(300),
+		`vega_cluster_redis_dials_total`:         counter(9),
+		`vega_cluster_redis_breaker_opens_total`: counter(2),
+		`vega_cluster_remote_hits_total`:         counter(40),
+		`vega_cluster_remote_misses_total`:       counter(60),
+		`vega_cluster_remote_bad_total`:          counter(1),
+		`vega_cluster_remote_writes_total`:       counter(55),
+		`vega_cluster_remote_skipped_total`:      counter(3),
+		`vega_cluster_writes_dropped_total`:      counter(4),
+		`vega_cluster_purges_sent_total`:         counter(1),
+		`vega_cluster_purges_received_total`:     counter(2),
 	}
 	assert.Equal(t, want, samples(t, families))
 }

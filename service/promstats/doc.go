@@ -173,6 +173,27 @@
 //	vega_integration_last_success_timestamp_seconds             gauge    backend, kind, type        last success; absent until one
 //	vega_integration_last_error_timestamp_seconds               gauge    backend, kind, type        last failure; absent until one
 //
+//	cluster (only with REDIS_URL):
+//	vega_cluster_info                                           gauge    replica, prefix, mode      always 1; mode "redis" or "local"
+//	vega_cluster_fallback                                       gauge                               1 while on the local tier alone (Redis breaker open)
+//	vega_cluster_subscribed                                     gauge                               1 while the purge channel subscription is confirmed
+//	vega_cluster_replicas_seen                                  gauge                               replicas with a live heartbeat, this one included
+//	vega_cluster_redis_rtt_p50_seconds                          gauge                               Redis round trip, median (redis_rtt_p50_ms)
+//	vega_cluster_redis_rtt_p99_seconds                          gauge                               Redis round trip, p99 (redis_rtt_p99_ms)
+//	vega_cluster_redis_ops_total                                counter                             operations sent to Redis
+//	vega_cluster_redis_errors_total                             counter                             sent and failed
+//	vega_cluster_redis_fallbacks_total                          counter                             not sent: breaker open or 256 in flight
+//	vega_cluster_redis_dials_total                              counter                             connections dialled
+//	vega_cluster_redis_breaker_opens_total                      counter                             the Redis breaker opened (breaker_opens)
+//	vega_cluster_remote_hits_total                              counter                             local misses the shared tier answered
+//	vega_cluster_remote_misses_total                            counter                             local misses it did not
+//	vega_cluster_remote_bad_total                               counter                             shared entries failing the checks, ignored
+//	vega_cluster_remote_writes_total                            counter                             answers handed to the shared tier
+//	vega_cluster_remote_skipped_total                           counter                             answers kept local (over 1 MiB, not protobuf)
+//	vega_cluster_writes_dropped_total                           counter                             shared-tier writes dropped
+//	vega_cluster_purges_sent_total                              counter                             fleet-wide purges sent
+//	vega_cluster_purges_received_total                          counter                             other replicas' purges applied here
+//
 // The names deliberately avoid the seed's (coalesce_rate, cache_hit_rate,
 // avg_wait_time_ms, in_flight_count …) where those carry a non-base unit
 // or read like a counter; the table keeps the PerfAdmin field beside each.

@@ -106,6 +106,8 @@ const (
 	StatsSection_STATS_SECTION_RATE_LIMITERS StatsSection = 9
 	// Health of every configured backend.
 	StatsSection_STATS_SECTION_INTEGRATIONS StatsSection = 10
+	// The fleet this replica shares Redis with (REDIS_URL).
+	StatsSection_STATS_SECTION_CLUSTER StatsSection = 11
 )
 
 // Enum value maps for StatsSection.
@@ -122,6 +124,7 @@ var (
 		8:  "STATS_SECTION_CONNECTION_POOL",
 		9:  "STATS_SECTION_RATE_LIMITERS",
 		10: "STATS_SECTION_INTEGRATIONS",
+		11: "STATS_SECTION_CLUSTER",
 	}
 	StatsSection_value = map[string]int32{
 		"STATS_SECTION_UNSPECIFIED":        0,
@@ -135,6 +138,7 @@ var (
 		"STATS_SECTION_CONNECTION_POOL":    8,
 		"STATS_SECTION_RATE_LIMITERS":      9,
 		"STATS_SECTION_INTEGRATIONS":       10,
+		"STATS_SECTION_CLUSTER":            11,
 	}
 )
 
@@ -770,7 +774,9 @@ type Stats struct {
 	// Adaptive rate limiters.
 	RateLimiters *RateLimitersStats `protobuf:"bytes,11,opt,name=rate_limiters,json=rateLimiters,proto3" json:"rate_limiters,omitempty"`
 	// Health of every configured backend.
-	Integrations  *IntegrationsStats `protobuf:"bytes,12,opt,name=integrations,proto3" json:"integrations,omitempty"`
+	Integrations *IntegrationsStats `protobuf:"bytes,12,opt,name=integrations,proto3" json:"integrations,omitempty"`
+	// The fleet this replica shares Redis with; unset without REDIS_URL.
+	Cluster       *ClusterStats `protobuf:"bytes,13,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -885,6 +891,13 @@ func (x *Stats) GetRateLimiters() *RateLimitersStats {
 func (x *Stats) GetIntegrations() *IntegrationsStats {
 	if x != nil {
 		return x.Integrations
+	}
+	return nil
+}
+
+func (x *Stats) GetCluster() *ClusterStats {
+	if x != nil {
+		return x.Cluster
 	}
 	return nil
 }
@@ -3035,6 +3048,232 @@ func (x *BackendHealth) GetLastErrorMessage() string {
 	return ""
 }
 
+// ClusterStats describes this replica's part in a fleet sharing Redis
+// (REDIS_URL). Counters count since start or reset.
+type ClusterStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// This replica's id in the fleet's heartbeats.
+	ReplicaId string `protobuf:"bytes,1,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	// The fleet's name (VEGA_REDIS_PREFIX): every key starts with "<prefix>:v1:".
+	Prefix string `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// "redis" while Redis is used, "local" while its breaker is open and the
+	// replica runs on its local tier alone.
+	Mode string `protobuf:"bytes,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	// True while the replica runs on its local tier alone (mode "local").
+	Fallback bool `protobuf:"varint,4,opt,name=fallback,proto3" json:"fallback,omitempty"`
+	// The purge channel's subscription is confirmed.
+	Subscribed bool `protobuf:"varint,5,opt,name=subscribed,proto3" json:"subscribed,omitempty"`
+	// Replicas with a live heartbeat at this replica's last one, itself included.
+	ReplicasSeen int64 `protobuf:"varint,6,opt,name=replicas_seen,json=replicasSeen,proto3" json:"replicas_seen,omitempty"`
+	// Redis round trip of the last 1024 successful operations, median and 99th percentile.
+	RedisRttP50Ms float64 `protobuf:"fixed64,7,opt,name=redis_rtt_p50_ms,json=redisRttP50Ms,proto3" json:"redis_rtt_p50_ms,omitempty"`
+	RedisRttP99Ms float64 `protobuf:"fixed64,8,opt,name=redis_rtt_p99_ms,json=redisRttP99Ms,proto3" json:"redis_rtt_p99_ms,omitempty"`
+	// Operations sent to Redis.
+	RedisOps int64 `protobuf:"varint,9,opt,name=redis_ops,json=redisOps,proto3" json:"redis_ops,omitempty"`
+	// Operations sent that failed (timeouts, resets, refused connections).
+	RedisErrors int64 `protobuf:"varint,10,opt,name=redis_errors,json=redisErrors,proto3" json:"redis_errors,omitempty"`
+	// Operations not sent: the breaker was open or 256 were in flight.
+	RedisFallbacks int64 `protobuf:"varint,11,opt,name=redis_fallbacks,json=redisFallbacks,proto3" json:"redis_fallbacks,omitempty"`
+	// Connections dialled.
+	RedisDials int64 `protobuf:"varint,12,opt,name=redis_dials,json=redisDials,proto3" json:"redis_dials,omitempty"`
+	// Times the breaker around Redis opened.
+	BreakerOpens int64 `protobuf:"varint,13,opt,name=breaker_opens,json=breakerOpens,proto3" json:"breaker_opens,omitempty"`
+	// Local misses answered by the shared tier, fresh or stale.
+	RemoteHits int64 `protobuf:"varint,14,opt,name=remote_hits,json=remoteHits,proto3" json:"remote_hits,omitempty"`
+	// Local misses the shared tier could not answer (absent, expired, or Redis failing).
+	RemoteMisses int64 `protobuf:"varint,15,opt,name=remote_misses,json=remoteMisses,proto3" json:"remote_misses,omitempty"`
+	// Shared entries that failed the checks (version, size, key, type) and were ignored.
+	RemoteBad int64 `protobuf:"varint,16,opt,name=remote_bad,json=remoteBad,proto3" json:"remote_bad,omitempty"`
+	// Answers handed to the shared tier.
+	RemoteWrites int64 `protobuf:"varint,17,opt,name=remote_writes,json=remoteWrites,proto3" json:"remote_writes,omitempty"`
+	// Answers kept local: above the 1 MiB bound, or not protobuf.
+	RemoteSkipped int64 `protobuf:"varint,18,opt,name=remote_skipped,json=remoteSkipped,proto3" json:"remote_skipped,omitempty"`
+	// Writes to the shared tier dropped (queue full or Redis failing).
+	WritesDropped int64 `protobuf:"varint,19,opt,name=writes_dropped,json=writesDropped,proto3" json:"writes_dropped,omitempty"`
+	// Fleet-wide purges this replica sent, and other replicas' purges it applied.
+	PurgesSent     int64 `protobuf:"varint,20,opt,name=purges_sent,json=purgesSent,proto3" json:"purges_sent,omitempty"`
+	PurgesReceived int64 `protobuf:"varint,21,opt,name=purges_received,json=purgesReceived,proto3" json:"purges_received,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ClusterStats) Reset() {
+	*x = ClusterStats{}
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterStats) ProtoMessage() {}
+
+func (x *ClusterStats) ProtoReflect() protoreflect.Message {
+	mi := &file_vega_v1_perfadmin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterStats.ProtoReflect.Descriptor instead.
+func (*ClusterStats) Descriptor() ([]byte, []int) {
+	return file_vega_v1_perfadmin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ClusterStats) GetReplicaId() string {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return ""
+}
+
+func (x *ClusterStats) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *ClusterStats) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *ClusterStats) GetFallback() bool {
+	if x != nil {
+		return x.Fallback
+	}
+	return false
+}
+
+func (x *ClusterStats) GetSubscribed() bool {
+	if x != nil {
+		return x.Subscribed
+	}
+	return false
+}
+
+func (x *ClusterStats) GetReplicasSeen() int64 {
+	if x != nil {
+		return x.ReplicasSeen
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetRedisRttP50Ms() float64 {
+	if x != nil {
+		return x.RedisRttP50Ms
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetRedisRttP99Ms() float64 {
+	if x != nil {
+		return x.RedisRttP99Ms
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetRedisOps() int64 {
+	if x != nil {
+		return x.RedisOps
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetRedisErrors() int64 {
+	if x != nil {
+		return x.RedisErrors
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetRedisFallbacks() int64 {
+	if x != nil {
+		return x.RedisFallbacks
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetRedisDials() int64 {
+	if x != nil {
+		return x.RedisDials
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetBreakerOpens() int64 {
+	if x != nil {
+		return x.BreakerOpens
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetRemoteHits() int64 {
+	if x != nil {
+		return x.RemoteHits
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetRemoteMisses() int64 {
+	if x != nil {
+		return x.RemoteMisses
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetRemoteBad() int64 {
+	if x != nil {
+		return x.RemoteBad
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetRemoteWrites() int64 {
+	if x != nil {
+		return x.RemoteWrites
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetRemoteSkipped() int64 {
+	if x != nil {
+		return x.RemoteSkipped
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetWritesDropped() int64 {
+	if x != nil {
+		return x.WritesDropped
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetPurgesSent() int64 {
+	if x != nil {
+		return x.PurgesSent
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetPurgesReceived() int64 {
+	if x != nil {
+		return x.PurgesReceived
+	}
+	return 0
+}
+
 var File_vega_v1_perfadmin_proto protoreflect.FileDescriptor
 
 const file_vega_v1_perfadmin_proto_rawDesc = "" +
@@ -3067,7 +3306,7 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\bsections\x18\x01 \x03(\x0e2\x15.vega.v1.StatsSectionR\bsections\"O\n" +
 	"\x12ResetStatsResponse\x129\n" +
 	"\n" +
-	"reset_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tresetTime\"\xc8\x05\n" +
+	"reset_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tresetTime\"\xf9\x05\n" +
 	"\x05Stats\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x121\n" +
 	"\x06uptime\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06uptime\x12H\n" +
@@ -3081,7 +3320,8 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\x0fconnection_pool\x18\n" +
 	" \x01(\v2\x1c.vega.v1.ConnectionPoolStatsR\x0econnectionPool\x12?\n" +
 	"\rrate_limiters\x18\v \x01(\v2\x1a.vega.v1.RateLimitersStatsR\frateLimiters\x12>\n" +
-	"\fintegrations\x18\f \x01(\v2\x1a.vega.v1.IntegrationsStatsR\fintegrations\"]\n" +
+	"\fintegrations\x18\f \x01(\v2\x1a.vega.v1.IntegrationsStatsR\fintegrations\x12/\n" +
+	"\acluster\x18\r \x01(\v2\x15.vega.v1.ClusterStatsR\acluster\"]\n" +
 	"\x14CircuitBreakersStats\x121\n" +
 	"\bbreakers\x18\x01 \x03(\v2\x15.vega.v1.BreakerStatsR\bbreakers\x12\x12\n" +
 	"\x04open\x18\x02 \x01(\x03R\x04open\"\xd1\x02\n" +
@@ -3292,12 +3532,42 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\flast_success\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vlastSuccess\x129\n" +
 	"\n" +
 	"last_error\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tlastError\x12,\n" +
-	"\x12last_error_message\x18\t \x01(\tR\x10lastErrorMessage*~\n" +
+	"\x12last_error_message\x18\t \x01(\tR\x10lastErrorMessage\"\xdd\x05\n" +
+	"\fClusterStats\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x01 \x01(\tR\treplicaId\x12\x16\n" +
+	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\tR\x04mode\x12\x1a\n" +
+	"\bfallback\x18\x04 \x01(\bR\bfallback\x12\x1e\n" +
+	"\n" +
+	"subscribed\x18\x05 \x01(\bR\n" +
+	"subscribed\x12#\n" +
+	"\rreplicas_seen\x18\x06 \x01(\x03R\freplicasSeen\x12'\n" +
+	"\x10redis_rtt_p50_ms\x18\a \x01(\x01R\rredisRttP50Ms\x12'\n" +
+	"\x10redis_rtt_p99_ms\x18\b \x01(\x01R\rredisRttP99Ms\x12\x1b\n" +
+	"\tredis_ops\x18\t \x01(\x03R\bredisOps\x12!\n" +
+	"\fredis_errors\x18\n" +
+	" \x01(\x03R\vredisErrors\x12'\n" +
+	"\x0fredis_fallbacks\x18\v \x01(\x03R\x0eredisFallbacks\x12\x1f\n" +
+	"\vredis_dials\x18\f \x01(\x03R\n" +
+	"redisDials\x12#\n" +
+	"\rbreaker_opens\x18\r \x01(\x03R\fbreakerOpens\x12\x1f\n" +
+	"\vremote_hits\x18\x0e \x01(\x03R\n" +
+	"remoteHits\x12#\n" +
+	"\rremote_misses\x18\x0f \x01(\x03R\fremoteMisses\x12\x1d\n" +
+	"\n" +
+	"remote_bad\x18\x10 \x01(\x03R\tremoteBad\x12#\n" +
+	"\rremote_writes\x18\x11 \x01(\x03R\fremoteWrites\x12%\n" +
+	"\x0eremote_skipped\x18\x12 \x01(\x03R\rremoteSkipped\x12%\n" +
+	"\x0ewrites_dropped\x18\x13 \x01(\x03R\rwritesDropped\x12\x1f\n" +
+	"\vpurges_sent\x18\x14 \x01(\x03R\n" +
+	"purgesSent\x12'\n" +
+	"\x0fpurges_received\x18\x15 \x01(\x03R\x0epurgesReceived*~\n" +
 	"\vBreakerMode\x12\x1c\n" +
 	"\x18BREAKER_MODE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11BREAKER_MODE_AUTO\x10\x01\x12\x1b\n" +
 	"\x17BREAKER_MODE_FORCE_OPEN\x10\x02\x12\x1d\n" +
-	"\x19BREAKER_MODE_FORCE_CLOSED\x10\x03*\xe5\x02\n" +
+	"\x19BREAKER_MODE_FORCE_CLOSED\x10\x03*\x80\x03\n" +
 	"\fStatsSection\x12\x1d\n" +
 	"\x19STATS_SECTION_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eSTATS_SECTION_CIRCUIT_BREAKERS\x10\x01\x12\x17\n" +
@@ -3310,7 +3580,8 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\x1dSTATS_SECTION_CONNECTION_POOL\x10\b\x12\x1f\n" +
 	"\x1bSTATS_SECTION_RATE_LIMITERS\x10\t\x12\x1e\n" +
 	"\x1aSTATS_SECTION_INTEGRATIONS\x10\n" +
-	"2\xe2\x03\n" +
+	"\x12\x19\n" +
+	"\x15STATS_SECTION_CLUSTER\x10\v2\xe2\x03\n" +
 	"\x10PerfAdminService\x12?\n" +
 	"\bGetStats\x12\x18.vega.v1.GetStatsRequest\x1a\x19.vega.v1.GetStatsResponse\x12G\n" +
 	"\n" +
@@ -3336,7 +3607,7 @@ func file_vega_v1_perfadmin_proto_rawDescGZIP() []byte {
 }
 
 var file_vega_v1_perfadmin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_vega_v1_perfadmin_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_vega_v1_perfadmin_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_vega_v1_perfadmin_proto_goTypes = []any{
 	(BreakerMode)(0),                     // 0: vega.v1.BreakerMode
 	(StatsSection)(0),                    // 1: vega.v1.StatsSection
@@ -3371,22 +3642,23 @@ var file_vega_v1_perfadmin_proto_goTypes = []any{
 	(*SlowRPC)(nil),                      // 30: vega.v1.SlowRPC
 	(*IntegrationsStats)(nil),            // 31: vega.v1.IntegrationsStats
 	(*BackendHealth)(nil),                // 32: vega.v1.BackendHealth
-	nil,                                  // 33: vega.v1.BatchStats.ChannelsEntry
-	(*durationpb.Duration)(nil),          // 34: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),        // 35: google.protobuf.Timestamp
+	(*ClusterStats)(nil),                 // 33: vega.v1.ClusterStats
+	nil,                                  // 34: vega.v1.BatchStats.ChannelsEntry
+	(*durationpb.Duration)(nil),          // 35: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),        // 36: google.protobuf.Timestamp
 }
 var file_vega_v1_perfadmin_proto_depIdxs = []int32{
 	0,  // 0: vega.v1.SetBreakerModeRequest.mode:type_name -> vega.v1.BreakerMode
 	16, // 1: vega.v1.SetBreakerModeResponse.breaker:type_name -> vega.v1.BreakerStats
 	1,  // 2: vega.v1.GetStatsRequest.sections:type_name -> vega.v1.StatsSection
 	14, // 3: vega.v1.GetStatsResponse.stats:type_name -> vega.v1.Stats
-	34, // 4: vega.v1.WatchStatsRequest.interval:type_name -> google.protobuf.Duration
+	35, // 4: vega.v1.WatchStatsRequest.interval:type_name -> google.protobuf.Duration
 	1,  // 5: vega.v1.WatchStatsRequest.sections:type_name -> vega.v1.StatsSection
 	14, // 6: vega.v1.WatchStatsResponse.stats:type_name -> vega.v1.Stats
 	1,  // 7: vega.v1.ResetStatsRequest.sections:type_name -> vega.v1.StatsSection
-	35, // 8: vega.v1.ResetStatsResponse.reset_time:type_name -> google.protobuf.Timestamp
-	35, // 9: vega.v1.Stats.time:type_name -> google.protobuf.Timestamp
-	34, // 10: vega.v1.Stats.uptime:type_name -> google.protobuf.Duration
+	36, // 8: vega.v1.ResetStatsResponse.reset_time:type_name -> google.protobuf.Timestamp
+	36, // 9: vega.v1.Stats.time:type_name -> google.protobuf.Timestamp
+	35, // 10: vega.v1.Stats.uptime:type_name -> google.protobuf.Duration
 	15, // 11: vega.v1.Stats.circuit_breakers:type_name -> vega.v1.CircuitBreakersStats
 	17, // 12: vega.v1.Stats.cache:type_name -> vega.v1.CacheStats
 	28, // 13: vega.v1.Stats.streaming:type_name -> vega.v1.StreamingStats
@@ -3397,52 +3669,53 @@ var file_vega_v1_perfadmin_proto_depIdxs = []int32{
 	23, // 18: vega.v1.Stats.connection_pool:type_name -> vega.v1.ConnectionPoolStats
 	25, // 19: vega.v1.Stats.rate_limiters:type_name -> vega.v1.RateLimitersStats
 	31, // 20: vega.v1.Stats.integrations:type_name -> vega.v1.IntegrationsStats
-	16, // 21: vega.v1.CircuitBreakersStats.breakers:type_name -> vega.v1.BreakerStats
-	35, // 22: vega.v1.BreakerStats.last_change:type_name -> google.protobuf.Timestamp
-	34, // 23: vega.v1.MemoryLeaksStats.window:type_name -> google.protobuf.Duration
-	19, // 24: vega.v1.MemoryLeaksStats.growing_stacks:type_name -> vega.v1.GrowingStack
-	34, // 25: vega.v1.BatchStats.flush_interval:type_name -> google.protobuf.Duration
-	33, // 26: vega.v1.BatchStats.channels:type_name -> vega.v1.BatchStats.ChannelsEntry
-	34, // 27: vega.v1.ConnectionPoolStats.age_p50:type_name -> google.protobuf.Duration
-	34, // 28: vega.v1.ConnectionPoolStats.age_p90:type_name -> google.protobuf.Duration
-	34, // 29: vega.v1.ConnectionPoolStats.age_max:type_name -> google.protobuf.Duration
-	34, // 30: vega.v1.ConnectionPoolStats.idle_p50:type_name -> google.protobuf.Duration
-	34, // 31: vega.v1.ConnectionPoolStats.idle_max:type_name -> google.protobuf.Duration
-	24, // 32: vega.v1.ConnectionPoolStats.hosts:type_name -> vega.v1.HostPoolStats
-	26, // 33: vega.v1.RateLimitersStats.limiters:type_name -> vega.v1.LimiterStats
-	35, // 34: vega.v1.LimiterStats.blocked_until:type_name -> google.protobuf.Timestamp
-	27, // 35: vega.v1.LimiterStats.tenants:type_name -> vega.v1.TenantLimiterStats
-	34, // 36: vega.v1.RuntimeStats.last_gc_pause:type_name -> google.protobuf.Duration
-	34, // 37: vega.v1.RuntimeStats.sched_latency_p50:type_name -> google.protobuf.Duration
-	34, // 38: vega.v1.RuntimeStats.sched_latency_p99:type_name -> google.protobuf.Duration
-	34, // 39: vega.v1.RuntimeStats.gc_pause_p50:type_name -> google.protobuf.Duration
-	34, // 40: vega.v1.RuntimeStats.gc_pause_p99:type_name -> google.protobuf.Duration
-	34, // 41: vega.v1.RuntimeStats.gc_pause_max:type_name -> google.protobuf.Duration
-	34, // 42: vega.v1.RuntimeStats.slow_rpc_threshold:type_name -> google.protobuf.Duration
-	30, // 43: vega.v1.RuntimeStats.recent_slow_rpcs:type_name -> vega.v1.SlowRPC
-	34, // 44: vega.v1.SlowRPC.duration:type_name -> google.protobuf.Duration
-	35, // 45: vega.v1.SlowRPC.time:type_name -> google.protobuf.Timestamp
-	32, // 46: vega.v1.IntegrationsStats.backends:type_name -> vega.v1.BackendHealth
-	35, // 47: vega.v1.BackendHealth.last_success:type_name -> google.protobuf.Timestamp
-	35, // 48: vega.v1.BackendHealth.last_error:type_name -> google.protobuf.Timestamp
-	21, // 49: vega.v1.BatchStats.ChannelsEntry.value:type_name -> vega.v1.OutboxChannelStats
-	8,  // 50: vega.v1.PerfAdminService.GetStats:input_type -> vega.v1.GetStatsRequest
-	10, // 51: vega.v1.PerfAdminService.WatchStats:input_type -> vega.v1.WatchStatsRequest
-	12, // 52: vega.v1.PerfAdminService.ResetStats:input_type -> vega.v1.ResetStatsRequest
-	2,  // 53: vega.v1.PerfAdminService.SetBreakerMode:input_type -> vega.v1.SetBreakerModeRequest
-	4,  // 54: vega.v1.PerfAdminService.PurgeCache:input_type -> vega.v1.PurgeCacheRequest
-	6,  // 55: vega.v1.PerfAdminService.RedriveNotifications:input_type -> vega.v1.RedriveNotificationsRequest
-	9,  // 56: vega.v1.PerfAdminService.GetStats:output_type -> vega.v1.GetStatsResponse
-	11, // 57: vega.v1.PerfAdminService.WatchStats:output_type -> vega.v1.WatchStatsResponse
-	13, // 58: vega.v1.PerfAdminService.ResetStats:output_type -> vega.v1.ResetStatsResponse
-	3,  // 59: vega.v1.PerfAdminService.SetBreakerMode:output_type -> vega.v1.SetBreakerModeResponse
-	5,  // 60: vega.v1.PerfAdminService.PurgeCache:output_type -> vega.v1.PurgeCacheResponse
-	7,  // 61: vega.v1.PerfAdminService.RedriveNotifications:output_type -> vega.v1.RedriveNotificationsResponse
-	56, // [56:62] is the sub-list for method output_type
-	50, // [50:56] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	33, // 21: vega.v1.Stats.cluster:type_name -> vega.v1.ClusterStats
+	16, // 22: vega.v1.CircuitBreakersStats.breakers:type_name -> vega.v1.BreakerStats
+	36, // 23: vega.v1.BreakerStats.last_change:type_name -> google.protobuf.Timestamp
+	35, // 24: vega.v1.MemoryLeaksStats.window:type_name -> google.protobuf.Duration
+	19, // 25: vega.v1.MemoryLeaksStats.growing_stacks:type_name -> vega.v1.GrowingStack
+	35, // 26: vega.v1.BatchStats.flush_interval:type_name -> google.protobuf.Duration
+	34, // 27: vega.v1.BatchStats.channels:type_name -> vega.v1.BatchStats.ChannelsEntry
+	35, // 28: vega.v1.ConnectionPoolStats.age_p50:type_name -> google.protobuf.Duration
+	35, // 29: vega.v1.ConnectionPoolStats.age_p90:type_name -> google.protobuf.Duration
+	35, // 30: vega.v1.ConnectionPoolStats.age_max:type_name -> google.protobuf.Duration
+	35, // 31: vega.v1.ConnectionPoolStats.idle_p50:type_name -> google.protobuf.Duration
+	35, // 32: vega.v1.ConnectionPoolStats.idle_max:type_name -> google.protobuf.Duration
+	24, // 33: vega.v1.ConnectionPoolStats.hosts:type_name -> vega.v1.HostPoolStats
+	26, // 34: vega.v1.RateLimitersStats.limiters:type_name -> vega.v1.LimiterStats
+	36, // 35: vega.v1.LimiterStats.blocked_until:type_name -> google.protobuf.Timestamp
+	27, // 36: vega.v1.LimiterStats.tenants:type_name -> vega.v1.TenantLimiterStats
+	35, // 37: vega.v1.RuntimeStats.last_gc_pause:type_name -> google.protobuf.Duration
+	35, // 38: vega.v1.RuntimeStats.sched_latency_p50:type_name -> google.protobuf.Duration
+	35, // 39: vega.v1.RuntimeStats.sched_latency_p99:type_name -> google.protobuf.Duration
+	35, // 40: vega.v1.RuntimeStats.gc_pause_p50:type_name -> google.protobuf.Duration
+	35, // 41: vega.v1.RuntimeStats.gc_pause_p99:type_name -> google.protobuf.Duration
+	35, // 42: vega.v1.RuntimeStats.gc_pause_max:type_name -> google.protobuf.Duration
+	35, // 43: vega.v1.RuntimeStats.slow_rpc_threshold:type_name -> google.protobuf.Duration
+	30, // 44: vega.v1.RuntimeStats.recent_slow_rpcs:type_name -> vega.v1.SlowRPC
+	35, // 45: vega.v1.SlowRPC.duration:type_name -> google.protobuf.Duration
+	36, // 46: vega.v1.SlowRPC.time:type_name -> google.protobuf.Timestamp
+	32, // 47: vega.v1.IntegrationsStats.backends:type_name -> vega.v1.BackendHealth
+	36, // 48: vega.v1.BackendHealth.last_success:type_name -> google.protobuf.Timestamp
+	36, // 49: vega.v1.BackendHealth.last_error:type_name -> google.protobuf.Timestamp
+	21, // 50: vega.v1.BatchStats.ChannelsEntry.value:type_name -> vega.v1.OutboxChannelStats
+	8,  // 51: vega.v1.PerfAdminService.GetStats:input_type -> vega.v1.GetStatsRequest
+	10, // 52: vega.v1.PerfAdminService.WatchStats:input_type -> vega.v1.WatchStatsRequest
+	12, // 53: vega.v1.PerfAdminService.ResetStats:input_type -> vega.v1.ResetStatsRequest
+	2,  // 54: vega.v1.PerfAdminService.SetBreakerMode:input_type -> vega.v1.SetBreakerModeRequest
+	4,  // 55: vega.v1.PerfAdminService.PurgeCache:input_type -> vega.v1.PurgeCacheRequest
+	6,  // 56: vega.v1.PerfAdminService.RedriveNotifications:input_type -> vega.v1.RedriveNotificationsRequest
+	9,  // 57: vega.v1.PerfAdminService.GetStats:output_type -> vega.v1.GetStatsResponse
+	11, // 58: vega.v1.PerfAdminService.WatchStats:output_type -> vega.v1.WatchStatsResponse
+	13, // 59: vega.v1.PerfAdminService.ResetStats:output_type -> vega.v1.ResetStatsResponse
+	3,  // 60: vega.v1.PerfAdminService.SetBreakerMode:output_type -> vega.v1.SetBreakerModeResponse
+	5,  // 61: vega.v1.PerfAdminService.PurgeCache:output_type -> vega.v1.PurgeCacheResponse
+	7,  // 62: vega.v1.PerfAdminService.RedriveNotifications:output_type -> vega.v1.RedriveNotificationsResponse
+	57, // [57:63] is the sub-list for method output_type
+	51, // [51:57] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_vega_v1_perfadmin_proto_init() }
@@ -3456,7 +3729,7 @@ func file_vega_v1_perfadmin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_vega_v1_perfadmin_proto_rawDesc), len(file_vega_v1_perfadmin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   32,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
