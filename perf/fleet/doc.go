@@ -12,6 +12,7 @@
 //	<prefix>:v1:c:<cache key>   a cached answer (perf/cache's encoding), PX = fresh TTL + stale window
 //	<prefix>:v1:m               ZSET of replica ids scored by their heartbeat's expiry (Redis TIME, ms)
 //	<prefix>:v1:m:<replica>     one key per live replica, PX = 3 heartbeats
+//	<prefix>:v1:r:<backend>     a backend's fleet-wide rate ceiling (Take: GCRA hash), PX 60s
 //	<prefix>:v1:evt             the fleet's one pub/sub channel (cache purges)
 //
 // The cache tier is the three methods perf/cache's Remote interface asks
