@@ -454,7 +454,10 @@ func TestGivesUpAfterMaxAge(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
 		r := newReceiver(t)
 		r.setAnswer(func(string, int) (int, http.Header) { return http.StatusBadGateway, nil })
-		o := e.open(t, r, func(s *Settings) { s.MaxAge = 100 * time.Millisecond })
+		// A second: many retries fit (backoff 1-20 ms) even when the first
+		// attempt comes late on a loaded machine (100 ms flaked: the
+		// PostgreSQL worker's first look can come after that).
+		o := e.open(t, r, func(s *Settings) { s.MaxAge = time.Second })
 		defer closeOutbox(t, o)
 
 		rec := waitFinished(t, o, submit(t, o, sub("never answered", "")).ID)
