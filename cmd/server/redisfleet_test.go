@@ -303,3 +303,117 @@ func TestNoRedisNoFleet(t *testing.T) {
 	assert.Nil(t, g.srv.fleet)
 	assert.Nil(t, clusterOf(t, g))
 }
+
+// TestFleetOfProcessesSharesTheCache is the same fleet as three real
+// gateway processes: replica 1's answer is a hit on replica 2, PurgeCache
+// on replica 3 purges all, and Redis cut under load (the proxy down) costs
+// no caller an error; once it is back the fleet shares answers again.
+func TestFleetOfProcessesSharesTheCache(t *testing.T) {
+	prefix := fleetRedisPrefix(t)
+	ollama := newFakeOllama(t)
+	p := newFleetRedisProxy(t)
+	env := map[string]string{
+		"REDIS_URL": "redis://" + p.Listen + "/0", "VEGA_REDIS_PREFIX": prefix, "VEGA_REDIS_TIMEOUT": "250ms",
+		"VEGA_OLLAMA_URL": ollama.URL, "VEGA_ADMIN_API_KEY": fleetAdminKey,
+		"INITIAL_RATE_LIMIT": "1000", "MAX_RATE_LIMIT": "1000", "VEGA_CONCURRENCY_INITIAL": "64",
+	}
+	procs := make([]*serverProcess, 3)
+	var wg sync.WaitGroup
+	for i := range procs {
+		own := map[string]string{"VEGA_DATA_DIR": t.TempDir()} // each its own outbox file
+		for k, v := range env {
+			own[k] = v
+		}
+		wg.Go(func() { procs[i] = startServerProcess(t, own) })
+	}
+	wg.Wait()
+	ctx := ctxTimeout(t, 60*time.Second)
+	cluster := func(p *serverProcess) *vegav1.ClusterStats {
+		st, err := vegav1.NewPerfAdminServiceClient(p.conn).GetStats(withKey(ctx, fleetAdminKey),
+			&vegav1.GetStatsRequest{Sections: []vegav1.StatsSection{vegav1.StatsSection_STATS_SECTION_CLUSTER}})
+		require.NoError(t, err)
+		return st.GetStats().GetCluster()
+	}
+	gen := func(p *serverProcess, req *vegav1.GenerateRequest) (string, error) {
+		_, from, err := generateServedFrom(ctx, vegav1.NewGenerateServiceClient(p.conn), req)
+		return from, err
+	}
+	for i, p := range procs {
+		require.Eventually(t, func() bool { c := cluster(p); return c.GetReplicasSeen() == 3 && c.GetSubscribed() },
+			10*time.Second, 20*time.Millisecond, "process %d never saw the fleet", i+1)
+	}
+
+	req := deterministic("shared by processes")
+	from, err := gen(procs[0], req)
+	require.NoError(t, err)
+	require.Equal(t, policy.FromBackend, from)
+	require.Eventually(t, func() bool { return len(fleetCacheKeys(t, prefix)) == 1 }, 5*time.Second, 10*time.Millisecond)
+	from, err = gen(procs[1], req)
+	require.NoError(t, err)
+	assert.Equal(t, policy.FromCache, from)
+	assert.EqualValues(t, 1, ollama.calls.Load(), "one backend call for the fleet")
+
+	_, err = vegav1.NewPerfAdminServiceClient(procs[2].conn).PurgeCache(withKey(ctx, fleetAdminKey), &vegav1.PurgeCacheRequest{})
+	require.NoError(t, err)
+	assert.Empty(t, fleetCacheKeys(t, prefix))
+	for i, p := range procs[:2] {
+		require.Eventually(t, func() bool { return cluster(p).GetPurgesReceived() == 1 }, 5*time.Second, 10*time.Millisecond, "process %d", i+1)
+	}
+	from, err = gen(procs[1], req)
+	require.NoError(t, err)
+	assert.Equal(t, policy.FromBackend, from, "process 2's local copy was purged too")
+	assert.EqualValues(t, 2, ollama.calls.Load())
+
+	// Redis cut under load: six callers, new keys every 200ms, for 3s with
+	// the proxy down for the middle 1.5s.
+	var (
+		failures atomic.Int64
+		total    atomic.Int64
+		keys     sync.Map
+		stop     = make(chan struct{})
+		mu       sync.Mutex
+		errs     []string // guarded by mu
+	)
+	begin := time.Now()
+	for w := range 6 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				key := fmt.Sprintf("load-%d-%d", time.Since(begin)/(200*time.Millisecond), (w+i)%5)
+				keys.Store(key, true)
+				if _, err := gen(procs[(w+i)%3], deterministic(key)); err != nil {
+					failures.Add(1)
+					mu.Lock()
+					errs = append(errs, err.Error())
+					mu.Unlock()
+				}
+				total.Add(1)
+				time.Sleep(2 * time.Millisecond)
+			}
+		})
+	}
+	calls := ollama.calls.Load()
+	time.Sleep(750 * time.Millisecond)
+	p.Stop()
+	time.Sleep(1500 * time.Millisecond)
+	require.NoError(t, p.Start())
+	time.Sleep(750 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	distinct := 0
+	keys.Range(func(any, any) bool { distinct++; return true })
+	t.Logf("%d calls over %d keys, %d backend calls", total.Load(), distinct, ollama.calls.Load()-calls)
+	assert.Zero(t, failures.Load(), "callers saw errors: %v", errs)
+	assert.LessOrEqual(t, ollama.calls.Load()-calls, int64(distinct*3), "backend calls beyond keys × replicas")
+
+	after := deterministic("after the cut")
+	from, err = gen(procs[0], after)
+	require.NoError(t, err)
+	require.Equal(t, policy.FromBackend, from)
+	require.Eventually(t, func() bool { from, err := gen(procs[2], after); return err == nil && from == policy.FromCache },
+		10*time.Second, 50*time.Millisecond, "process 3 never shared process 1's answer after Redis came back")
+}

@@ -58,7 +58,10 @@ func hammer(t testing.TB, f *fleet.Fleet, n int) (slowest time.Duration, hits in
 // never an error — the breaker stops the dials, and the replica uses Redis
 // again once it is back.
 func TestRedisTroubleFallsBackAndRejoins(t *testing.T) {
-	const budget = 50 * time.Millisecond
+	// Through the in-process proxy under the race detector a round trip
+	// can take tens of ms on a loaded machine: 150ms keeps the healthy
+	// phases healthy and is still far below the 500ms fault.
+	const budget = 150 * time.Millisecond
 	for _, tc := range []struct {
 		name  string
 		fault func(t *testing.T, p *redisProxy) (heal func())
@@ -79,7 +82,7 @@ func TestRedisTroubleFallsBackAndRejoins(t *testing.T) {
 			p := newRedisProxy(t)
 			f := newFleet(t, fleet.Settings{URL: p.url(), Prefix: prefix, Timeout: budget, BreakerTimeout: 300 * time.Millisecond, HeartbeatInterval: 100 * time.Millisecond})
 			f.Set("k", []byte("v"), time.Minute)
-			eventually(t, 2*time.Second, func() bool { _, ok := f.Get(context.Background(), "k"); return ok }, "no hit through the proxy")
+			eventually(t, 5*time.Second, func() bool { _, ok := f.Get(context.Background(), "k"); return ok }, "no hit through the proxy")
 
 			heal := tc.fault(t, p)
 			dials := f.Stats().Dials
@@ -89,7 +92,7 @@ func TestRedisTroubleFallsBackAndRejoins(t *testing.T) {
 			assert.Zero(t, hits, "Redis is unusable: every Get is a miss")
 			// A Get costs its budget at most; the dial bound (250ms) only
 			// ever applies inside a breaker probe or the writers.
-			assert.Less(t, slowest, 300*time.Millisecond, "a Get outlived its budget")
+			assert.Less(t, slowest, budget+150*time.Millisecond, "a Get outlived its budget")
 			st := f.Stats()
 			assert.Equal(t, fleet.ModeLocal, st.Mode)
 			assert.Positive(t, st.BreakerOpens)

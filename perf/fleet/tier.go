@@ -179,10 +179,10 @@ func (f *Fleet) handle(payload string) {
 	if kind != noticePurge || !ok || from == f.set.ReplicaID {
 		return
 	}
-	f.stats.purgesReceived.Add(1)
 	if fn := f.onPurge.Load(); fn != nil {
 		(*fn)(prefix)
 	}
+	f.stats.purgesReceived.Add(1) // after the purge: a reader of the count sees it applied
 }
 
 // subscribeIdle is how long the subscriber waits for a message before it
