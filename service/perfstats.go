@@ -257,11 +257,13 @@ func (r ClusterReporter) Report(s *vegav1.Stats) {
 		RedisOps: f.Ops, RedisErrors: f.Errors, RedisFallbacks: f.Fallbacks, RedisDials: f.Dials,
 		BreakerOpens: f.BreakerOpens, WritesDropped: f.WritesDropped,
 		PurgesSent: f.PurgesSent, PurgesReceived: f.PurgesReceived,
+		LeasesWon: f.LeasesWon, LeasesLost: f.LeasesLost, RemoteWaits: f.RemoteWaits, LeaseTakeovers: f.Takeovers,
 	}
 	if r.Cache != nil {
 		c := r.Cache.Stats()
 		out.RemoteHits, out.RemoteMisses, out.RemoteBad = c.RemoteHits, c.RemoteMisses, c.RemoteBad
 		out.RemoteWrites, out.RemoteSkipped = c.RemoteWrites, c.RemoteSkipped
+		out.FleetCoalesced = c.FleetCoalesced
 	}
 	s.Cluster = out
 }

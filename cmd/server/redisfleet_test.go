@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -154,9 +155,9 @@ func TestFleetSharesTheCache(t *testing.T) {
 	assert.EqualValues(t, 1, purged.GetPurged(), "one Redis key, no local entry on replica 3")
 	assert.Empty(t, fleetCacheKeys(t, prefix))
 	for i, g := range gws[:2] {
-		require.Eventually(t, func() bool { return g.srv.cache.Stats().Entries == 0 }, 5*time.Second, 10*time.Millisecond,
-			"replica %d kept its local copy", i+1)
-		assert.EqualValues(t, 1, clusterOf(t, g).GetPurgesReceived())
+		require.Eventually(t, func() bool {
+			return g.srv.cache.Stats().Entries == 0 && clusterOf(t, g).GetPurgesReceived() == 1
+		}, 5*time.Second, 10*time.Millisecond, "replica %d kept its local copy", i+1)
 	}
 	calls := ollama.calls.Load()
 	_, from, err = generateServedFrom(ctx, gws[1].generate(), req)
@@ -416,4 +417,58 @@ func TestFleetOfProcessesSharesTheCache(t *testing.T) {
 	require.Equal(t, policy.FromBackend, from)
 	require.Eventually(t, func() bool { from, err := gen(procs[2], after); return err == nil && from == policy.FromCache },
 		10*time.Second, 50*time.Millisecond, "process 3 never shared process 1's answer after Redis came back")
+}
+
+// TestFleetCoalescesAcrossReplicas is issue 11's herd: 300 identical
+// deterministic Generate calls spread over three replicas against a
+// backend answering in 600ms make exactly one backend call; the callers on
+// the other replicas are woken by the leader's notice, not by polling.
+func TestFleetCoalescesAcrossReplicas(t *testing.T) {
+	prefix := fleetRedisPrefix(t)
+	ollama := newFakeOllama(t)
+	gws := startRedisFleet(t, newFleetRedisProxy(t), prefix, ollama)
+	ctx := ctxTimeout(t, 30*time.Second)
+
+	req := &vegav1.GenerateRequest{Model: "wait-600", Prompt: "the fleet's herd", Options: &vegav1.SamplingOptions{Temperature: zero()}}
+	const n = 300
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		texts = map[string]int{}
+		from  = map[string]int{}
+		took  = make([][]time.Duration, 3) // per replica; guarded by mu
+	)
+	start := time.Now()
+	for i := range n {
+		wg.Go(func() {
+			resp, sf, err := generateServedFrom(ctx, gws[i%3].generate(), req)
+			d := time.Since(start)
+			mu.Lock()
+			defer mu.Unlock()
+			if assert.NoError(t, err) {
+				texts[resp.GetText()]++
+				from[sf]++
+				took[i%3] = append(took[i%3], d)
+			}
+		})
+	}
+	wg.Wait()
+	assert.EqualValues(t, 1, ollama.calls.Load(), "one backend call for the whole fleet")
+	assert.Len(t, texts, 1, "every caller got the same answer")
+	assert.Equal(t, 1, from[policy.FromBackend], "served from: %v", from)
+	assert.Equal(t, n-1, from[policy.FromCoalesced]+from[policy.FromCache], "served from: %v", from)
+	var leader, others time.Duration // the slowest caller on the leader's replica and on the others
+	for i, g := range gws {
+		c := clusterOf(t, g)
+		slowest := slices.Max(took[i])
+		if c.GetLeasesWon() == 1 {
+			leader = slowest
+		} else {
+			others = max(others, slowest)
+			assert.EqualValues(t, 1, c.GetFleetCoalesced(), "replica %d: %v", i+1, c)
+		}
+		assert.Zero(t, c.GetLeaseTakeovers())
+	}
+	t.Logf("slowest caller: leader's replica %v, other replicas %v (from %v)", leader, others, from)
+	assert.Less(t, others, leader+250*time.Millisecond, "remote waiters are woken by the notice")
 }

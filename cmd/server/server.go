@@ -151,16 +151,20 @@ func NewServer(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	notifySvc := service.NewNotifyService(channelNames, s.outbox, cfg.Notify.MaxWait, log)
 
 	// The perf core. With REDIS_URL the cache has the fleet's shared tier
-	// behind it, and other replicas' purges reach its local tier.
-	var remote cache.Remote
+	// behind it, coalesces cacheable calls across the fleet, and other
+	// replicas' purges reach its local tier.
+	var (
+		remote  cache.Remote
+		flights cache.Flights
+	)
 	if cfg.RedisURL != "" {
 		if s.fleet, err = fleet.New(fleet.Settings{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Timeout: cfg.RedisTimeout, Log: log}); err != nil {
 			return nil, err
 		}
-		remote = s.fleet
+		remote, flights = s.fleet, s.fleet
 		log.Info("fleet mode: the cache's second tier is Redis", "prefix", cfg.RedisPrefix, "replica", s.fleet.ReplicaID(), "redis_timeout", cfg.RedisTimeout.String())
 	}
-	s.cache, err = cache.New(cache.Settings{MaxBytes: cfg.Cache.MaxBytes, DefaultTTL: cfg.Cache.FetchTTL, StaleFor: cfg.Cache.StaleFor, Remote: remote})
+	s.cache, err = cache.New(cache.Settings{MaxBytes: cfg.Cache.MaxBytes, DefaultTTL: cfg.Cache.FetchTTL, StaleFor: cfg.Cache.StaleFor, Remote: remote, Flights: flights})
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/maypok86/otter/v2"
+	"golang.org/x/sync/singleflight"
 )
 
 // Defaults of the zero Settings.
@@ -74,6 +75,10 @@ type Settings struct {
 	// RemoteMaxBytes bounds the answers shared through Remote (their
 	// encoding). 0 means DefaultRemoteMaxBytes (1 MiB).
 	RemoteMaxBytes int
+	// Flights coalesces cacheable unary calls across the fleet (nil: each
+	// gateway coalesces its own). It needs Remote: the leader's answer
+	// reaches the others through it.
+	Flights Flights
 	// Now is the clock; it is called from several goroutines at once. nil
 	// means a monotonic clock read every 10ms (so TTLs are ±10ms). With an
 	// injected clock the cache does no periodic clean-up: expired entries
@@ -163,6 +168,9 @@ type Cache struct {
 	staleFor int64    // set.StaleFor in nanos
 	stats    counters // atomic
 	remote   Remote   // set.Remote: nil when the cache is this gateway's alone
+	flights  Flights  // set.Flights when Remote is set too
+
+	remoteGets singleflight.Group // one remote read per key at a time
 
 	mu         sync.Mutex
 	refreshing map[string]struct{} // guarded by mu: keys with a running refresh
@@ -182,6 +190,9 @@ func New(s Settings) (*Cache, error) {
 		staleFor:   int64(s.StaleFor),
 		remote:     s.Remote,
 		refreshing: make(map[string]struct{}),
+	}
+	if s.Remote != nil {
+		c.flights = s.Flights
 	}
 	c.store, err = otter.New(&otter.Options[string, entry]{
 		MaximumWeight:   uint64(s.MaxBytes),
@@ -259,9 +270,17 @@ func (c *Cache) fresh(key string) (any, bool) {
 // negative ttl, or an entry heavier than MaxBytes, stores nothing (and
 // drops what key held, which the new answer replaces).
 func (c *Cache) Set(key string, v any, size int, ttl time.Duration, negative bool) {
+	if freshUntil, ok := c.setLocal(key, v, size, ttl, negative); ok {
+		c.remoteSet(key, v, size, freshUntil, negative)
+	}
+}
+
+// setLocal is Set without the remote tier; it returns the entry's fresh
+// deadline and whether it stored it.
+func (c *Cache) setLocal(key string, v any, size int, ttl time.Duration, negative bool) (int64, bool) {
 	if ttl < 0 || int64(len(key))+int64(size)+entryOverhead > c.set.MaxBytes {
 		c.store.Invalidate(key)
-		return
+		return 0, false
 	}
 	if ttl == 0 {
 		ttl = c.set.DefaultTTL
@@ -278,7 +297,7 @@ func (c *Cache) Set(key string, v any, size int, ttl time.Duration, negative boo
 		negative:   negative,
 	})
 	c.stats.stores.Add(1)
-	c.remoteSet(key, v, size, freshUntil, negative)
+	return freshUntil, true
 }
 
 // Purge removes the entries whose key starts with prefix ("" removes all)

@@ -86,18 +86,15 @@ func FillUnaryServerInterceptor(c *Cache) grpc.UnaryServerInterceptor {
 				return v, nil
 			}
 		}
-		resp, err := handler(ctx, req)
-		if err != nil || !d.WriteCache {
-			return resp, err
+		call := func(ctx context.Context) (any, error) { return handler(ctx, req) }
+		if c.flights != nil && d.Coalesce && d.ReadCache && d.WriteCache {
+			return c.fleetFill(ctx, d, call)
 		}
-		m, isMsg := resp.(proto.Message)
-		ttl, negative, ok := d.Storable(resp)
-		if !ok || !isMsg {
-			c.noteRejected()
-			return resp, nil
+		resp, err := call(ctx)
+		if v, size, freshUntil, negative, ok := c.store1(d, resp, err); ok {
+			c.remoteSet(d.Key, v, size, freshUntil, negative)
 		}
-		c.Set(d.Key, resp, proto.Size(m), ttl, negative)
-		return resp, nil
+		return resp, err
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+
+	"github.com/vega-gateway/vega/perf/policy"
 )
 
 // Remote is a second tier behind the local one, shared by a fleet of
@@ -28,6 +30,25 @@ type Remote interface {
 	// remote keys it removed.
 	Purge(ctx context.Context, prefix string) (int, error)
 }
+
+// Flights coalesces a key's backend calls across the fleet (perf/fleet
+// implements it on Redis): one gateway leads, the others wait and read its
+// answer from the Remote tier.
+type Flights interface {
+	// Lead takes key's lease. With it, finish must be called once, with the
+	// encoded answer and its TTL (stored in the remote tier, then the
+	// waiters woken) or nil (nothing to share). Without it, lost says
+	// another gateway leads; neither means the fleet cannot answer.
+	Lead(ctx context.Context, key string) (finish func(val []byte, ttl time.Duration), lost bool)
+	// Wait returns true when the leader's flight ended and its answer may
+	// be in the remote tier, false when there is neither a lease nor an
+	// answer (the caller may lead), the fleet fails, or ctx ends.
+	Wait(ctx context.Context, key string) bool
+}
+
+// maxFleetAttempts bounds how often a flight tries to lead or wait before
+// it calls the backend on its own.
+const maxFleetAttempts = 3
 
 // DefaultRemoteMaxBytes bounds the encoded answers shared through Remote.
 const DefaultRemoteMaxBytes = 1 << 20
@@ -212,12 +233,22 @@ func (c *Cache) remoteLookup(ctx context.Context, key string, withStale, stream 
 	if c.remote == nil {
 		return nil, Miss
 	}
-	b, ok := c.remote.Get(ctx, key)
-	if !ok {
+	// Identical local misses at once share one round trip (each caller's
+	// path still has at most one): a herd must not queue on the pool.
+	shared, _, _ := c.remoteGets.Do(key, func() (any, error) {
+		b, ok := c.remote.Get(context.WithoutCancel(ctx), key)
+		if !ok {
+			return remoteGot{}, nil
+		}
+		e, err := decodeRemote(b, key, c.set.RemoteMaxBytes)
+		return remoteGot{found: true, e: e, err: err}, nil
+	})
+	got := shared.(remoteGot)
+	if !got.found {
 		c.stats.remoteMisses.Add(1)
 		return nil, Miss
 	}
-	e, err := decodeRemote(b, key, c.set.RemoteMaxBytes)
+	e, err := got.e, got.err
 	if err == nil {
 		if _, isStream := e.value.([]proto.Message); isStream != stream {
 			err = fmt.Errorf("%w: stream flag does not match the method", errBadEntry)
@@ -245,6 +276,13 @@ func (c *Cache) remoteLookup(ctx context.Context, key string, withStale, stream 
 	return e.value, st
 }
 
+// remoteGot is one shared remote read.
+type remoteGot struct {
+	found bool
+	e     remoteEntry
+	err   error // the entry failed the checks
+}
+
 // remoteSet shares an answer just stored locally, fresh until freshUntil:
 // the remote keeps it for the same time plus the stale window (negative
 // entries have none). Answers above RemoteMaxBytes, or not protobuf, stay
@@ -253,24 +291,89 @@ func (c *Cache) remoteSet(key string, v any, size int, freshUntil int64, negativ
 	if c.remote == nil {
 		return
 	}
+	if b, hard, ok := c.remoteEntry(key, v, size, freshUntil, negative); ok {
+		c.remote.Set(key, b, hard)
+	}
+}
+
+// remoteEntry encodes an answer for the remote tier with its hard TTL, and
+// counts it as written or skipped.
+func (c *Cache) remoteEntry(key string, v any, size int, freshUntil int64, negative bool) ([]byte, time.Duration, bool) {
 	if size > c.set.RemoteMaxBytes {
 		c.stats.remoteSkipped.Add(1)
-		return
+		return nil, 0, false
 	}
 	b, ok := encodeRemote(key, v, freshUntil, negative)
 	if !ok || len(b) > c.set.RemoteMaxBytes {
 		c.stats.remoteSkipped.Add(1)
-		return
+		return nil, 0, false
 	}
 	hard := time.Duration(freshUntil - c.clock.NowNano())
 	if !negative {
 		hard += c.set.StaleFor
 	}
 	if hard <= 0 {
-		return
+		return nil, 0, false
 	}
 	c.stats.remoteWrites.Add(1)
-	c.remote.Set(key, b, hard)
+	return b, hard, true
+}
+
+// fleetFill is the Fill step of a cacheable, coalesced unary call when the
+// fleet coalesces: lead the fleet's flight for the key and share the
+// answer, or wait for the leader's and serve it (marked coalesced). A lease
+// gone without an answer is taken over; the fleet failing, or
+// maxFleetAttempts without an answer, means calling the backend alone.
+func (c *Cache) fleetFill(ctx context.Context, d *policy.Decision, call func(context.Context) (any, error)) (any, error) {
+	for range maxFleetAttempts {
+		finish, lost := c.flights.Lead(ctx, d.Key)
+		if finish != nil {
+			resp, err := call(ctx)
+			var shared []byte
+			var hard time.Duration
+			if v, size, freshUntil, negative, ok := c.store1(d, resp, err); ok {
+				shared, hard, _ = c.remoteEntry(d.Key, v, size, freshUntil, negative)
+			}
+			finish(shared, hard)
+			return resp, err
+		}
+		if !lost {
+			break
+		}
+		if !c.flights.Wait(ctx, d.Key) {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if v, st := c.remoteLookup(ctx, d.Key, false, false); st == Fresh {
+			c.stats.fleetCoalesced.Add(1)
+			d.ServedFrom = policy.FromCoalesced
+			return v, nil
+		}
+	}
+	resp, err := call(ctx)
+	if v, size, freshUntil, negative, ok := c.store1(d, resp, err); ok {
+		c.remoteSet(d.Key, v, size, freshUntil, negative)
+	}
+	return resp, err
+}
+
+// store1 stores a unary answer locally when the Decision allows it, and
+// returns what the remote tier needs to share it.
+func (c *Cache) store1(d *policy.Decision, resp any, err error) (v any, size int, freshUntil int64, negative, ok bool) {
+	if err != nil || !d.WriteCache {
+		return nil, 0, 0, false, false
+	}
+	m, isMsg := resp.(proto.Message)
+	ttl, negative, storable := d.Storable(resp)
+	if !storable || !isMsg {
+		c.noteRejected()
+		return nil, 0, 0, false, false
+	}
+	size = proto.Size(m)
+	freshUntil, ok = c.setLocal(d.Key, resp, size, ttl, negative)
+	return resp, size, freshUntil, negative, ok
 }
 
 // PurgeLocal removes the entries whose key starts with prefix from this

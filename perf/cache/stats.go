@@ -35,6 +35,9 @@ type Stats struct {
 	RemoteBad     int64 // cluster_remote_bad_total: entries that failed the checks, ignored
 	RemoteWrites  int64 // cluster_remote_writes_total: answers handed to it
 	RemoteSkipped int64 // cluster_remote_skipped_total: answers kept local (above RemoteMaxBytes, not protobuf)
+	// FleetCoalesced counts flights answered by another gateway's call
+	// (Settings.Flights) (cluster_fleet_coalesced_total).
+	FleetCoalesced int64
 }
 
 // HitRate is the percentage of lookups served from the cache, fresh or
@@ -63,6 +66,7 @@ type counters struct {
 	refreshes, purged      atomic.Int64
 
 	remoteHits, remoteMisses, remoteBad, remoteWrites, remoteSkipped atomic.Int64
+	fleetCoalesced                                                   atomic.Int64
 }
 
 // onDeletion is otter's OnAtomicDeletion: it runs under a bucket lock, so it
@@ -80,7 +84,7 @@ func (c *counters) reset() {
 	for _, n := range []*atomic.Int64{
 		&c.hits, &c.staleHits, &c.misses, &c.stores, &c.rejected,
 		&c.evictions, &c.expirations, &c.refreshes, &c.purged,
-		&c.remoteHits, &c.remoteMisses, &c.remoteBad, &c.remoteWrites, &c.remoteSkipped,
+		&c.remoteHits, &c.remoteMisses, &c.remoteBad, &c.remoteWrites, &c.remoteSkipped, &c.fleetCoalesced,
 	} {
 		n.Store(0)
 	}
@@ -109,6 +113,8 @@ func (c *Cache) Stats() Stats {
 		RemoteBad:     c.stats.remoteBad.Load(),
 		RemoteWrites:  c.stats.remoteWrites.Load(),
 		RemoteSkipped: c.stats.remoteSkipped.Load(),
+
+		FleetCoalesced: c.stats.fleetCoalesced.Load(),
 	}
 }
 

@@ -142,11 +142,17 @@ type Fleet struct {
 	onPurge  atomic.Pointer[func(prefix string)]
 	writes   chan write
 
+	waitMu  sync.Mutex
+	waiters map[string][]chan struct{} // guarded by waitMu: this replica's waiters per flight key, closed by a "done" notice
+
 	psMu sync.Mutex
 	ps   *redis.PubSub // guarded by psMu: the current subscription, closed by Close to end its read
 
-	stop context.CancelFunc
-	wg   sync.WaitGroup
+	ctx    context.Context // ends at Close: the goroutines' and lease renewals' parent
+	stop   context.CancelFunc
+	wg     sync.WaitGroup // the goroutines, lease renewals included
+	mu     sync.Mutex
+	closed bool // guarded by mu: no goroutine starts (wg.Add) once set
 }
 
 // New connects nothing yet: it builds the client and starts the heartbeat,
@@ -162,7 +168,7 @@ func New(s Settings) (*Fleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &Fleet{set: s, keys: newKeys(s.Prefix), writes: make(chan write, writeQueue)}
+	f := &Fleet{set: s, keys: newKeys(s.Prefix), writes: make(chan write, writeQueue), waiters: map[string][]chan struct{}{}}
 	dial := redis.NewDialer(opt)
 	opt.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		f.stats.dials.Add(1)
@@ -196,7 +202,7 @@ func New(s Settings) (*Fleet, error) {
 		},
 	})
 	ctx, cancel := context.WithCancel(context.Background())
-	f.stop = cancel
+	f.ctx, f.stop = ctx, cancel
 	f.wg.Add(2 + writers)
 	go f.heartbeat(ctx)
 	go f.subscribe(ctx)
@@ -216,6 +222,9 @@ func (f *Fleet) Prefix() string { return f.set.Prefix }
 // effort) and closes the connections. Queued writes not yet sent are
 // dropped.
 func (f *Fleet) Close() error {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
 	f.stop()
 	f.psMu.Lock()
 	if f.ps != nil {
@@ -234,6 +243,17 @@ func (f *Fleet) Close() error {
 		return err
 	})
 	return f.rdb.Close()
+}
+
+// goAdd counts one more goroutine in wg unless the fleet is closed.
+func (f *Fleet) goAdd() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return false
+	}
+	f.wg.Add(1)
+	return true
 }
 
 // errLocal is what do returns when the operation was not sent: the breaker

@@ -39,6 +39,12 @@ type Stats struct {
 	PurgesSent     int64 // cluster_purges_sent_total
 	PurgesReceived int64 // cluster_purges_received_total: other replicas' purges applied here
 	KeysPurged     int64 // cluster_keys_purged_total: Redis keys removed by this replica's purges
+
+	// Cross-replica flights (Lead, Wait).
+	LeasesWon   int64 // cluster_leases_won_total: flights this replica led for the fleet
+	LeasesLost  int64 // cluster_leases_lost_total: flights led by another replica
+	RemoteWaits int64 // cluster_remote_waits_total: waits for another replica's flight
+	Takeovers   int64 // cluster_lease_takeovers_total: waits that found neither lease nor answer (owner gone)
 }
 
 // counters are the cumulative stats; every field is atomic.
@@ -46,6 +52,8 @@ type counters struct {
 	ops, errors, fallbacks, dials, dialErrors atomic.Int64
 	breakerOpens, writesDropped               atomic.Int64
 	purgesSent, purgesReceived, keysPurged    atomic.Int64
+	leasesWon, leasesLost, remoteWaits        atomic.Int64
+	takeovers                                 atomic.Int64
 
 	replicas   atomic.Int64 // a gauge: not reset
 	subscribed atomic.Bool  // a gauge: not reset
@@ -67,6 +75,8 @@ func (f *Fleet) Stats() Stats {
 		WritesDropped: f.stats.writesDropped.Load(),
 		PurgesSent:    f.stats.purgesSent.Load(), PurgesReceived: f.stats.purgesReceived.Load(),
 		KeysPurged: f.stats.keysPurged.Load(),
+		LeasesWon:  f.stats.leasesWon.Load(), LeasesLost: f.stats.leasesLost.Load(),
+		RemoteWaits: f.stats.remoteWaits.Load(), Takeovers: f.stats.takeovers.Load(),
 	}
 }
 
@@ -76,6 +86,7 @@ func (f *Fleet) ResetStats() {
 	for _, n := range []*atomic.Int64{
 		&c.ops, &c.errors, &c.fallbacks, &c.dials, &c.dialErrors, &c.breakerOpens,
 		&c.writesDropped, &c.purgesSent, &c.purgesReceived, &c.keysPurged,
+		&c.leasesWon, &c.leasesLost, &c.remoteWaits, &c.takeovers,
 	} {
 		n.Store(0)
 	}

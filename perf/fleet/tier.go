@@ -176,6 +176,10 @@ func purgeNotice(replica, prefix string) string {
 func (f *Fleet) handle(payload string) {
 	kind, rest, _ := strings.Cut(payload, "\x00")
 	from, prefix, ok := strings.Cut(rest, "\x00")
+	if kind == noticeDone && ok {
+		f.wake(prefix) // the flight's key
+		return
+	}
 	if kind != noticePurge || !ok || from == f.set.ReplicaID {
 		return
 	}

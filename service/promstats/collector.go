@@ -408,6 +408,16 @@ func NewCollector(snapshot func() *vegav1.Stats) prometheus.Collector {
 		func(s *vegav1.ClusterStats) float64 { return float64(s.GetPurgesSent()) })
 	c.cluster.counter("cluster_purges_received_total", "Other replicas' cache purges applied to this replica's local tier.",
 		func(s *vegav1.ClusterStats) float64 { return float64(s.GetPurgesReceived()) })
+	c.cluster.counter("cluster_leases_won_total", "Cross-replica flights this replica led for the fleet.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetLeasesWon()) })
+	c.cluster.counter("cluster_leases_lost_total", "Cross-replica flights another replica led.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetLeasesLost()) })
+	c.cluster.counter("cluster_remote_waits_total", "Waits for another replica's flight.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetRemoteWaits()) })
+	c.cluster.counter("cluster_lease_takeovers_total", "Waits that found neither lease nor answer (the owner gone) and took over.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetLeaseTakeovers()) })
+	c.cluster.counter("cluster_fleet_coalesced_total", "Flights answered by another replica's backend call.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetFleetCoalesced()) })
 	c.clusterInfo = newFigures[*vegav1.ClusterStats](d, "replica", "prefix", labelMode)
 	c.clusterInfo.gauge("cluster_info", `Always 1; replica is this replica's id, prefix the fleet's (VEGA_REDIS_PREFIX), mode "redis" or "local".`,
 		func(*vegav1.ClusterStats) float64 { return 1 })

@@ -126,6 +126,7 @@ func fullStats() *vegav1.Stats {
 			RedisRttP50Ms: 0.25, RedisRttP99Ms: 2, RedisOps: 1000, RedisErrors: 12, RedisFallbacks: 300, RedisDials: 9,
 			BreakerOpens: 2, RemoteHits: 40, RemoteMisses: 60, RemoteBad: 1, RemoteWrites: 55, RemoteSkipped: 3,
 			WritesDropped: 4, PurgesSent: 1, PurgesReceived: 2,
+			LeasesWon: 5, LeasesLost: 6, RemoteWaits: 7, LeaseTakeovers: 1, FleetCoalesced: 6,
 		},
 	}
 }
@@ -424,6 +425,11 @@ func TestCollectorExposesEveryFigure(t *testing.T) {
 		`vega_cluster_writes_dropped_total`:      counter(4),
 		`vega_cluster_purges_sent_total`:         counter(1),
 		`vega_cluster_purges_received_total`:     counter(2),
+		`vega_cluster_leases_won_total`:          counter(5),
+		`vega_cluster_leases_lost_total`:         counter(6),
+		`vega_cluster_remote_waits_total`:        counter(7),
+		`vega_cluster_lease_takeovers_total`:     counter(1),
+		`vega_cluster_fleet_coalesced_total`:     counter(6),
 	}
 	assert.Equal(t, want, samples(t, families))
 }

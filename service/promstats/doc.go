@@ -193,6 +193,11 @@
 //	vega_cluster_writes_dropped_total                           counter                             shared-tier writes dropped
 //	vega_cluster_purges_sent_total                              counter                             fleet-wide purges sent
 //	vega_cluster_purges_received_total                          counter                             other replicas' purges applied here
+//	vega_cluster_leases_won_total                               counter                             cross-replica flights led here
+//	vega_cluster_leases_lost_total                              counter                             flights another replica led
+//	vega_cluster_remote_waits_total                             counter                             waits for another replica's flight
+//	vega_cluster_lease_takeovers_total                          counter                             waits that found the owner gone and took over
+//	vega_cluster_fleet_coalesced_total                          counter                             flights answered by another replica's call
 //
 // The names deliberately avoid the seed's (coalesce_rate, cache_hit_rate,
 // avg_wait_time_ms, in_flight_count …) where those carry a non-base unit

@@ -3093,6 +3093,15 @@ type ClusterStats struct {
 	// Fleet-wide purges this replica sent, and other replicas' purges it applied.
 	PurgesSent     int64 `protobuf:"varint,20,opt,name=purges_sent,json=purgesSent,proto3" json:"purges_sent,omitempty"`
 	PurgesReceived int64 `protobuf:"varint,21,opt,name=purges_received,json=purgesReceived,proto3" json:"purges_received,omitempty"`
+	// Cross-replica flights: flights this replica led for the fleet, flights
+	// another replica led, waits for another replica's flight, and waits
+	// that found neither lease nor answer (its owner gone: taken over).
+	LeasesWon      int64 `protobuf:"varint,22,opt,name=leases_won,json=leasesWon,proto3" json:"leases_won,omitempty"`
+	LeasesLost     int64 `protobuf:"varint,23,opt,name=leases_lost,json=leasesLost,proto3" json:"leases_lost,omitempty"`
+	RemoteWaits    int64 `protobuf:"varint,24,opt,name=remote_waits,json=remoteWaits,proto3" json:"remote_waits,omitempty"`
+	LeaseTakeovers int64 `protobuf:"varint,25,opt,name=lease_takeovers,json=leaseTakeovers,proto3" json:"lease_takeovers,omitempty"`
+	// Flights answered by another replica's backend call.
+	FleetCoalesced int64 `protobuf:"varint,26,opt,name=fleet_coalesced,json=fleetCoalesced,proto3" json:"fleet_coalesced,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -3270,6 +3279,41 @@ func (x *ClusterStats) GetPurgesSent() int64 {
 func (x *ClusterStats) GetPurgesReceived() int64 {
 	if x != nil {
 		return x.PurgesReceived
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetLeasesWon() int64 {
+	if x != nil {
+		return x.LeasesWon
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetLeasesLost() int64 {
+	if x != nil {
+		return x.LeasesLost
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetRemoteWaits() int64 {
+	if x != nil {
+		return x.RemoteWaits
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetLeaseTakeovers() int64 {
+	if x != nil {
+		return x.LeaseTakeovers
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetFleetCoalesced() int64 {
+	if x != nil {
+		return x.FleetCoalesced
 	}
 	return 0
 }
@@ -3532,7 +3576,7 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\flast_success\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vlastSuccess\x129\n" +
 	"\n" +
 	"last_error\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tlastError\x12,\n" +
-	"\x12last_error_message\x18\t \x01(\tR\x10lastErrorMessage\"\xdd\x05\n" +
+	"\x12last_error_message\x18\t \x01(\tR\x10lastErrorMessage\"\x92\a\n" +
 	"\fClusterStats\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x01 \x01(\tR\treplicaId\x12\x16\n" +
@@ -3562,7 +3606,14 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\x0ewrites_dropped\x18\x13 \x01(\x03R\rwritesDropped\x12\x1f\n" +
 	"\vpurges_sent\x18\x14 \x01(\x03R\n" +
 	"purgesSent\x12'\n" +
-	"\x0fpurges_received\x18\x15 \x01(\x03R\x0epurgesReceived*~\n" +
+	"\x0fpurges_received\x18\x15 \x01(\x03R\x0epurgesReceived\x12\x1d\n" +
+	"\n" +
+	"leases_won\x18\x16 \x01(\x03R\tleasesWon\x12\x1f\n" +
+	"\vleases_lost\x18\x17 \x01(\x03R\n" +
+	"leasesLost\x12!\n" +
+	"\fremote_waits\x18\x18 \x01(\x03R\vremoteWaits\x12'\n" +
+	"\x0flease_takeovers\x18\x19 \x01(\x03R\x0eleaseTakeovers\x12'\n" +
+	"\x0ffleet_coalesced\x18\x1a \x01(\x03R\x0efleetCoalesced*~\n" +
 	"\vBreakerMode\x12\x1c\n" +
 	"\x18BREAKER_MODE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11BREAKER_MODE_AUTO\x10\x01\x12\x1b\n" +

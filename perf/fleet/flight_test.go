@@ -1,0 +1,106 @@
+package fleet_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/vega-gateway/vega/perf/fleet"
+)
+
+// TestFlightLeaderWakesWaiters: one replica leads, another waits and is
+// woken by the notice (not the 1s tick) with the answer already stored.
+func TestFlightLeaderWakesWaiters(t *testing.T) {
+	prefix := testPrefix(t)
+	f1 := newFleet(t, fleet.Settings{Prefix: prefix, ReplicaID: "r1"})
+	f2 := newFleet(t, fleet.Settings{Prefix: prefix, ReplicaID: "r2"})
+	eventually(t, 3*time.Second, func() bool { return f2.Stats().Subscribed }, "no subscription")
+	ctx := context.Background()
+
+	finish, lost := f1.Lead(ctx, "generate/x/k")
+	require.NotNil(t, finish)
+	require.False(t, lost)
+	finish2, lost2 := f2.Lead(ctx, "generate/x/k")
+	require.Nil(t, finish2)
+	require.True(t, lost2, "the lease is r1's")
+
+	woke := make(chan time.Time, 1)
+	go func() {
+		if f2.Wait(ctx, "generate/x/k") {
+			woke <- time.Now()
+		}
+		close(woke)
+	}()
+	time.Sleep(200 * time.Millisecond) // the waiter is waiting
+	done := time.Now()
+	finish([]byte("the answer"), time.Minute)
+	select {
+	case at, ok := <-woke:
+		require.True(t, ok, "Wait returned false")
+		assert.Less(t, at.Sub(done), 500*time.Millisecond, "woken by the tick, not the notice")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiter was never woken")
+	}
+	v, ok := f2.Get(ctx, "generate/x/k")
+	require.True(t, ok, "the answer is in the shared tier before the notice")
+	assert.Equal(t, "the answer", string(v))
+
+	finish2, _ = f2.Lead(ctx, "generate/x/k")
+	require.NotNil(t, finish2, "the lease was dropped")
+	finish2(nil, 0)
+	st := f1.Stats()
+	assert.EqualValues(t, 1, st.LeasesWon)
+	assert.EqualValues(t, 1, f2.Stats().LeasesLost)
+	assert.EqualValues(t, 1, f2.Stats().RemoteWaits)
+}
+
+// TestFlightTakeoverWhenTheOwnerDies: an owner that stops renewing (here:
+// closed mid-flight) loses its lease within 3s; its waiter finds neither
+// lease nor answer within 3s + the 1s tick and may lead.
+func TestFlightTakeoverWhenTheOwnerDies(t *testing.T) {
+	prefix := testPrefix(t)
+	owner, err := fleet.New(fleet.Settings{URL: "redis://" + redisAddr, Prefix: prefix, ReplicaID: "owner", Timeout: time.Second})
+	require.NoError(t, err)
+	waiter := newFleet(t, fleet.Settings{Prefix: prefix, ReplicaID: "waiter"})
+	ctx := context.Background()
+
+	finish, _ := owner.Lead(ctx, "k")
+	require.NotNil(t, finish)
+	time.Sleep(1500 * time.Millisecond) // renewed once: the lease outlives its first 3s... until the owner dies
+	start := time.Now()
+	require.NoError(t, owner.Close())   // renewals stop; the lease is not released
+	finish([]byte("late"), time.Minute) // after Close: not stored, no notice
+
+	got := make(chan bool, 1)
+	go func() { got <- waiter.Wait(ctx, "k") }()
+	select {
+	case ok := <-got:
+		assert.False(t, ok, "no answer: the owner died")
+		assert.Less(t, time.Since(start), 4500*time.Millisecond, "takeover bound: lease TTL 3s + tick 1s")
+		assert.Greater(t, time.Since(start), 1000*time.Millisecond, "the renewed lease held until it expired")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiter never took over")
+	}
+	assert.EqualValues(t, 1, waiter.Stats().Takeovers)
+	_, ok := waiter.Get(ctx, "k")
+	assert.False(t, ok, "the dead owner's late finish stored nothing")
+	finish, _ = waiter.Lead(ctx, "k")
+	require.NotNil(t, finish, "the waiter leads now")
+	finish(nil, 0)
+}
+
+// TestFlightWithoutRedis: Lead answers "neither" (behave alone) at once.
+func TestFlightWithoutRedis(t *testing.T) {
+	p := newRedisProxy(t)
+	f := newFleet(t, fleet.Settings{URL: p.url(), Prefix: testPrefix(t), Timeout: 100 * time.Millisecond})
+	p.Stop()
+	start := time.Now()
+	finish, lost := f.Lead(context.Background(), "k")
+	assert.Nil(t, finish)
+	assert.False(t, lost)
+	assert.False(t, f.Wait(context.Background(), "k"))
+	assert.Less(t, time.Since(start), time.Second)
+}
