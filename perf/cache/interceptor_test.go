@@ -149,6 +149,7 @@ func testRule(method string, newRequest func() proto.Message) *policy.Rule {
 			}
 			return &policy.Decision{
 				Key:        key,
+				Coalesce:   true, // no coalescer here; Fill's fleet flights need it
 				ReadCache:  mode != vegav1.CacheMode_CACHE_MODE_BYPASS,
 				WriteCache: mode != vegav1.CacheMode_CACHE_MODE_NO_STORE,
 			}, nil
