@@ -472,3 +472,61 @@ func TestFleetCoalescesAcrossReplicas(t *testing.T) {
 	t.Logf("slowest caller: leader's replica %v, other replicas %v (from %v)", leader, others, from)
 	assert.Less(t, others, leader+250*time.Millisecond, "remote waiters are woken by the notice")
 }
+
+// TestFleetTakesOverFromADeadLeader: the replica leading a flight is
+// killed (SIGKILL) while the backend works; the waiters on the other two
+// replicas take the flight over once its lease expires (lease 3s + one 1s
+// check) and their callers get the answer, with one more backend call.
+func TestFleetTakesOverFromADeadLeader(t *testing.T) {
+	prefix := fleetRedisPrefix(t)
+	ollama := newFakeOllama(t)
+	p := newFleetRedisProxy(t)
+	procs := make([]*serverProcess, 3)
+	var wg sync.WaitGroup
+	for i := range procs {
+		env := map[string]string{
+			"REDIS_URL": "redis://" + p.Listen + "/0", "VEGA_REDIS_PREFIX": prefix, "VEGA_REDIS_TIMEOUT": "250ms",
+			"VEGA_OLLAMA_URL": ollama.URL, "VEGA_DATA_DIR": t.TempDir(),
+		}
+		wg.Go(func() { procs[i] = startServerProcess(t, env) })
+	}
+	wg.Wait()
+	ctx := ctxTimeout(t, 60*time.Second)
+	req := &vegav1.GenerateRequest{Model: "wait-1500", Prompt: "the leader dies", Options: &vegav1.SamplingOptions{Temperature: zero()}}
+
+	leaderDone := make(chan error, 1)
+	go func() {
+		_, err := vegav1.NewGenerateServiceClient(procs[0].conn).Generate(ctx, req)
+		leaderDone <- err
+	}()
+	require.Eventually(t, func() bool { return ollama.calls.Load() == 1 }, 10*time.Second, 5*time.Millisecond, "the leader never called")
+	type result struct {
+		from string
+		err  error
+		took time.Duration
+	}
+	results := make(chan result, 2)
+	start := time.Now()
+	for _, w := range procs[1:] {
+		go func() {
+			_, from, err := generateServedFrom(ctx, vegav1.NewGenerateServiceClient(w.conn), req)
+			results <- result{from, err, time.Since(start)}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond) // both wait for the leader
+	procs[0].kill9(t)
+	killed := time.Now()
+	assert.Error(t, <-leaderDone, "the leader's own caller loses its connection")
+
+	var froms []string
+	for range 2 {
+		r := <-results
+		require.NoError(t, r.err, "a waiter's caller saw an error")
+		froms = append(froms, r.from)
+	}
+	took := time.Since(killed)
+	t.Logf("waiters answered %v after the kill (served from %v), backend calls %d", took, froms, ollama.calls.Load())
+	assert.EqualValues(t, 2, ollama.calls.Load(), "one call by the dead leader, one by the replica that took over")
+	assert.ElementsMatch(t, []string{policy.FromBackend, policy.FromCoalesced}, froms)
+	assert.Less(t, took, 4*time.Second+1500*time.Millisecond+time.Second, "takeover bound (lease 3s + check 1s) + the backend's 1.5s + slack")
+}
