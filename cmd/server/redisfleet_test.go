@@ -29,6 +29,16 @@ import (
 
 const fleetRedisAddr = "127.0.0.1:6379"
 
+// Budgets (VEGA_REDIS_TIMEOUT) of the tests: the proxy and the race
+// detector cost tens of ms per round trip on a loaded machine, so tests
+// without faults take 1s (a slow round trip must not turn a shared answer
+// into a backend call), and fault tests 250ms, still far below the 500ms
+// fault.
+const (
+	fleetBudget = time.Second
+	faultBudget = 250 * time.Millisecond
+)
+
 // fleetRedisPrefix returns a fresh VEGA_REDIS_PREFIX and removes its keys
 // when the test ends.
 func fleetRedisPrefix(t *testing.T) string {
@@ -77,13 +87,11 @@ func newFleetRedisProxy(t *testing.T) *toxiproxy.Proxy {
 
 // startRedisFleet starts three gateways on one fake Ollama and one Redis
 // prefix, and waits until each sees the other two.
-func startRedisFleet(t *testing.T, p *toxiproxy.Proxy, prefix string, ollama *fakeLLM) []*gateway {
+func startRedisFleet(t *testing.T, p *toxiproxy.Proxy, prefix string, ollama *fakeLLM, budget time.Duration) []*gateway {
 	t.Helper()
 	env := map[string]string{
 		"REDIS_URL": "redis://" + p.Listen + "/0", "VEGA_REDIS_PREFIX": prefix,
-		// The proxy and the race detector cost tens of ms per round trip on
-		// a loaded machine; 250ms still fails fast against the 500ms fault.
-		"VEGA_REDIS_TIMEOUT": "250ms",
+		"VEGA_REDIS_TIMEOUT": budget.String(),
 		"VEGA_OLLAMA_URL":    ollama.URL, "VEGA_ADMIN_API_KEY": fleetAdminKey,
 		"INITIAL_RATE_LIMIT": "1000", "MAX_RATE_LIMIT": "1000", "VEGA_CONCURRENCY_INITIAL": "64",
 	}
@@ -119,7 +127,7 @@ func deterministic(prompt string) *vegav1.GenerateRequest {
 func TestFleetSharesTheCache(t *testing.T) {
 	prefix := fleetRedisPrefix(t)
 	ollama := newFakeOllama(t)
-	gws := startRedisFleet(t, newFleetRedisProxy(t), prefix, ollama)
+	gws := startRedisFleet(t, newFleetRedisProxy(t), prefix, ollama, fleetBudget)
 	ctx := ctxTimeout(t, 30*time.Second)
 
 	req := deterministic("one answer for the fleet")
@@ -175,7 +183,7 @@ func TestFleetRedisTroubleIsInvisible(t *testing.T) {
 	prefix := fleetRedisPrefix(t)
 	ollama := newFakeOllama(t)
 	p := newFleetRedisProxy(t)
-	gws := startRedisFleet(t, p, prefix, ollama)
+	gws := startRedisFleet(t, p, prefix, ollama, faultBudget)
 	ctx := ctxTimeout(t, 60*time.Second)
 
 	var (
@@ -314,7 +322,7 @@ func TestFleetOfProcessesSharesTheCache(t *testing.T) {
 	ollama := newFakeOllama(t)
 	p := newFleetRedisProxy(t)
 	env := map[string]string{
-		"REDIS_URL": "redis://" + p.Listen + "/0", "VEGA_REDIS_PREFIX": prefix, "VEGA_REDIS_TIMEOUT": "250ms",
+		"REDIS_URL": "redis://" + p.Listen + "/0", "VEGA_REDIS_PREFIX": prefix, "VEGA_REDIS_TIMEOUT": faultBudget.String(),
 		"VEGA_OLLAMA_URL": ollama.URL, "VEGA_ADMIN_API_KEY": fleetAdminKey,
 		"INITIAL_RATE_LIMIT": "1000", "MAX_RATE_LIMIT": "1000", "VEGA_CONCURRENCY_INITIAL": "64",
 	}
@@ -426,7 +434,7 @@ func TestFleetOfProcessesSharesTheCache(t *testing.T) {
 func TestFleetCoalescesAcrossReplicas(t *testing.T) {
 	prefix := fleetRedisPrefix(t)
 	ollama := newFakeOllama(t)
-	gws := startRedisFleet(t, newFleetRedisProxy(t), prefix, ollama)
+	gws := startRedisFleet(t, newFleetRedisProxy(t), prefix, ollama, fleetBudget)
 	ctx := ctxTimeout(t, 30*time.Second)
 
 	req := &vegav1.GenerateRequest{Model: "wait-600", Prompt: "the fleet's herd", Options: &vegav1.SamplingOptions{Temperature: zero()}}
@@ -485,7 +493,7 @@ func TestFleetTakesOverFromADeadLeader(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range procs {
 		env := map[string]string{
-			"REDIS_URL": "redis://" + p.Listen + "/0", "VEGA_REDIS_PREFIX": prefix, "VEGA_REDIS_TIMEOUT": "250ms",
+			"REDIS_URL": "redis://" + p.Listen + "/0", "VEGA_REDIS_PREFIX": prefix, "VEGA_REDIS_TIMEOUT": fleetBudget.String(),
 			"VEGA_OLLAMA_URL": ollama.URL, "VEGA_DATA_DIR": t.TempDir(),
 		}
 		wg.Go(func() { procs[i] = startServerProcess(t, env) })
