@@ -31,7 +31,8 @@ const (
 type window struct {
 	start       time.Time
 	samples     []time.Duration // latencies of successes; at most maxSamples
-	seen        int             // successes in the window
+	seen        int             // successes in the window that give a latency sample
+	delivered   int             // successes in the window, all of them
 	maxInflight int             // most calls at the backend at once
 	cut         bool            // the limit was cut for a loss in this window
 }
@@ -55,6 +56,7 @@ func (l *limiter) finishLocked(p Permit, r policy.Result, latency time.Duration,
 	switch r.Outcome {
 	case policy.Success:
 		l.delivered++
+		l.window.delivered++
 		l.increaseLocked(now)
 		// Only a call dispatched under the current limit speaks for it: a
 		// window filled with answers to calls sent under the old limit
@@ -116,6 +118,7 @@ func (l *limiter) adaptLocked(now time.Time) {
 	if age < minWindow || (w.seen < minSamples && age < maxWindow) {
 		return
 	}
+	l.throughput = float64(w.delivered) / age.Seconds()
 	if w.seen > 0 {
 		s := slices.Clone(w.samples)
 		slices.Sort(s)

@@ -458,3 +458,30 @@ func TestNewSetSettings(t *testing.T) {
 		MaxQueue: 1024, MaxTenantQueue: 256, MaxKeys: 10000,
 	}, set.s)
 }
+
+// make bench's burst scenario on one gateway: bursts of 20, 50 and 200
+// with 30 s deadlines, then with 5 s, one after the other. With 30 s every
+// call is served; with 5 s none of the admitted calls misses its deadline
+// (the service time learnt under an earlier, higher limit once made the
+// wait estimate refuse 43 of 200 that fitted; and calls dispatched with
+// barely their service time left ended late).
+func TestBurstsOneAfterAnother(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		set := newTestSet(t, Settings{})
+		b := newQueueingBackend(4, 400*time.Millisecond)
+		for _, deadline := range []time.Duration{30 * time.Second, 5 * time.Second} {
+			for _, n := range []int{20, 50, 200} {
+				out := run(t, set, b, load{Tenant: "a", Rate: 1e9, To: time.Duration(n), Deadline: deadline})
+				f := summarise(out, "", 0, time.Hour)
+				t.Logf("%d at once, deadline %v: %v", n, deadline, f)
+				if deadline == 30*time.Second {
+					assert.Equal(t, n, f.ok, "all served")
+				} else {
+					assert.Zero(t, f.codes["DeadlineExceeded"], "no admitted call misses its deadline")
+					assert.GreaterOrEqual(t, f.ok, min(n, 44), "about what fits: 4 slots x 12 turns")
+				}
+				time.Sleep(500 * time.Millisecond)
+			}
+		}
+	})
+}

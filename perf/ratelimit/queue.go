@@ -192,7 +192,11 @@ func (l *limiter) expectedWaitLocked(t *tenant, now time.Time) (wait, held time.
 	ahead := min(l.queued+1, (t.live+1)*backlogged)
 	perSecond := l.rate
 	if service := l.serviceTimeLocked(); service > 0 {
-		perSecond = min(perSecond, float64(l.limitLocked())/service.Seconds())
+		// What the backend serves: the limit over the service time, or
+		// what it was seen to deliver in the last window when that is
+		// more (the service time can lag behind a limit just cut, and
+		// underrate a backend that is in fact serving at full speed).
+		perSecond = min(perSecond, max(float64(l.limitLocked())/service.Seconds(), l.throughput))
 	}
 	wait = time.Duration(float64(ahead) / perSecond * float64(time.Second))
 	if l.blockedUntil.After(now) {
@@ -255,7 +259,9 @@ func (l *limiter) pumpLocked(now time.Time) {
 			l.refuseQueuedLocked(w, reasonStanding, now)
 			continue
 		}
-		if service := l.serviceTimeLocked(); !w.deadline.IsZero() && w.deadline.Sub(now) < service {
+		// A quarter of margin: a call dispatched with barely its service
+		// time left ends a little late as often as not.
+		if service := l.serviceTimeLocked(); !w.deadline.IsZero() && w.deadline.Sub(now) < service+service/4 {
 			w.t.dequeue(sojourn)
 			l.refuseQueuedLocked(w, reasonDeadline, now)
 			continue

@@ -145,16 +145,17 @@ type limiter struct {
 	lowered      bool      // a decrease not yet published to the fleet
 
 	// The concurrency limit (concurrency.go).
-	limit     float64 // calls at the backend at once (its floor, at least 1: limitLocked)
-	inflight  int     // calls at the backend now
-	window    window  // the current adaptation window
-	history   []time.Duration
-	base      time.Duration // unloaded latency: min of the recent windows' p50; 0 until the first window
-	sample    time.Duration // the last window's p50; 0 until the first window
-	atMin     int           // windows in a row that ended at MinConcurrency
-	hold      time.Duration // how long a successful call holds its slot: a moving average
-	changedAt time.Time     // when the limit last moved: earlier calls give no latency sample
-	cuts      int64         // limit and rate decreases so far (Permit.epoch)
+	limit      float64 // calls at the backend at once (its floor, at least 1: limitLocked)
+	inflight   int     // calls at the backend now
+	window     window  // the current adaptation window
+	history    []time.Duration
+	base       time.Duration // unloaded latency: min of the recent windows' p50; 0 until the first window
+	sample     time.Duration // the last window's p50; 0 until the first window
+	atMin      int           // windows in a row that ended at MinConcurrency
+	hold       time.Duration // how long a successful call holds its slot: a moving average
+	changedAt  time.Time     // when the limit last moved: earlier calls give no latency sample
+	throughput float64       // successes per second in the last window
+	cuts       int64         // limit and rate decreases so far (Permit.epoch)
 
 	// The queues (queue.go).
 	tenants map[string]*tenant
