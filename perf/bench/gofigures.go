@@ -71,6 +71,8 @@ func goFigures(r *Report, s samples) {
 	context := []struct{ figure, a, b, note string }{
 		{"coalescer vs singleflight.DoChan + select on ctx (the closest x/sync gets to a cancellable wait), 1 hot key",
 			"BenchmarkDo/keys=hot/impl=ours", "BenchmarkDo/keys=hot/impl=dochan", ""},
+		{"limiter Acquire+Release (rate ceiling, concurrency slot, tenant queue) vs x/time/rate Allow + a semaphore slot (the same two limits from libraries)",
+			"BenchmarkAcquire/impl=ours", "BenchmarkAcquire/impl=xrate+semaphore", ""},
 		{"chain over a real gRPC server on bufconn, cache miss vs bare server",
 			"BenchmarkChainBufconn/path=miss", "BenchmarkChainBufconn/path=bare", ""},
 	}
