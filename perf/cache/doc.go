@@ -48,11 +48,12 @@
 // miss, never an error. Identical local misses at once share one remote
 // read.
 //
-// With Settings.Flights too, Fill coalesces cacheable unary calls across
-// the fleet: the local flight leads the fleet's flight for its key (and
-// shares the answer through the remote tier before the waiters are woken)
-// or waits for another gateway's and serves its answer as coalesced; when
-// the fleet cannot answer it calls the backend alone, as before.
+// With Settings.Flights too, Fill coalesces unary calls across the fleet:
+// the local flight leads the fleet's flight for its key (and shares the
+// answer before the waiters are woken: through the remote tier when it may
+// be kept, handed to that flight's waiters only when not) or waits for
+// another gateway's and serves its answer as coalesced; when the fleet
+// cannot answer it calls the backend alone, as before.
 //
 // The store is github.com/maypok86/otter/v2: a concurrent W-TinyLFU cache
 // whose hit ratio on skewed (Zipf) traffic beats LRU, with weights,

@@ -14,17 +14,19 @@ import (
 )
 
 // fakeFlights plays the fleet's side of a flight from a script: what each
-// Lead answers in turn ("lead", "lost", "down") and what each Wait returns.
+// Lead answers in turn ("lead", "lost", "down") and what each wait returns.
 type fakeFlights struct {
 	mu       sync.Mutex
 	leads    []string // guarded by mu: answers still to give, in order
 	waits    []bool   // guarded by mu
+	handed   []byte   // guarded by mu: what a wait hands over
 	finished [][]byte // guarded by mu: what each finish shared
 	ttls     []time.Duration
-	onWait   func() // runs inside Wait (another gateway finishing)
+	kept     []bool
+	onWait   func() // runs inside wait (another gateway finishing)
 }
 
-func (f *fakeFlights) Lead(context.Context, string) (func([]byte, time.Duration), bool) {
+func (f *fakeFlights) Lead(context.Context, string) (func([]byte, time.Duration, bool), func(context.Context) ([]byte, bool)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	next := "down"
@@ -33,19 +35,20 @@ func (f *fakeFlights) Lead(context.Context, string) (func([]byte, time.Duration)
 	}
 	switch next {
 	case "lead":
-		return func(b []byte, ttl time.Duration) {
+		return func(b []byte, ttl time.Duration, keep bool) {
 			f.mu.Lock()
 			defer f.mu.Unlock()
 			f.finished = append(f.finished, b)
 			f.ttls = append(f.ttls, ttl)
-		}, false
+			f.kept = append(f.kept, keep)
+		}, nil
 	case "lost":
-		return nil, true
+		return nil, f.wait
 	}
-	return nil, false
+	return nil, nil
 }
 
-func (f *fakeFlights) Wait(context.Context, string) bool {
+func (f *fakeFlights) wait(context.Context) ([]byte, bool) {
 	if f.onWait != nil {
 		f.onWait()
 	}
@@ -55,7 +58,10 @@ func (f *fakeFlights) Wait(context.Context, string) bool {
 	if len(f.waits) > 0 {
 		f.waits = f.waits[1:]
 	}
-	return ok
+	if ok {
+		return f.handed, true
+	}
+	return nil, false
 }
 
 func TestFleetFill(t *testing.T) {
@@ -81,6 +87,7 @@ func TestFleetFill(t *testing.T) {
 		require.NoError(t, err, "finish carries the encoded answer")
 		assert.Equal(t, r.text, e.value.(*vegav1.GenerateResponse).GetText())
 		assert.InDelta(t, float64(90*time.Second), float64(fl.ttls[0]), float64(time.Millisecond))
+		assert.True(t, fl.kept[0])
 		assert.Empty(t, remote.entries, "no second, asynchronous write")
 		assert.Equal(t, policy.FromCache, h.generate(t.Context(), "acme", req).servedFrom, "kept locally too")
 	})
@@ -125,12 +132,39 @@ func TestFleetFill(t *testing.T) {
 		assert.Len(t, remote.entries, 1)
 		assert.Empty(t, fl.finished)
 	})
-	t.Run("not cacheable: no fleet flight", func(t *testing.T) {
-		fl := &fakeFlights{leads: []string{"lost"}, waits: []bool{true}}
-		h, _ := setup(t, fl)
-		r := h.generate(t.Context(), "acme", ask("fleet", vegav1.CacheMode_CACHE_MODE_NO_STORE))
+	noStore := ask("fleet", vegav1.CacheMode_CACHE_MODE_NO_STORE)
+	t.Run("not kept: the leader hands the answer over", func(t *testing.T) {
+		fl := &fakeFlights{leads: []string{"lead"}}
+		h, remote := setup(t, fl)
+		r := h.generate(t.Context(), "acme", noStore)
 		require.NoError(t, r.err)
 		assert.Equal(t, policy.FromBackend, r.servedFrom)
-		assert.Equal(t, []string{"lost"}, fl.leads, "Lead was not asked")
+		require.Len(t, fl.finished, 1)
+		assert.False(t, fl.kept[0], "handed to the waiters, not kept")
+		e, err := decodeRemote(fl.finished[0], key, DefaultRemoteMaxBytes)
+		require.NoError(t, err)
+		assert.Equal(t, r.text, e.value.(*vegav1.GenerateResponse).GetText())
+		assert.Empty(t, remote.entries)
+		assert.Zero(t, h.cache.Stats().Entries, "nor kept locally")
+	})
+	t.Run("not kept: a waiter serves what was handed over", func(t *testing.T) {
+		b, ok := encodeRemote(key, &vegav1.GenerateResponse{Text: "handed over"}, 0, false)
+		require.True(t, ok)
+		fl := &fakeFlights{leads: []string{"lost"}, waits: []bool{true}, handed: b}
+		h, _ := setup(t, fl)
+		r := h.generate(t.Context(), "acme", noStore)
+		require.NoError(t, r.err)
+		assert.Equal(t, policy.FromCoalesced, r.servedFrom)
+		assert.Equal(t, "handed over", r.text)
+		assert.Zero(t, h.backend.calls.Load())
+		assert.Zero(t, h.cache.Stats().Entries, "not kept")
+	})
+	t.Run("a bad hand-off is counted and the flight led again", func(t *testing.T) {
+		fl := &fakeFlights{leads: []string{"lost", "lead"}, waits: []bool{true}, handed: []byte("garbage")}
+		h, _ := setup(t, fl)
+		r := h.generate(t.Context(), "acme", noStore)
+		require.NoError(t, r.err)
+		assert.Equal(t, policy.FromBackend, r.servedFrom)
+		assert.EqualValues(t, 1, h.cache.Stats().RemoteBad)
 	})
 }

@@ -87,7 +87,7 @@ func FillUnaryServerInterceptor(c *Cache) grpc.UnaryServerInterceptor {
 			}
 		}
 		call := func(ctx context.Context) (any, error) { return handler(ctx, req) }
-		if c.flights != nil && d.Coalesce && d.ReadCache && d.WriteCache {
+		if c.flights != nil && d.Coalesce {
 			return c.fleetFill(ctx, d, call)
 		}
 		resp, err := call(ctx)

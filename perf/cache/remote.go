@@ -32,18 +32,23 @@ type Remote interface {
 }
 
 // Flights coalesces a key's backend calls across the fleet (perf/fleet
-// implements it on Redis): one gateway leads, the others wait and read its
-// answer from the Remote tier.
+// implements it on Redis): one gateway leads, the others wait for its
+// answer.
 type Flights interface {
-	// Lead takes key's lease. With it, finish must be called once, with the
-	// encoded answer and its TTL (stored in the remote tier, then the
-	// waiters woken) or nil (nothing to share). Without it, lost says
-	// another gateway leads; neither means the fleet cannot answer.
-	Lead(ctx context.Context, key string) (finish func(val []byte, ttl time.Duration), lost bool)
-	// Wait returns true when the leader's flight ended and its answer may
-	// be in the remote tier, false when there is neither a lease nor an
-	// answer (the caller may lead), the fleet fails, or ctx ends.
-	Wait(ctx context.Context, key string) bool
+	// Lead takes key's flight or finds who leads it.
+	//
+	// Leading, it returns finish, to be called once with the encoded
+	// answer: keep stores it in the remote tier for ttl, !keep hands it to
+	// this flight's waiters only; nil shares nothing. The waiters wake
+	// either way.
+	//
+	// Not leading, it returns wait, which returns the answer handed over,
+	// or nil and true when the answer is in the remote tier; false when the
+	// flight ended with nothing shared or its leader is gone (the caller
+	// may lead), the fleet fails, or ctx ends.
+	//
+	// Neither means the fleet cannot answer: the caller is alone.
+	Lead(ctx context.Context, key string) (finish func(val []byte, ttl time.Duration, keep bool), wait func(context.Context) ([]byte, bool))
 }
 
 // maxFleetAttempts bounds how often a flight tries to lead or wait before
@@ -319,31 +324,53 @@ func (c *Cache) remoteEntry(key string, v any, size int, freshUntil int64, negat
 	return b, hard, true
 }
 
-// fleetFill is the Fill step of a cacheable, coalesced unary call when the
-// fleet coalesces: lead the fleet's flight for the key and share the
-// answer, or wait for the leader's and serve it (marked coalesced). A lease
-// gone without an answer is taken over; the fleet failing, or
-// maxFleetAttempts without an answer, means calling the backend alone.
+// fleetFill is the Fill step of a coalesced unary call when the fleet
+// coalesces: lead the fleet's flight for the key and share the answer —
+// through the remote tier when it may be kept, handed to the flight's
+// waiters only when not — or wait for the leader's and serve it (marked
+// coalesced). A flight that ended with nothing shared, or whose leader is
+// gone, is led again; the fleet failing, or maxFleetAttempts without an
+// answer, means calling the backend alone.
 func (c *Cache) fleetFill(ctx context.Context, d *policy.Decision, call func(context.Context) (any, error)) (any, error) {
 	for range maxFleetAttempts {
-		finish, lost := c.flights.Lead(ctx, d.Key)
+		finish, wait := c.flights.Lead(ctx, d.Key)
 		if finish != nil {
 			resp, err := call(ctx)
-			var shared []byte
-			var hard time.Duration
 			if v, size, freshUntil, negative, ok := c.store1(d, resp, err); ok {
-				shared, hard, _ = c.remoteEntry(d.Key, v, size, freshUntil, negative)
+				b, hard, ok := c.remoteEntry(d.Key, v, size, freshUntil, negative)
+				if ok {
+					finish(b, hard, true)
+					return resp, err
+				}
 			}
-			finish(shared, hard)
+			var handed []byte
+			if err == nil {
+				handed, _ = encodeRemote(d.Key, resp, 0, false) // freshness unused: never kept
+			}
+			if len(handed) > c.set.RemoteMaxBytes {
+				handed = nil
+			}
+			finish(handed, 0, false)
 			return resp, err
 		}
-		if !lost {
+		if wait == nil {
 			break
 		}
-		if !c.flights.Wait(ctx, d.Key) {
+		handed, ok := wait(ctx)
+		if !ok {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
+			continue
+		}
+		if handed != nil {
+			e, err := decodeRemote(handed, d.Key, c.set.RemoteMaxBytes)
+			if _, isStream := e.value.([]proto.Message); err == nil && !isStream {
+				c.stats.fleetCoalesced.Add(1)
+				d.ServedFrom = policy.FromCoalesced
+				return e.value, nil
+			}
+			c.stats.remoteBad.Add(1)
 			continue
 		}
 		if v, st := c.remoteLookup(ctx, d.Key, false, false); st == Fresh {

@@ -13,7 +13,8 @@
 //	<prefix>:v1:m               ZSET of replica ids scored by their heartbeat's expiry (Redis TIME, ms)
 //	<prefix>:v1:m:<replica>     one key per live replica, PX = 3 heartbeats
 //	<prefix>:v1:r:<backend>     a backend's fleet-wide rate ceiling (Take: GCRA hash), PX 60s
-//	<prefix>:v1:f:<cache key>   a cross-replica flight's lease (Lead, Wait; flight.go), PX 3s
+//	<prefix>:v1:f:<cache key>   a cross-replica flight's lease (Lead; flight.go), PX 3s
+//	<prefix>:v1:f:<key>:r:<tok> an answer not to keep, handed to its flight's waiters, PX 30s
 //	<prefix>:v1:evt             the fleet's one pub/sub channel (cache purges, flight notices)
 //
 // The cache tier is the three methods perf/cache's Remote interface asks

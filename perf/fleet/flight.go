@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"sync"
 	"time"
 
@@ -38,9 +39,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 `)
 
-// finishScript: if the lease is still ours, store the answer (when given:
-// ARGV[2] the encoded answer, ARGV[3] its TTL in ms), drop the lease and
-// publish the notice. Returns 1 when the lease was ours.
+// finishScript: if the lease is still ours, store the answer (ARGV[2],
+// when given) under KEYS[2] for ARGV[3] ms — the cache tier's key for an
+// answer to keep, the flight's hand-off key for one that must not be kept
+// — drop the lease and publish the notice. Returns 1 when the lease was
+// ours.
 var finishScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
@@ -51,37 +54,48 @@ return 1
 
 func (k keys) lease(key string) string { return k.base + "f:" + key }
 
+// handoff is where a flight's answer that must not be kept waits for the
+// flight's waiters: keyed by the lease's token, so a later flight of the
+// same key never reads it.
+func (k keys) handoff(key, token string) string { return k.base + "f:" + key + ":r:" + token }
+
+// handoffTTL is how long an answer that must not be kept stays for the
+// waiters of its flight.
+const handoffTTL = 30 * time.Second
+
 const noticeDone = "done"
 
-// Lead tries to take key's lease. With the lease, it returns finish, which
-// must be called once the backend answered: with the encoded answer and its
-// TTL to share it through the cache tier, or with nil to share nothing (an
-// error, an answer that must not be kept); either way the fleet's waiters
-// wake. Without it, lost says another replica holds it (Wait for it);
-// neither means Redis could not answer (behave as a gateway alone).
-func (f *Fleet) Lead(ctx context.Context, key string) (finish func(val []byte, ttl time.Duration), lost bool) {
+// Lead takes key's lease, or finds who holds it. With the lease it returns
+// finish, which must be called once the backend answered: with the
+// encoded answer and keep to store it in the cache tier for ttl, with keep
+// false to hand it to this flight's waiters only (for 30s, never read as
+// cache), or with nil to share nothing; either way the waiters wake.
+// Without the lease it returns wait, which waits for the holder's flight.
+// Neither means Redis could not answer: behave as a gateway alone.
+func (f *Fleet) Lead(ctx context.Context, key string) (finish func(val []byte, ttl time.Duration, keep bool), wait func(context.Context) ([]byte, bool)) {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	token := f.set.ReplicaID + ":" + hex.EncodeToString(b[:])
-	var won bool
+	var holder string
 	err := f.do(ctx, func(ctx context.Context) error {
 		var err error
-		won, err = f.rdb.SetNX(ctx, f.keys.lease(key), token, leaseTTL).Result()
+		holder, err = f.rdb.SetArgs(ctx, f.keys.lease(key), token, redis.SetArgs{Mode: "NX", Get: true, TTL: leaseTTL}).Result()
 		return err
 	})
 	switch {
+	case errors.Is(err, redis.Nil): // set: ours
 	case err != nil:
-		return nil, false
-	case !won:
+		return nil, nil
+	default:
 		f.stats.leasesLost.Add(1)
-		return nil, true
+		return nil, func(ctx context.Context) ([]byte, bool) { return f.wait(ctx, key, holder) }
 	}
 	f.stats.leasesWon.Add(1)
 	renewCtx, stopRenew := context.WithCancel(f.ctx)
 	var renewing sync.WaitGroup
 	if !f.goAdd() {
 		stopRenew()
-		return nil, false
+		return nil, nil
 	}
 	renewing.Add(1)
 	go func() {
@@ -101,93 +115,114 @@ func (f *Fleet) Lead(ctx context.Context, key string) (finish func(val []byte, t
 		}
 	}()
 	var once sync.Once
-	return func(val []byte, ttl time.Duration) {
+	return func(val []byte, ttl time.Duration, keep bool) {
 		once.Do(func() {
 			stopRenew()
 			renewing.Wait()
+			target := f.keys.cache(key)
+			if !keep {
+				target, ttl = f.keys.handoff(key, token), handoffTTL
+			}
 			ms := ttl.Milliseconds()
 			if val == nil || ms <= 0 {
 				val, ms = nil, 0
 			}
 			err := f.do(context.Background(), func(ctx context.Context) error {
-				return finishScript.Run(ctx, f.rdb, []string{f.keys.lease(key), f.keys.cache(key), f.keys.events},
+				return finishScript.Run(ctx, f.rdb, []string{f.keys.lease(key), target, f.keys.events},
 					token, val, ms, noticeDone+"\x00"+f.set.ReplicaID+"\x00"+key).Err()
 			})
 			if err != nil {
 				f.stats.writesDropped.Add(1)
 			}
 		})
-	}, false
+	}, nil
 }
 
-// Wait waits for key's flight on another replica to end. It returns true
-// when the answer may be in the cache tier now (a notice, or the entry is
-// there), false when there is neither a lease nor an answer (the owner
-// died or shared nothing: the caller may Lead), when Redis fails, or when
+// wait waits for the flight of key led under token to end. It returns the
+// answer handed to the flight's waiters, if any, and true once the flight
+// ended with an answer shared (handed over, or in the cache tier: read it
+// there); false when there is neither a lease nor an answer (the owner
+// died or shared nothing: the caller may lead), when Redis fails, or when
 // ctx ends.
-func (f *Fleet) Wait(ctx context.Context, key string) bool {
+func (f *Fleet) wait(ctx context.Context, key, token string) ([]byte, bool) {
 	f.stats.remoteWaits.Add(1)
 	ch := make(chan struct{})
 	f.waitMu.Lock()
 	f.waiters[key] = append(f.waiters[key], ch)
 	f.waitMu.Unlock()
-	defer func() {
-		f.waitMu.Lock()
-		list := f.waiters[key]
-		for i, c := range list {
-			if c == ch {
-				list = append(list[:i], list[i+1:]...)
-				break
-			}
-		}
-		if len(list) == 0 {
-			delete(f.waiters, key)
-		} else {
-			f.waiters[key] = list
-		}
-		f.waitMu.Unlock()
-	}()
+	defer func() { f.unregister(key, ch) }() // ch as it is then: woken waits re-register
 	t := time.NewTicker(waitTick)
 	defer t.Stop()
 	for {
 		// Registered first, then checked: a notice published before the
 		// check is not missed.
-		answer, leased, ok := f.flightState(ctx, key)
+		handed, cached, leased, ok := f.flightState(ctx, key, token)
 		switch {
 		case !ok:
-			return false
-		case answer:
-			return true
+			return nil, false
+		case handed != nil:
+			return handed, true
+		case cached:
+			return nil, true
 		case !leased:
 			f.stats.takeovers.Add(1)
-			return false
+			return nil, false
 		}
 		select {
 		case <-ctx.Done():
-			return false
-		case <-ch:
-			return true
+			return nil, false
+		case <-ch: // the flight ended: the next check finds its answer
+			ch = make(chan struct{})
+			f.waitMu.Lock()
+			f.waiters[key] = append(f.waiters[key], ch)
+			f.waitMu.Unlock()
 		case <-t.C:
 		}
 	}
 }
 
-// flightState reads, in one round trip, whether key's answer is in the
-// cache tier and whether its lease is held.
-func (f *Fleet) flightState(ctx context.Context, key string) (answer, leased, ok bool) {
-	var a, l *redis.IntCmd
+func (f *Fleet) unregister(key string, ch chan struct{}) {
+	f.waitMu.Lock()
+	defer f.waitMu.Unlock()
+	list := f.waiters[key]
+	for i, c := range list {
+		if c == ch {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(f.waiters, key)
+	} else {
+		f.waiters[key] = list
+	}
+}
+
+// flightState reads, in one round trip, the answer handed to the flight led
+// under token, whether key's answer is in the cache tier, and whether its
+// lease is held.
+func (f *Fleet) flightState(ctx context.Context, key, token string) (handed []byte, cached, leased, ok bool) {
+	var h *redis.StringCmd
+	var c, l *redis.IntCmd
 	err := f.do(ctx, func(ctx context.Context) error {
 		_, err := f.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			a = p.Exists(ctx, f.keys.cache(key))
+			h = p.Get(ctx, f.keys.handoff(key, token))
+			c = p.Exists(ctx, f.keys.cache(key))
 			l = p.Exists(ctx, f.keys.lease(key))
 			return nil
 		})
+		if errors.Is(err, redis.Nil) { // no hand-off: GET's answer, not a failure
+			err = errors.Join(c.Err(), l.Err())
+		}
 		return err
 	})
 	if err != nil {
-		return false, false, false
+		return nil, false, false, false
 	}
-	return a.Val() > 0, l.Val() > 0, true
+	if b, err := h.Bytes(); err == nil {
+		handed = b
+	}
+	return handed, c.Val() > 0, l.Val() > 0, true
 }
 
 // wake wakes this replica's waiters of key (a "done" notice).
