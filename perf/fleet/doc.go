@@ -23,6 +23,13 @@
 // and Purge (SCAN + UNLINK of the prefix's keys, bounded, then a PUBLISH so
 // every replica purges its local tier; OnPurge receives the others').
 //
+// Lead (flight.go) coalesces a key's backend calls across the fleet: a
+// lease per key (SET NX PX 3s, renewed every second while the call runs),
+// waiters woken by a "done" notice on the same channel, the answer stored
+// (or, when it must not be kept, handed over under the flight's token)
+// before the notice, and a takeover within 4s when the owner dies. Take
+// (rate.go) is a backend's rate ceiling for the whole fleet.
+//
 // The client avoids go-redis's known pitfalls: context deadlines are
 // honoured (ContextTimeoutEnabled), no command is retried (MaxRetries -1:
 // a dead node is not asked twice), the pool wait is the operation budget
