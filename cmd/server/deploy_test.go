@@ -130,6 +130,8 @@ func scrapeAfterTraffic(t *testing.T) exported {
 	web := newFakeWeb(t)
 	g := startGateway(t, map[string]string{
 		"VEGA_ADMIN_API_KEY": "adm", "VEGA_OLLAMA_URL": ollama.URL, "SLACK_WEBHOOK_URL": slack.URL, "VEGA_FETCH_ALLOW": "127.0.0.1",
+		// Fleet mode, so that the vega_cluster_* series exist too.
+		"REDIS_URL": "redis://" + fleetRedisAddr + "/0", "VEGA_REDIS_PREFIX": fleetRedisPrefix(t),
 	})
 	ctx := ctxTimeout(t, 20*time.Second)
 	for _, model := range []string{"sim", "llama", "broken"} {
