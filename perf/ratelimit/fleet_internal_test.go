@@ -93,6 +93,7 @@ func TestFleetSharesTheRateCeiling(t *testing.T) {
 					wg.Go(func() { offer(set, 30, 10*time.Second, &dispatched, &wg) })
 				}
 				wg.Wait()
+				time.Sleep(time.Second) // the last batches asked ahead come back
 				assert.InDelta(t, 300, float64(dispatched.Load()), 30, "calls dispatched in 10 s by the fleet")
 				t.Logf("%d calls dispatched, %d asks of the fleet", dispatched.Load(), ff.takes.Load())
 			})
@@ -124,5 +125,6 @@ func TestFleetCarriesADecrease(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		assert.LessOrEqual(t, b.Stats()[0].Rate, lowered+1, "b follows the fleet's rate")
+		time.Sleep(time.Second) // batches asked ahead come back before the bubble ends
 	})
 }
