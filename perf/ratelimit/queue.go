@@ -138,7 +138,11 @@ func (l *limiter) enqueueLocked(t *tenant, now, deadline time.Time) (*waiter, er
 	s := &l.set.s
 	l.codelLocked(t, now)
 	wait, held := l.expectedWaitLocked(t, now)
+	// The call must have, at its turn, the margin pumpLocked asks of it
+	// (1.25× the service time), or it would be admitted only to be dropped
+	// at its turn: refused late instead of at once.
 	service := l.serviceTimeLocked()
+	service += service / 4
 	switch {
 	case t.standing && t.live > 0 && wait > l.targetLocked():
 		// A standing queue keeps what it can serve within the target, and
