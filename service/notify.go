@@ -101,25 +101,32 @@ const pauseCheck = 500 * time.Millisecond
 // time, and waiting it out would only hold the caller.
 func (s *NotifyService) awaitDelivery(ctx context.Context, rec outbox.Record) outbox.Record {
 	wait := s.waitBudget(ctx)
-	if wait <= 0 {
+	if wait <= 0 || s.box.PausedFor(rec.Channel) >= wait {
 		return rec
 	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
 	until := time.Now().Add(wait)
-	for left := wait; left > 0; left = time.Until(until) {
-		if s.box.PausedFor(rec.Channel) >= left {
-			return rec
+	// One Wait for the whole budget (the PostgreSQL store reads the record
+	// when a wait starts and ends); beside it, a look every pauseCheck ends
+	// the wait once the channel is paused beyond what is left of it.
+	go func() {
+		t := time.NewTicker(pauseCheck)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+				if s.box.PausedFor(rec.Channel) >= time.Until(until) {
+					cancel()
+					return
+				}
+			}
 		}
-		wctx, cancel := context.WithTimeout(ctx, min(left, pauseCheck))
-		r, ok, err := s.box.Wait(wctx, rec.ID)
-		released := wctx.Err() == nil // Wait returned on its own: delivered, or the outbox let every waiter go (shutdown)
-		cancel()
-		if err != nil || !ok {
-			return rec
-		}
+	}()
+	if r, ok, err := s.box.Wait(wctx, rec.ID); err == nil && ok {
 		rec = r
-		if rec.State != outbox.Pending || released || ctx.Err() != nil {
-			return rec
-		}
 	}
 	return rec
 }

@@ -68,8 +68,10 @@ type Settings struct {
 	ExpectedEntries int
 	// Remote is the fleet's shared tier behind this one (nil: none, the
 	// cache is this gateway's alone). A local miss asks it once; every
-	// answer stored here is also written there, in the background, when its
-	// encoding is at most RemoteMaxBytes; Purge purges it and, through it,
+	// answer stored here is also written there when its encoding is at most
+	// RemoteMaxBytes — in the background, except by the leader of a fleet
+	// flight (Flights), which writes it, with the hand-off to the other
+	// replicas' waiters, before it answers; Purge purges it and, through it,
 	// every gateway's local tier.
 	Remote Remote
 	// RemoteMaxBytes bounds the answers shared through Remote (their

@@ -373,6 +373,9 @@ func (c *Cache) fleetFill(ctx context.Context, d *policy.Decision, call func(con
 			c.stats.remoteBad.Add(1)
 			continue
 		}
+		if !d.ReadCache {
+			continue // only a handed-over answer serves a caller that may not read the cache
+		}
 		if v, st := c.remoteLookup(ctx, d.Key, false, false); st == Fresh {
 			c.stats.fleetCoalesced.Add(1)
 			d.ServedFrom = policy.FromCoalesced

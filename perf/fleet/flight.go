@@ -162,7 +162,10 @@ func (f *Fleet) wait(ctx context.Context, key, token string) ([]byte, bool) {
 			return nil, false
 		case handed != nil:
 			return handed, true
-		case cached:
+		case cached && !leased:
+			// The leader stores the answer and drops the lease in one
+			// step; an entry seen while the lease is held is an older
+			// (stale) one, being refreshed: keep waiting.
 			return nil, true
 		case !leased:
 			f.stats.takeovers.Add(1)

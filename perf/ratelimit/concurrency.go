@@ -182,6 +182,10 @@ func (l *limiter) setLimitLocked(v float64) {
 	l.changedAt = time.Now()
 }
 
-// serviceTimeLocked is how long a call holds its slot, recently (an
-// average; 0 before the first success).
-func (l *limiter) serviceTimeLocked() time.Duration { return l.hold }
+// neededAtTurnLocked is the time a call must still have before its
+// deadline when its turn comes: the recent service time (l.hold) and a
+// quarter of margin, since a call dispatched with barely its service time
+// left ends a little late as often as not. Admission asks the same of the
+// call's expected turn, so that a call is not admitted only to be dropped
+// at its turn. 0 before the first success.
+func (l *limiter) neededAtTurnLocked() time.Duration { return l.hold + l.hold/4 }

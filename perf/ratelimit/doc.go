@@ -16,7 +16,7 @@
 //     √limit while the p50 stays within 10% of the base and the window used
 //     half the limit. The base is the least window p50 of the last 30
 //     windows (restarted after five windows at the floor). Overload
-//     evidence — a 429 or 503, a Retry-After, a backend timeout, a caller's
+//     evidence — a 429, a 5xx or an unreachable backend, a Retry-After, a backend timeout, a caller's
 //     deadline that ended while the backend had the call for at least twice
 //     its base latency — cuts the limit by a tenth, at most once per window
 //     and only for calls dispatched after the last cut. A caller's own

@@ -66,11 +66,6 @@ func (l *limiter) tenantLocked(name string, now time.Time) *tenant {
 	return t
 }
 
-// arrive counts an offered call in t's window.
-func (t *tenant) arrive(now time.Time) {
-	t.arrivals++
-}
-
 // codelLocked closes t's windows that ended by now and decides whether its
 // queue is standing:
 //
@@ -138,11 +133,7 @@ func (l *limiter) enqueueLocked(t *tenant, now, deadline time.Time) (*waiter, er
 	s := &l.set.s
 	l.codelLocked(t, now)
 	wait, held := l.expectedWaitLocked(t, now)
-	// The call must have, at its turn, the margin pumpLocked asks of it
-	// (1.25× the service time), or it would be admitted only to be dropped
-	// at its turn: refused late instead of at once.
-	service := l.serviceTimeLocked()
-	service += service / 4
+	service := l.neededAtTurnLocked()
 	switch {
 	case t.standing && t.live > 0 && wait > l.targetLocked():
 		// A standing queue keeps what it can serve within the target, and
@@ -195,7 +186,7 @@ func (l *limiter) expectedWaitLocked(t *tenant, now time.Time) (wait, held time.
 	}
 	ahead := min(l.queued+1, (t.live+1)*backlogged)
 	perSecond := l.rate
-	if service := l.serviceTimeLocked(); service > 0 {
+	if service := l.hold; service > 0 {
 		// What the backend serves: the limit over the service time, or
 		// what it was seen to deliver in the last window when that is
 		// more (the service time can lag behind a limit just cut, and
@@ -263,9 +254,7 @@ func (l *limiter) pumpLocked(now time.Time) {
 			l.refuseQueuedLocked(w, reasonStanding, now)
 			continue
 		}
-		// A quarter of margin: a call dispatched with barely its service
-		// time left ends a little late as often as not.
-		if service := l.serviceTimeLocked(); !w.deadline.IsZero() && w.deadline.Sub(now) < service+service/4 {
+		if !w.deadline.IsZero() && w.deadline.Sub(now) < l.neededAtTurnLocked() {
 			w.t.dequeue(sojourn)
 			l.refuseQueuedLocked(w, reasonDeadline, now)
 			continue

@@ -56,7 +56,7 @@ func (s *Set) Acquire(ctx context.Context, key, tenant string) (Permit, error) {
 	now := time.Now()
 	l.mu.Lock()
 	t := l.tenantLocked(tenant, now)
-	t.arrive(now)
+	t.arrivals++ // offered, whatever becomes of it (CoDel's window)
 	if l.queued == 0 && l.inflight < l.limitLocked() && !now.Before(l.blockedUntil) && l.tokenWaitLocked(now) == 0 {
 		l.takeTokenLocked(now)
 		p := l.dispatchLocked(t, now, 0, deadline, false)
@@ -78,10 +78,6 @@ func (s *Set) Acquire(ctx context.Context, key, tenant string) (Permit, error) {
 // every call to the key until it has passed. Neutral changes nothing. The
 // freed slot goes to the next queued call.
 func (p Permit) Release(r policy.Result) { p.release(r, -1, false) }
-
-// ReleaseAfter is Release with the backend's latency given: for a stream,
-// the time to its first message rather than to its end.
-func (p Permit) ReleaseAfter(r policy.Result, latency time.Duration) { p.release(r, latency, false) }
 
 // release frees the slot. expired says the caller's deadline ended while the
 // call was at the backend: overload evidence for the concurrency limit when

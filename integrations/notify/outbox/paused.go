@@ -79,8 +79,8 @@ func (p *Postgres) readPauses() (map[string]time.Time, error) {
 func (p *Postgres) notePause(channel string, until time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.pauses == nil {
-		return // read on first use
+	if p.pauses == nil || p.pauses[channel].Equal(until) {
+		return // read on first use, or nothing changed (most deliveries)
 	}
 	m := make(map[string]time.Time, len(p.pauses)+1) // readers hold the old map
 	for k, v := range p.pauses {
