@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -106,6 +107,8 @@ func (s Settings) withDefaults() (Settings, error) {
 		return s, fmt.Errorf("cache: Settings.RemoteMaxBytes must not be negative, got %d", s.RemoteMaxBytes)
 	case s.ExpectedEntries < 0:
 		return s, fmt.Errorf("cache: Settings.ExpectedEntries must not be negative, got %d", s.ExpectedEntries)
+	case s.Flights != nil && s.Remote == nil:
+		return s, errors.New("cache: Settings.Flights needs Settings.Remote: the leader's answer reaches the other gateways through it")
 	}
 	if s.MaxBytes == 0 {
 		s.MaxBytes = DefaultMaxBytes
@@ -170,7 +173,7 @@ type Cache struct {
 	staleFor int64    // set.StaleFor in nanos
 	stats    counters // atomic
 	remote   Remote   // set.Remote: nil when the cache is this gateway's alone
-	flights  Flights  // set.Flights when Remote is set too
+	flights  Flights  // set.Flights (Remote is set too)
 
 	remoteGets singleflight.Group // one remote read per key at a time
 
@@ -193,9 +196,7 @@ func New(s Settings) (*Cache, error) {
 		remote:     s.Remote,
 		refreshing: make(map[string]struct{}),
 	}
-	if s.Remote != nil {
-		c.flights = s.Flights
-	}
+	c.flights = s.Flights
 	c.store, err = otter.New(&otter.Options[string, entry]{
 		MaximumWeight:   uint64(s.MaxBytes),
 		InitialCapacity: s.ExpectedEntries,

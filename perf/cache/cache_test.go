@@ -63,6 +63,7 @@ func TestNewValidatesSettings(t *testing.T) {
 		{Settings{MaxRefreshes: -1}, "MaxRefreshes"},
 		{Settings{ExpectedEntries: -1}, "ExpectedEntries"},
 		{Settings{RemoteMaxBytes: -1}, "RemoteMaxBytes"},
+		{Settings{Flights: &fakeFlights{}}, "Flights"}, // without Remote it could never share an answer
 	} {
 		_, err := New(tc.s)
 		if assert.Error(t, err, "%+v", tc.s) {
