@@ -140,7 +140,12 @@ type Fleet struct {
 
 	inflight atomic.Int64
 	onPurge  atomic.Pointer[func(prefix string)]
-	writes   chan write
+	// Shared breakers (breaker.go): the notices' receiver, whether a
+	// resync is running, and their counts.
+	onBreaker atomic.Pointer[func(backend string, openFor time.Duration)]
+	resyncing atomic.Bool
+	bstats    breakerCounters
+	writes    chan write
 
 	waitMu  sync.Mutex
 	waiters map[string][]chan struct{} // guarded by waitMu: this replica's waiters per flight key, closed by a "done" notice

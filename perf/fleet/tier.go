@@ -175,6 +175,9 @@ func purgeNotice(replica, prefix string) string {
 
 func (f *Fleet) handle(payload string) {
 	kind, rest, _ := strings.Cut(payload, "\x00")
+	if f.handleBreaker(kind, rest) {
+		return
+	}
 	from, prefix, ok := strings.Cut(rest, "\x00")
 	if kind == noticeDone && ok {
 		f.wake(prefix) // the flight's key
@@ -244,6 +247,7 @@ func (f *Fleet) receive(ctx context.Context, ps *redis.PubSub, backoff *time.Dur
 			if m.Kind == "subscribe" {
 				f.stats.subscribed.Store(true)
 				*backoff = 100 * time.Millisecond
+				f.breakerResync() // notices missed while unsubscribed
 			}
 		case *redis.Message:
 			f.handle(m.Payload)
