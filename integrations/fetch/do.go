@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"time"
 
@@ -138,6 +139,13 @@ func classifyErr(ctx, inner context.Context, timeout time.Duration, err error) e
 	}
 	if reason, ok := badResponse(err); ok {
 		return fmt.Errorf("%w: %s: %s", integrations.ErrBadResponse, backend, reason)
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+		// NXDOMAIN: the caller named a host that does not exist. That is
+		// the request's fault, not an outage of the host (a breaker must
+		// not count it), and retrying will not help.
+		return fmt.Errorf("%w: %s: the URL's host name does not exist (no such host)", integrations.ErrInvalidRequest, backend)
 	}
 	return integrations.ClassifyTransportError(nil, backend, err)
 }

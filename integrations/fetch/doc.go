@@ -29,14 +29,14 @@
 //     redirect hop).
 //   - integrations.ErrInvalidRequest: the request cannot be sent as given
 //     (unparseable URL, no host, user info in the URL, method other than GET
-//     or HEAD, negative limits).
+//     or HEAD, negative limits, a host name that does not exist: NXDOMAIN).
 //   - integrations.ErrBadResponse: the upstream misbehaved (more redirects
 //     than Settings.MaxRedirects, a redirect to an invalid URL, oversized or
 //     malformed response headers, corrupt gzip).
 //   - integrations.ErrTimeout: the gateway's own per-fetch bound expired while
 //     the caller's context was still alive.
-//   - integrations.ErrUnreachable: connection refused, reset, DNS failure, TLS
-//     failure.
+//   - integrations.ErrUnreachable: connection refused, reset, a DNS failure
+//     other than NXDOMAIN (no answer, SERVFAIL), TLS failure.
 //   - context.Canceled / context.DeadlineExceeded: the caller gave up.
 //
 // A body longer than the limit is not an error: Response.Truncated is set.
