@@ -2,8 +2,6 @@ package fleet
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"sync"
 	"time"
@@ -27,17 +25,8 @@ import (
 // The lease is an efficiency lock, not a correctness one: the worst case
 // is a second backend call (an owner paused past its lease; a lost notice
 // costs at most waitTick).
-const (
-	leaseTTL   = 3 * time.Second
-	leaseRenew = time.Second
-	waitTick   = time.Second
-)
-
-// renewScript extends the lease if it is still ours.
-var renewScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-`)
+// (leaseTTL, leaseRenew and the lease itself: lease.go.)
+const waitTick = time.Second
 
 // finishScript: if the lease is still ours, store the answer (ARGV[2],
 // when given) under KEYS[2] for ARGV[3] ms — the cache tier's key for an
@@ -51,8 +40,6 @@ redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', KEYS[3], ARGV[4])
 return 1
 `)
-
-func (k keys) lease(key string) string { return k.base + "f:" + key }
 
 // handoff is where a flight's answer that must not be kept waits for the
 // flight's waiters: keyed by the lease's token, so a later flight of the
@@ -73,52 +60,21 @@ const noticeDone = "done"
 // Without the lease it returns wait, which waits for the holder's flight.
 // Neither means Redis could not answer: behave as a gateway alone.
 func (f *Fleet) Lead(ctx context.Context, key string) (finish func(val []byte, ttl time.Duration, keep bool), wait func(context.Context) ([]byte, bool)) {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	token := f.set.ReplicaID + ":" + hex.EncodeToString(b[:])
-	var holder string
-	err := f.do(ctx, func(ctx context.Context) error {
-		var err error
-		holder, err = f.rdb.SetArgs(ctx, f.keys.lease(key), token, redis.SetArgs{Mode: "NX", Get: true, TTL: leaseTTL}).Result()
-		return err
-	})
+	token, holder, err := f.takeLease(ctx, key)
 	switch {
-	case errors.Is(err, redis.Nil): // set: ours
 	case err != nil:
 		return nil, nil
-	default:
-		f.stats.leasesLost.Add(1)
+	case token == "":
 		return nil, func(ctx context.Context) ([]byte, bool) { return f.wait(ctx, key, holder) }
 	}
-	f.stats.leasesWon.Add(1)
-	renewCtx, stopRenew := context.WithCancel(f.ctx)
-	var renewing sync.WaitGroup
-	if !f.goAdd() {
-		stopRenew()
+	stopRenew := f.holdLease(key, token, 0)
+	if stopRenew == nil {
 		return nil, nil
 	}
-	renewing.Add(1)
-	go func() {
-		defer f.wg.Done()
-		defer renewing.Done()
-		t := time.NewTicker(leaseRenew)
-		defer t.Stop()
-		for {
-			select {
-			case <-renewCtx.Done():
-				return
-			case <-t.C:
-				_ = f.do(renewCtx, func(ctx context.Context) error {
-					return renewScript.Run(ctx, f.rdb, []string{f.keys.lease(key)}, token, leaseTTL.Milliseconds()).Err()
-				})
-			}
-		}
-	}()
 	var once sync.Once
 	return func(val []byte, ttl time.Duration, keep bool) {
 		once.Do(func() {
 			stopRenew()
-			renewing.Wait()
 			target := f.keys.cache(key)
 			if !keep {
 				target, ttl = f.keys.handoff(key, token), handoffTTL
