@@ -28,6 +28,7 @@ type driver struct {
 	root, out, work            string
 	fakeBin, serverBin, ghzBin string
 	benchstatBin               string
+	redisAddr                  string
 	serverCPU, clientCPU       string
 	count                      int
 	benchtime                  string
@@ -56,11 +57,12 @@ func run() int {
 	flag.StringVar(&d.benchtime, "benchtime", "400ms", "go test -benchtime for the Go benchmarks")
 	flag.BoolVar(&skipGo, "skip-go", false, "skip the Go benchmarks")
 	flag.BoolVar(&skipE2E, "skip-e2e", false, "skip the end-to-end scenarios")
-	flag.StringVar(&scenario, "scenarios", "herd,breaker,reuse,bursts,queueing,limiter,tenants,cpu", "end-to-end scenarios to run, comma separated (a subset runs only those)")
+	flag.StringVar(&scenario, "scenarios", "herd,breaker,reuse,bursts,queueing,limiter,tenants,cpu,fleetherd,fleetlimit,fleetredis", "end-to-end scenarios to run, comma separated (a subset runs only those)")
 	flag.BoolVar(&d.quick, "quick", false, "shorter end-to-end runs (for trying the driver, not for the report)")
 	flag.Float64Var(&started, "started", 0, "unix time make bench started (for the wall time in the report)")
 	flag.StringVar(&d.serverCPU, "server-cpu", "0", "taskset CPU list for the gateway (\"\" = no pinning)")
 	flag.StringVar(&d.clientCPU, "client-cpu", "1", "taskset CPU list for ghz and the fake upstream")
+	flag.StringVar(&d.redisAddr, "redis", "127.0.0.1:6379", "Redis for the fleet scenarios (each run under a prefix of its own, removed after)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -93,8 +95,6 @@ func run() int {
 	// SPEC §9 goals no scenario here measures: listed, not silently left out.
 	d.report.add(Row{Figure: "N identical concurrent Notify calls → N deliveries", Goal: "Notify: N",
 		Measured: "no bench scenario; TestNotifyIsNeverCoalesced checks 20 → 20 under make test", Verdict: NotMeasured})
-	d.report.add(Row{Figure: "N identical requests spread over 3 instances with Redis", Goal: "exactly 1 backend call",
-		Measured: "distributed mode (SPEC §4) is not built yet", Verdict: NotMeasured})
 
 	step := func(name string, f func(context.Context) error) bool {
 		if ctx.Err() != nil {
@@ -118,9 +118,30 @@ func run() int {
 	if !skipGo {
 		step("go benchmarks", d.goBench)
 	}
+	fleetDone, fleetSelected := map[string]bool{}, map[string]bool{}
+	for _, s := range strings.Split(scenario, ",") {
+		fleetSelected[strings.TrimSpace(s)] = true
+	}
+	// The fleet scenarios run the load client and the toxiproxy to Redis
+	// in this process: pinned to the client's CPU while they run.
+	fleetStep := func(name string, f func(context.Context) error) {
+		restore, err := pinDriver(d.clientCPU)
+		if err != nil {
+			d.report.fail(name, err)
+			return
+		}
+		fleetDone[name] = step(name, f)
+		restore()
+	}
 	if !skipE2E {
 		for _, s := range strings.Split(scenario, ",") {
 			switch strings.TrimSpace(s) {
+			case "fleetherd":
+				fleetStep("fleetherd", d.fleetHerd)
+			case "fleetlimit":
+				fleetStep("fleetlimit", d.fleetLimitScenario)
+			case "fleetredis":
+				fleetStep("fleetredis", d.fleetRedis)
 			case "herd":
 				step("herd", d.herd)
 			case "breaker":
@@ -144,6 +165,7 @@ func run() int {
 		}
 		d.plots()
 	}
+	d.fleetNotMeasured(fleetDone, fleetSelected)
 	if ctx.Err() != nil {
 		fmt.Fprintln(os.Stderr, "interrupted; no report written")
 		return 1
