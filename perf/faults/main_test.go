@@ -1,0 +1,116 @@
+package faults
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// bins are the binaries TestMain builds once for every row.
+var bins struct {
+	server string // ./cmd/server
+	fake   string // ./cmd/fakeupstream
+	race   bool   // the server was built with -race
+}
+
+// TestMain builds the real gateway (with -race unless FAULTS_RACE=0: a
+// race the matrix provokes in the gateway is then reported in its log,
+// which the harness checks) and the fakeupstream binary, runs the rows,
+// checks the test process for leaked goroutines and, when FAULTS_REPORT
+// names a file, writes the report there.
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	started := time.Now()
+	dir, err := os.MkdirTemp("", "vega-faults-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "faults:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if err := build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "faults: build:", err)
+		return 1
+	}
+	load := loadAverage()
+	code := m.Run()
+	if err := goleak.Find(); err != nil {
+		fmt.Fprintln(os.Stderr, "faults: goroutines leaked by the test process:", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	if path := os.Getenv("FAULTS_REPORT"); path != "" && !testing.Short() {
+		if err := writeReport(path, started, load, code); err != nil {
+			fmt.Fprintln(os.Stderr, "faults: report:", err)
+			if code == 0 {
+				code = 1
+			}
+		}
+	}
+	return code
+}
+
+// repoRoot is the main module's directory (this package is perf/faults).
+func repoRoot() string {
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		panic(err)
+	}
+	return root
+}
+
+func build(dir string) error {
+	bins.server = filepath.Join(dir, "vega-server")
+	bins.fake = filepath.Join(dir, "fakeupstream")
+	bins.race = os.Getenv("FAULTS_RACE") != "0"
+	serverArgs := []string{"build", "-o", bins.server}
+	if bins.race {
+		serverArgs = append(serverArgs, "-race")
+	}
+	var (
+		wg   sync.WaitGroup
+		errs [2]error
+	)
+	for i, args := range [][]string{
+		append(serverArgs, "./cmd/server"),
+		{"build", "-o", bins.fake, "./cmd/fakeupstream"},
+	} {
+		wg.Go(func() {
+			cmd := exec.Command("go", args...)
+			cmd.Dir = repoRoot()
+			if out, err := cmd.CombinedOutput(); err != nil {
+				errs[i] = fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loadAverage is the first field of /proc/loadavg ("" when unreadable).
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
+}
