@@ -103,14 +103,18 @@ func fetchRequest(in *vegav1.FetchRequest) (req *fetch.Request, host string, err
 }
 
 // flattenHeader joins repeated values and drops Set-Cookie: cookies set for
-// the gateway must not travel to callers.
+// the gateway must not travel to callers. The answer's headers are a proto
+// map<string, string>, whose values must be valid UTF-8 or the whole answer
+// fails to marshal (INTERNAL); net/http passes a header value's bytes as
+// sent (a Latin-1 "café" is legal obs-text), so each invalid byte sequence
+// becomes U+FFFD. Names are HTTP tokens, which net/http already enforces.
 func flattenHeader(h http.Header) map[string]string {
 	out := make(map[string]string, len(h))
 	for name, vals := range h {
 		if name == "Set-Cookie" {
 			continue
 		}
-		out[name] = strings.Join(vals, ", ")
+		out[name] = strings.ToValidUTF8(strings.Join(vals, ", "), "\uFFFD")
 	}
 	return out
 }
