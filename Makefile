@@ -33,6 +33,10 @@ bench: BENCH_STARTED := $(shell date +%s.%N)
 bench: $(BIN)/ghz $(BIN)/benchstat ## Run the benchmark suite (Go benchmarks + ghz end to end, about 12 min on 2 cores) and write perf/bench/REPORT.md with plots
 	cd perf/bench && go test -count=1 ./... && go run . --root ../.. --started $(BENCH_STARTED)
 
+.PHONY: faults
+faults: ## Run the fault and abuse matrix against the real binary (about 15 min on 2 cores; FAULTS_SOAK=30m for the long soak) and write perf/faults/REPORT.md
+	FAULTS_ALL=1 FAULTS_REPORT=$(abspath perf/faults/REPORT.md) go test -race -count=1 -timeout $(if $(FAULTS_SOAK),60m,20m) -v ./perf/faults
+
 .PHONY: tools
 tools: $(TOOLS) ## Build the pinned tools into .tmp/bin
 
