@@ -26,7 +26,7 @@ type fakeFlights struct {
 	onWait   func() // runs inside wait (another gateway finishing)
 }
 
-func (f *fakeFlights) Lead(context.Context, string) (func([]byte, time.Duration, bool), func(context.Context) ([]byte, bool)) {
+func (f *fakeFlights) Lead(ctx context.Context, _ string) (context.Context, func([]byte, time.Duration, bool), func(context.Context) ([]byte, bool)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	next := "down"
@@ -35,7 +35,7 @@ func (f *fakeFlights) Lead(context.Context, string) (func([]byte, time.Duration,
 	}
 	switch next {
 	case "lead":
-		return func(b []byte, ttl time.Duration, keep bool) {
+		return ctx, func(b []byte, ttl time.Duration, keep bool) {
 			f.mu.Lock()
 			defer f.mu.Unlock()
 			f.finished = append(f.finished, b)
@@ -43,9 +43,9 @@ func (f *fakeFlights) Lead(context.Context, string) (func([]byte, time.Duration,
 			f.kept = append(f.kept, keep)
 		}, nil
 	case "lost":
-		return nil, f.wait
+		return nil, nil, f.wait
 	}
-	return nil, nil
+	return nil, nil, nil
 }
 
 func (f *fakeFlights) wait(context.Context) ([]byte, bool) {

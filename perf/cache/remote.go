@@ -37,18 +37,20 @@ type Remote interface {
 type Flights interface {
 	// Lead takes key's flight or finds who leads it.
 	//
-	// Leading, it returns finish, to be called once with the encoded
-	// answer: keep stores it in the remote tier for ttl, !keep hands it to
-	// this flight's waiters only; nil shares nothing. The waiters wake
-	// either way.
+	// Leading, it returns the context the backend call runs with — ctx's
+	// values; it outlives ctx while other gateways still wait for the
+	// answer, and ends once none does — and finish, to be called once with
+	// the encoded answer: keep stores it in the remote tier for ttl, !keep
+	// hands it to this flight's waiters only; nil shares nothing. The
+	// waiters wake either way.
 	//
 	// Not leading, it returns wait, which returns the answer handed over,
 	// or nil and true when the answer is in the remote tier; false when the
 	// flight ended with nothing shared or its leader is gone (the caller
 	// may lead), the fleet fails, or ctx ends.
 	//
-	// Neither means the fleet cannot answer: the caller is alone.
-	Lead(ctx context.Context, key string) (finish func(val []byte, ttl time.Duration, keep bool), wait func(context.Context) ([]byte, bool))
+	// None of them means the fleet cannot answer: the caller is alone.
+	Lead(ctx context.Context, key string) (call context.Context, finish func(val []byte, ttl time.Duration, keep bool), wait func(context.Context) ([]byte, bool))
 }
 
 // maxFleetAttempts bounds how often a flight tries to lead or wait before
@@ -327,15 +329,22 @@ func (c *Cache) remoteEntry(key string, v any, size int, freshUntil int64, negat
 // fleetFill is the Fill step of a coalesced unary call when the fleet
 // coalesces: lead the fleet's flight for the key and share the answer —
 // through the remote tier when it may be kept, handed to the flight's
-// waiters only when not — or wait for the leader's and serve it (marked
-// coalesced). A flight that ended with nothing shared, or whose leader is
-// gone, is led again; the fleet failing, or maxFleetAttempts without an
-// answer, means calling the backend alone.
+// waiters only when not, and an error (sharedError) handed over, never
+// kept — or wait for the leader's and serve it (marked coalesced). The
+// leader's backend call runs with the fleet's context, which goes on after
+// this gateway's callers left while other gateways wait. A flight that
+// ended with nothing shared, or whose leader is gone, is led again; the
+// fleet failing, or maxFleetAttempts without an answer, means calling the
+// backend alone.
 func (c *Cache) fleetFill(ctx context.Context, d *policy.Decision, call func(context.Context) (any, error)) (any, error) {
 	for range maxFleetAttempts {
-		finish, wait := c.flights.Lead(ctx, d.Key)
+		callCtx, finish, wait := c.flights.Lead(ctx, d.Key)
 		if finish != nil {
-			resp, err := call(ctx)
+			resp, err := call(callCtx)
+			if err != nil {
+				finish(c.sharedError(d.Key, callCtx, err), 0, false)
+				return resp, err
+			}
 			if v, size, freshUntil, negative, ok := c.store1(d, resp, err); ok {
 				b, hard, ok := c.remoteEntry(d.Key, v, size, freshUntil, negative)
 				if ok {
@@ -343,10 +352,7 @@ func (c *Cache) fleetFill(ctx context.Context, d *policy.Decision, call func(con
 					return resp, err
 				}
 			}
-			var handed []byte
-			if err == nil {
-				handed, _ = encodeRemote(d.Key, resp, 0, false) // freshness unused: never kept
-			}
+			handed, _ := encodeRemote(d.Key, resp, 0, false) // freshness unused: never kept
 			if len(handed) > c.set.RemoteMaxBytes {
 				handed = nil
 			}
@@ -364,14 +370,14 @@ func (c *Cache) fleetFill(ctx context.Context, d *policy.Decision, call func(con
 			continue
 		}
 		if handed != nil {
-			e, err := decodeRemote(handed, d.Key, c.set.RemoteMaxBytes)
-			if _, isStream := e.value.([]proto.Message); err == nil && !isStream {
-				c.stats.fleetCoalesced.Add(1)
-				d.ServedFrom = policy.FromCoalesced
-				return e.value, nil
+			v, err, ok := c.decodeHanded(handed, d.Key)
+			if !ok {
+				c.stats.remoteBad.Add(1)
+				continue
 			}
-			c.stats.remoteBad.Add(1)
-			continue
+			c.stats.fleetCoalesced.Add(1)
+			d.ServedFrom = policy.FromCoalesced
+			return v, err
 		}
 		if !d.ReadCache {
 			continue // only a handed-over answer serves a caller that may not read the cache
@@ -387,6 +393,21 @@ func (c *Cache) fleetFill(ctx context.Context, d *policy.Decision, call func(con
 		c.remoteSet(d.Key, v, size, freshUntil, negative)
 	}
 	return resp, err
+}
+
+// decodeHanded decodes what a flight's leader handed over: a unary answer
+// (the remote entry encoding) or an error (the error encoding). ok is false
+// when it is neither, or fails the checks.
+func (c *Cache) decodeHanded(b []byte, key string) (v any, err error, ok bool) {
+	if isSharedError(b) {
+		err, decErr := decodeError(b, key, c.set.RemoteMaxBytes)
+		return nil, err, decErr == nil
+	}
+	e, decErr := decodeRemote(b, key, c.set.RemoteMaxBytes)
+	if _, isStream := e.value.([]proto.Message); decErr != nil || isStream {
+		return nil, nil, false
+	}
+	return e.value, nil, true
 }
 
 // store1 stores a unary answer locally when the Decision allows it, and

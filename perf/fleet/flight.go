@@ -2,7 +2,8 @@ package fleet
 
 import (
 	"context"
-	"errors"
+	"crypto/rand"
+	"encoding/hex"
 	"sync"
 	"time"
 
@@ -26,20 +27,64 @@ import (
 // is a second backend call (an owner paused past its lease; a lost notice
 // costs at most waitTick).
 // (leaseTTL, leaseRenew and the lease itself: lease.go.)
-const waitTick = time.Second
+//
+// Fleet-wide cancellation: the backend call is cancelled only when the
+// last waiter in the fleet has left. Every waiter registers in the key's
+// ZSET of waiters ("<prefix>:v1:f:<key>:w", member = a random id, score =
+// Redis TIME + waiterTTL) in the same script as each of its checks (no
+// round trip of its own), so the registration is renewed every waitTick
+// while it waits; it removes itself when its caller leaves (one ZREM), and
+// a waiter that dies expires waiterTTL after its last check. When the
+// leader's local callers have all left, its call goes on while the ZSET
+// has a live member: checked at once, then every holdTick; none, or Redis
+// failing, cancels the call (alone, as before). So a held call ends within
+// holdTick of the fleet's last waiter leaving, or waiterTTL + holdTick of
+// its death; Close cancels it too.
+const (
+	waitTick  = time.Second
+	waiterTTL = 3 * waitTick
+	holdTick  = 250 * time.Millisecond
+)
 
 // finishScript: if the lease is still ours, store the answer (ARGV[2],
 // when given) under KEYS[2] for ARGV[3] ms — the cache tier's key for an
 // answer to keep, the flight's hand-off key for one that must not be kept
-// — drop the lease and publish the notice. Returns 1 when the lease was
-// ours.
+// — drop the lease and the key's waiters (KEYS[4]; woken, they need no
+// registration) and publish the notice. Returns 1 when the lease was ours.
 var finishScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[4])
 redis.call('PUBLISH', KEYS[3], ARGV[4])
 return 1
 `)
+
+// checkScript is a waiter's check, in one round trip: the answer handed to
+// the flight (KEYS[1]), whether the answer is in the cache tier (KEYS[2])
+// and whether the lease (KEYS[3]) is held; while it is, the waiter ARGV[1]
+// is registered in the key's waiters (KEYS[4]) until Redis TIME + ARGV[2]
+// ms.
+var checkScript = redis.NewScript(`
+local leased = redis.call('EXISTS', KEYS[3])
+if leased == 1 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[4], ARGV[2])
+end
+return {redis.call('GET', KEYS[1]), redis.call('EXISTS', KEYS[2]), leased}
+`)
+
+// waitersScript drops the expired waiters of KEYS[1] and counts the rest.
+var waitersScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZCARD', KEYS[1])
+`)
+
+// waiters is the ZSET of the fleet's waiters for key's flight.
+func (k keys) waiters(key string) string { return k.base + "f:" + key + ":w" }
 
 // handoff is where a flight's answer that must not be kept waits for the
 // flight's waiters: keyed by the lease's token, so a later flight of the
@@ -52,28 +97,47 @@ const handoffTTL = 30 * time.Second
 
 const noticeDone = "done"
 
-// Lead takes key's lease, or finds who holds it. With the lease it returns
-// finish, which must be called once the backend answered: with the
-// encoded answer and keep to store it in the cache tier for ttl, with keep
-// false to hand it to this flight's waiters only (for 30s, never read as
-// cache), or with nil to share nothing; either way the waiters wake.
+// Lead takes key's lease, or finds who holds it.
+//
+// With the lease it returns call, the context the backend call must run
+// with, and finish, which must be called once the backend answered: with
+// the encoded answer and keep to store it in the cache tier for ttl, with
+// keep false to hand it to this flight's waiters only (for 30s, never read
+// as cache), or with nil to share nothing; either way the waiters wake.
+// call has ctx's values; it ends when ctx has ended and no waiter is left
+// in the fleet (checked when ctx ends, then every holdTick; Redis failing
+// counts as none), when the Fleet closes, or at finish.
+//
 // Without the lease it returns wait, which waits for the holder's flight.
 // Neither means Redis could not answer: behave as a gateway alone.
-func (f *Fleet) Lead(ctx context.Context, key string) (finish func(val []byte, ttl time.Duration, keep bool), wait func(context.Context) ([]byte, bool)) {
+func (f *Fleet) Lead(ctx context.Context, key string) (call context.Context, finish func(val []byte, ttl time.Duration, keep bool), wait func(context.Context) ([]byte, bool)) {
 	token, holder, err := f.takeLease(ctx, key)
 	switch {
 	case err != nil:
-		return nil, nil
+		return nil, nil, nil
 	case token == "":
-		return nil, func(ctx context.Context) ([]byte, bool) { return f.wait(ctx, key, holder) }
+		return nil, nil, func(ctx context.Context) ([]byte, bool) { return f.wait(ctx, key, holder) }
 	}
 	stopRenew := f.holdLease(key, token, 0)
 	if stopRenew == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
+	call, endCall := context.WithCancel(context.WithoutCancel(ctx))
+	ended := make(chan struct{}) // closed by finish: the hold, if any, stops
+	stopHold := context.AfterFunc(ctx, func() {
+		if !f.goAdd() {
+			endCall()
+			return
+		}
+		defer f.wg.Done()
+		f.hold(key, ended, endCall)
+	})
 	var once sync.Once
-	return func(val []byte, ttl time.Duration, keep bool) {
+	return call, func(val []byte, ttl time.Duration, keep bool) {
 		once.Do(func() {
+			stopHold()
+			close(ended)
+			endCall()
 			stopRenew()
 			target := f.keys.cache(key)
 			if !keep {
@@ -84,7 +148,7 @@ func (f *Fleet) Lead(ctx context.Context, key string) (finish func(val []byte, t
 				val, ms = nil, 0
 			}
 			err := f.do(context.Background(), func(ctx context.Context) error {
-				return finishScript.Run(ctx, f.rdb, []string{f.keys.lease(key), target, f.keys.events},
+				return finishScript.Run(ctx, f.rdb, []string{f.keys.lease(key), target, f.keys.events, f.keys.waiters(key)},
 					token, val, ms, noticeDone+"\x00"+f.set.ReplicaID+"\x00"+key).Err()
 			})
 			if err != nil {
@@ -94,14 +158,60 @@ func (f *Fleet) Lead(ctx context.Context, key string) (finish func(val []byte, t
 	}, nil
 }
 
+// hold runs once the leader's local callers have all left: it keeps the
+// flight's backend call going while the fleet has waiters of key, and
+// cancels it (endCall) once there are none, Redis fails or the Fleet
+// closes. It returns at once when the flight has ended.
+func (f *Fleet) hold(key string, ended <-chan struct{}, endCall context.CancelFunc) {
+	t := time.NewTicker(holdTick)
+	defer t.Stop()
+	for held := false; ; held = true {
+		select {
+		case <-ended:
+			return
+		default:
+		}
+		var n int64
+		err := f.do(f.ctx, func(ctx context.Context) error {
+			var err error
+			n, err = waitersScript.Run(ctx, f.rdb, []string{f.keys.waiters(key)}).Int64()
+			return err
+		})
+		if err != nil || n == 0 {
+			endCall()
+			return
+		}
+		if !held {
+			f.stats.held.Add(1)
+		}
+		select {
+		case <-ended:
+			return
+		case <-f.ctx.Done():
+			endCall()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// randomID is 16 hex digits from crypto/rand.
+func randomID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 // wait waits for the flight of key led under token to end. It returns the
 // answer handed to the flight's waiters, if any, and true once the flight
 // ended with an answer shared (handed over, or in the cache tier: read it
 // there); false when there is neither a lease nor an answer (the owner
 // died or shared nothing: the caller may lead), when Redis fails, or when
-// ctx ends.
+// ctx ends. While it waits it is registered in key's waiters, so the
+// leader keeps the backend call going; it leaves them when ctx ends.
 func (f *Fleet) wait(ctx context.Context, key, token string) ([]byte, bool) {
 	f.stats.remoteWaits.Add(1)
+	me := f.set.ReplicaID + ":" + randomID()
 	ch := make(chan struct{})
 	f.waitMu.Lock()
 	f.waiters[key] = append(f.waiters[key], ch)
@@ -112,9 +222,10 @@ func (f *Fleet) wait(ctx context.Context, key, token string) ([]byte, bool) {
 	for {
 		// Registered first, then checked: a notice published before the
 		// check is not missed.
-		handed, cached, leased, ok := f.flightState(ctx, key, token)
+		handed, cached, leased, ok := f.check(ctx, key, token, me)
 		switch {
 		case !ok:
+			f.leave(ctx, key, me)
 			return nil, false
 		case handed != nil:
 			return handed, true
@@ -129,6 +240,7 @@ func (f *Fleet) wait(ctx context.Context, key, token string) ([]byte, bool) {
 		}
 		select {
 		case <-ctx.Done():
+			f.leave(ctx, key, me)
 			return nil, false
 		case <-ch: // the flight ended: the next check finds its answer
 			ch = make(chan struct{})
@@ -138,6 +250,17 @@ func (f *Fleet) wait(ctx context.Context, key, token string) ([]byte, bool) {
 		case <-t.C:
 		}
 	}
+}
+
+// leave removes the waiter me from key's waiters (best effort: it expires
+// anyway), when its caller left.
+func (f *Fleet) leave(ctx context.Context, key, me string) {
+	if ctx.Err() == nil {
+		return // Redis failed: the registration expires
+	}
+	_ = f.do(context.WithoutCancel(ctx), func(ctx context.Context) error {
+		return f.rdb.ZRem(ctx, f.keys.waiters(key), me).Err()
+	})
 }
 
 func (f *Fleet) unregister(key string, ch chan struct{}) {
@@ -157,31 +280,28 @@ func (f *Fleet) unregister(key string, ch chan struct{}) {
 	}
 }
 
-// flightState reads, in one round trip, the answer handed to the flight led
-// under token, whether key's answer is in the cache tier, and whether its
-// lease is held.
-func (f *Fleet) flightState(ctx context.Context, key, token string) (handed []byte, cached, leased, ok bool) {
-	var h *redis.StringCmd
-	var c, l *redis.IntCmd
+// check reads, in one round trip, the answer handed to the flight led
+// under token, whether key's answer is in the cache tier and whether its
+// lease is held; while it is, the waiter me is registered (or renewed) in
+// key's waiters.
+func (f *Fleet) check(ctx context.Context, key, token, me string) (handed []byte, cached, leased, ok bool) {
+	var res []any
 	err := f.do(ctx, func(ctx context.Context) error {
-		_, err := f.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			h = p.Get(ctx, f.keys.handoff(key, token))
-			c = p.Exists(ctx, f.keys.cache(key))
-			l = p.Exists(ctx, f.keys.lease(key))
-			return nil
-		})
-		if errors.Is(err, redis.Nil) { // no hand-off: GET's answer, not a failure
-			err = errors.Join(c.Err(), l.Err())
-		}
+		var err error
+		res, err = checkScript.Run(ctx, f.rdb,
+			[]string{f.keys.handoff(key, token), f.keys.cache(key), f.keys.lease(key), f.keys.waiters(key)},
+			me, waiterTTL.Milliseconds()).Slice()
 		return err
 	})
-	if err != nil {
+	if err != nil || len(res) != 3 {
 		return nil, false, false, false
 	}
-	if b, err := h.Bytes(); err == nil {
-		handed = b
+	if s, isStr := res[0].(string); isStr {
+		handed = []byte(s)
 	}
-	return handed, c.Val() > 0, l.Val() > 0, true
+	c, _ := res[1].(int64)
+	l, _ := res[2].(int64)
+	return handed, c > 0, l > 0, true
 }
 
 // wake wakes this replica's waiters of key (a "done" notice).

@@ -23,10 +23,10 @@ func TestFlightLeaderWakesWaiters(t *testing.T) {
 			eventually(t, 3*time.Second, func() bool { return f2.Stats().Subscribed }, "no subscription")
 			ctx := context.Background()
 
-			finish, wait := f1.Lead(ctx, "generate/x/k")
+			_, finish, wait := f1.Lead(ctx, "generate/x/k")
 			require.NotNil(t, finish)
 			require.Nil(t, wait)
-			finish2, wait2 := f2.Lead(ctx, "generate/x/k")
+			_, finish2, wait2 := f2.Lead(ctx, "generate/x/k")
 			require.Nil(t, finish2)
 			require.NotNil(t, wait2, "the lease is r1's")
 
@@ -60,7 +60,7 @@ func TestFlightLeaderWakesWaiters(t *testing.T) {
 				t.Fatal("the waiter was never woken")
 			}
 
-			finish2, wait2 = f2.Lead(ctx, "generate/x/k")
+			_, finish2, wait2 = f2.Lead(ctx, "generate/x/k")
 			require.NotNil(t, finish2, "the lease was dropped: a later call leads a new flight")
 			require.Nil(t, wait2)
 			finish2(nil, 0, false)
@@ -81,9 +81,9 @@ func TestFlightTakeoverWhenTheOwnerDies(t *testing.T) {
 	waiter := newFleet(t, fleet.Settings{Prefix: prefix, ReplicaID: "waiter"})
 	ctx := context.Background()
 
-	finish, _ := owner.Lead(ctx, "k")
+	_, finish, _ := owner.Lead(ctx, "k")
 	require.NotNil(t, finish)
-	_, wait := waiter.Lead(ctx, "k")
+	_, _, wait := waiter.Lead(ctx, "k")
 	require.NotNil(t, wait)
 	time.Sleep(1500 * time.Millisecond) // renewed once: the lease outlives its first 3s... until the owner dies
 	start := time.Now()
@@ -103,7 +103,7 @@ func TestFlightTakeoverWhenTheOwnerDies(t *testing.T) {
 	assert.EqualValues(t, 1, waiter.Stats().Takeovers)
 	_, ok := waiter.Get(ctx, "k")
 	assert.False(t, ok, "the dead owner's late finish stored nothing")
-	finish, _ = waiter.Lead(ctx, "k")
+	_, finish, _ = waiter.Lead(ctx, "k")
 	require.NotNil(t, finish, "the waiter leads now")
 	finish(nil, 0, false)
 }
@@ -115,7 +115,8 @@ func TestFlightWithoutRedis(t *testing.T) {
 	f := newFleet(t, fleet.Settings{URL: p.url(), Prefix: testPrefix(t), Timeout: 100 * time.Millisecond})
 	p.Stop()
 	start := time.Now()
-	finish, wait := f.Lead(context.Background(), "k")
+	call, finish, wait := f.Lead(context.Background(), "k")
+	assert.Nil(t, call)
 	assert.Nil(t, finish)
 	assert.Nil(t, wait)
 	assert.Less(t, time.Since(start), time.Second)

@@ -45,6 +45,10 @@ type Stats struct {
 	LeasesLost  int64 // cluster_leases_lost_total: flights led by another replica
 	RemoteWaits int64 // cluster_remote_waits_total: waits for another replica's flight
 	Takeovers   int64 // cluster_lease_takeovers_total: waits that found neither lease nor answer (owner gone)
+	// Held counts the flights whose backend call went on for other
+	// replicas' waiters after this replica's callers had all left (not
+	// exported to /metrics yet).
+	Held int64
 }
 
 // counters are the cumulative stats; every field is atomic.
@@ -53,7 +57,7 @@ type counters struct {
 	breakerOpens, writesDropped               atomic.Int64
 	purgesSent, purgesReceived, keysPurged    atomic.Int64
 	leasesWon, leasesLost, remoteWaits        atomic.Int64
-	takeovers                                 atomic.Int64
+	takeovers, held                           atomic.Int64
 
 	replicas   atomic.Int64 // a gauge: not reset
 	subscribed atomic.Bool  // a gauge: not reset
@@ -77,6 +81,7 @@ func (f *Fleet) Stats() Stats {
 		KeysPurged: f.stats.keysPurged.Load(),
 		LeasesWon:  f.stats.leasesWon.Load(), LeasesLost: f.stats.leasesLost.Load(),
 		RemoteWaits: f.stats.remoteWaits.Load(), Takeovers: f.stats.takeovers.Load(),
+		Held: f.stats.held.Load(),
 	}
 }
 
@@ -86,7 +91,7 @@ func (f *Fleet) ResetStats() {
 	for _, n := range []*atomic.Int64{
 		&c.ops, &c.errors, &c.fallbacks, &c.dials, &c.dialErrors, &c.breakerOpens,
 		&c.writesDropped, &c.purgesSent, &c.purgesReceived, &c.keysPurged,
-		&c.leasesWon, &c.leasesLost, &c.remoteWaits, &c.takeovers,
+		&c.leasesWon, &c.leasesLost, &c.remoteWaits, &c.takeovers, &c.held,
 	} {
 		n.Store(0)
 	}
