@@ -147,6 +147,8 @@ type Fleet struct {
 	bstats    breakerCounters
 	writes    chan write
 
+	streams streamState // stream flights (stream.go)
+
 	waitMu  sync.Mutex
 	waiters map[string][]chan struct{} // guarded by waitMu: this replica's waiters per flight key, closed by a "done" notice
 
@@ -273,6 +275,12 @@ var errCallerGone = errors.New("fleet: caller gone")
 // do runs op with the operation budget, through the in-flight bound and the
 // breaker, and records its round trip and outcome.
 func (f *Fleet) do(ctx context.Context, op func(ctx context.Context) error) error {
+	return f.doFor(ctx, f.set.Timeout, op)
+}
+
+// doFor is do with its own budget: a blocking read's (XREAD BLOCK) is the
+// time it may block plus the operation budget.
+func (f *Fleet) doFor(ctx context.Context, budget time.Duration, op func(ctx context.Context) error) error {
 	if f.inflight.Add(1) > maxInFlight {
 		f.inflight.Add(-1)
 		f.stats.fallbacks.Add(1)
@@ -284,7 +292,7 @@ func (f *Fleet) do(ctx context.Context, op func(ctx context.Context) error) erro
 		f.stats.fallbacks.Add(1)
 		return errLocal
 	}
-	opCtx, cancel := context.WithTimeout(ctx, f.set.Timeout)
+	opCtx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	start := time.Now()
 	err = op(opCtx)
@@ -292,7 +300,9 @@ func (f *Fleet) do(ctx context.Context, op func(ctx context.Context) error) erro
 	f.stats.ops.Add(1)
 	switch {
 	case err == nil || errors.Is(err, redis.Nil):
-		f.rtt.add(took)
+		if budget == f.set.Timeout { // a blocking read's time is no round trip
+			f.rtt.add(took)
+		}
 	case ctx.Err() != nil:
 		err = fmt.Errorf("%w: %w", errCallerGone, err)
 	default:

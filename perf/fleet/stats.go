@@ -45,10 +45,13 @@ type Stats struct {
 	LeasesLost  int64 // cluster_leases_lost_total: flights led by another replica
 	RemoteWaits int64 // cluster_remote_waits_total: waits for another replica's flight
 	Takeovers   int64 // cluster_lease_takeovers_total: waits that found neither lease nor answer (owner gone)
-	// Held counts the flights whose backend call went on for other
-	// replicas' waiters after this replica's callers had all left (not
-	// exported to /metrics yet).
-	Held int64
+
+	// Stream flights (LeadStream, stream.go).
+	StreamsLed         int64 // cluster_streams_led_total: stream flights this replica led for the fleet
+	StreamJoins        int64 // cluster_stream_joins_total: follows of another replica's stream flight
+	StreamJoinsRefused int64 // cluster_stream_joins_refused_total: not followed (8 follows running): alone
+	StreamTakeovers    int64 // cluster_stream_takeovers_total: follows that found the owner gone
+	StreamsBroken      int64 // cluster_streams_broken_total: stream flights led here that ended broken
 }
 
 // counters are the cumulative stats; every field is atomic.
@@ -57,7 +60,7 @@ type counters struct {
 	breakerOpens, writesDropped               atomic.Int64
 	purgesSent, purgesReceived, keysPurged    atomic.Int64
 	leasesWon, leasesLost, remoteWaits        atomic.Int64
-	takeovers, held                           atomic.Int64
+	takeovers                                 atomic.Int64
 
 	replicas   atomic.Int64 // a gauge: not reset
 	subscribed atomic.Bool  // a gauge: not reset
@@ -81,7 +84,9 @@ func (f *Fleet) Stats() Stats {
 		KeysPurged: f.stats.keysPurged.Load(),
 		LeasesWon:  f.stats.leasesWon.Load(), LeasesLost: f.stats.leasesLost.Load(),
 		RemoteWaits: f.stats.remoteWaits.Load(), Takeovers: f.stats.takeovers.Load(),
-		Held: f.stats.held.Load(),
+		StreamsLed: f.streams.led.Load(), StreamJoins: f.streams.joined.Load(),
+		StreamJoinsRefused: f.streams.refused.Load(), StreamTakeovers: f.streams.takeover.Load(),
+		StreamsBroken: f.streams.broken.Load(),
 	}
 }
 
@@ -91,7 +96,8 @@ func (f *Fleet) ResetStats() {
 	for _, n := range []*atomic.Int64{
 		&c.ops, &c.errors, &c.fallbacks, &c.dials, &c.dialErrors, &c.breakerOpens,
 		&c.writesDropped, &c.purgesSent, &c.purgesReceived, &c.keysPurged,
-		&c.leasesWon, &c.leasesLost, &c.remoteWaits, &c.takeovers, &c.held,
+		&c.leasesWon, &c.leasesLost, &c.remoteWaits, &c.takeovers,
+		&f.streams.led, &f.streams.joined, &f.streams.refused, &f.streams.takeover, &f.streams.broken,
 	} {
 		n.Store(0)
 	}

@@ -1,0 +1,368 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Stream flights: one backend stream per key for the whole fleet, joinable
+// from any replica, late joiners replaying from the first chunk.
+//
+// The replica that takes the key's lease (lease.go: the same lease as a
+// unary flight's) leads: every chunk its backend stream sends is appended,
+// in order, to a Redis stream of its own flight,
+// "<prefix>:v1:f:<key>:s:<token>" (XADD, MAXLEN bounded), then one terminal
+// entry: the end (OK, or the gRPC code and message the leader's callers
+// got) or "broken". Each entry carries its index, so a reader sees a gap
+// as a broken stream. The writes are off the leader's path: a writer
+// goroutine per flight with a queue of streamQueue entries; a full queue,
+// a flight above maxStreamEntries or maxStreamBytes, a Redis write that
+// fails, or a flight that ends with nothing to share (its own callers all
+// left) makes the flight broken: the writer appends "broken" and drops the
+// lease at once, and the leader's own callers are served as before. The
+// stream lives as long as the lease (renewed with it) and streamEndTTL
+// after the terminal entry.
+//
+// A replica that finds the lease held follows the holder's stream from
+// its first entry (XREAD BLOCK joinBlock, COUNT joinBatch, from id 0),
+// handing each chunk over as it arrives. After a slice with nothing new it
+// checks the lease: gone or another flight's, with no terminal entry read
+// (one more read makes sure), the owner died. At most maxStreamJoins
+// follows run at once per replica (each holds a pool connection while it
+// blocks); beyond that the caller is told to call the backend alone.
+const (
+	maxStreamJoins   = 8
+	streamQueue      = 256
+	maxStreamEntries = 4096
+	maxStreamBytes   = 4 << 20
+	joinBlock        = 500 * time.Millisecond
+	joinBatch        = 128
+	streamEndTTL     = 10 * time.Second
+	// joinRetryPause spaces a follower's reads after a failed one; it
+	// gives up after leaseTTL without a successful read.
+	joinRetryPause = 100 * time.Millisecond
+)
+
+// The errors of a follow that did not reach the end of the flight.
+var (
+	// ErrStreamBroken: the leader marked its flight broken, or an entry is
+	// missing or malformed.
+	ErrStreamBroken = errors.New("fleet: the stream flight broke")
+	// ErrOwnerGone: the leader's lease is gone with no terminal entry.
+	ErrOwnerGone = errors.New("fleet: the stream flight's owner is gone")
+	// ErrFollowFailed: Redis did not answer for leaseTTL.
+	ErrFollowFailed = errors.New("fleet: the stream flight could not be read")
+)
+
+// Entry kinds: a chunk, the end, or broken.
+const (
+	entryChunk  = "c"
+	entryEnd    = "e"
+	entryBroken = "b"
+)
+
+func (k keys) stream(key, token string) string { return k.base + "f:" + key + ":s:" + token }
+
+// streamState is a Fleet's stream flights: the follows running now and
+// the counters.
+type streamState struct {
+	joins                          atomic.Int64 // follows running now (at most maxStreamJoins)
+	led, joined, refused, takeover atomic.Int64
+	broken                         atomic.Int64
+}
+
+// streamFinishScript ends a stream flight: drops the lease if it is still
+// the flight's and keeps the stream for ARGV[2] ms more.
+var streamFinishScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+`)
+
+// LeadStream takes key's lease for a stream flight, or finds who holds it.
+//
+// Leading, it returns send and end. send appends a chunk (encoded by the
+// caller) for the flight's followers, without waiting for Redis; end, to
+// be called once after the last send, appends the terminal entry: with
+// shared, the end the leader's callers got (code 0 for OK, else the gRPC
+// code and its message, which must hold no secret); without, "broken"
+// (nothing to share: the followers call the backend themselves).
+//
+// Not leading, it returns follow, which hands every chunk of the holder's
+// flight, from the first, to chunk, and returns the flight's end, or an
+// error: ErrStreamBroken, ErrOwnerGone, ErrFollowFailed, ctx's error, or
+// chunk's. It must be called once (it holds one of maxStreamJoins places
+// until it returns).
+//
+// None of the three means the fleet cannot help (Redis failing, or
+// maxStreamJoins follows already running): call the backend alone.
+func (f *Fleet) LeadStream(ctx context.Context, key string) (send func(chunk []byte), end func(shared bool, code uint32, msg string), follow func(ctx context.Context, chunk func([]byte) error) (code uint32, msg string, err error)) {
+	token, holder, err := f.takeLease(ctx, key)
+	switch {
+	case err != nil:
+		return nil, nil, nil
+	case token == "":
+		if f.streams.joins.Add(1) > maxStreamJoins {
+			f.streams.joins.Add(-1)
+			f.streams.refused.Add(1)
+			return nil, nil, nil
+		}
+		var once sync.Once
+		return nil, nil, func(ctx context.Context, chunk func([]byte) error) (uint32, string, error) {
+			err := errors.New("fleet: follow called twice")
+			var code uint32
+			var msg string
+			once.Do(func() {
+				defer f.streams.joins.Add(-1)
+				code, msg, err = f.follow(ctx, key, holder, chunk)
+			})
+			return code, msg, err
+		}
+	}
+	stream := f.keys.stream(key, token)
+	stopRenew := f.holdLease(key, token, leaseTTL, stream)
+	if stopRenew == nil {
+		return nil, nil, nil
+	}
+	if !f.goAdd() {
+		stopRenew()
+		return nil, nil, nil
+	}
+	f.streams.led.Add(1)
+	l := &streamLead{f: f, key: key, token: token, stream: stream, stopRenew: stopRenew,
+		q: make(chan []byte, streamQueue), ended: make(chan struct{}), brokenCh: make(chan struct{})}
+	go l.write()
+	return l.send, l.end, nil
+}
+
+// streamLead is a stream flight this replica leads.
+type streamLead struct {
+	f                  *Fleet
+	key, token, stream string
+	stopRenew          func()
+	q                  chan []byte   // chunks for the writer
+	ended              chan struct{} // closed by end, after shared, code and msg are set
+	brokenCh           chan struct{} // closed by markBroken
+	breakOnce, endOnce sync.Once
+	shared             bool
+	code               uint32
+	msg                string
+	sent, bytes        int  // only the sender touches them
+	brokenBySend       bool // likewise
+}
+
+func (l *streamLead) markBroken() { l.breakOnce.Do(func() { close(l.brokenCh) }) }
+
+func (l *streamLead) send(chunk []byte) {
+	if l.brokenBySend {
+		return
+	}
+	l.sent++
+	l.bytes += len(chunk)
+	if l.sent > maxStreamEntries || l.bytes > maxStreamBytes {
+		l.brokenBySend = true
+		l.markBroken()
+		return
+	}
+	select {
+	case l.q <- chunk:
+	default: // the writer is behind: never wait for Redis
+		l.brokenBySend = true
+		l.markBroken()
+	}
+}
+
+func (l *streamLead) end(shared bool, code uint32, msg string) {
+	l.endOnce.Do(func() {
+		l.shared, l.code, l.msg = shared, code, msg
+		close(l.ended)
+	})
+}
+
+// write is the flight's writer goroutine: it appends what send queued, in
+// order, then the terminal entry, then drops the lease.
+func (l *streamLead) write() {
+	f := l.f
+	defer f.wg.Done()
+	seq := 0
+	ok := true
+	batch := make([][]byte, 0, 64)
+	flush := func() {
+		if ok && len(batch) > 0 {
+			ok = l.append(&seq, batch, nil) == nil
+		}
+		batch = batch[:0]
+	}
+	drain := func() { // what is queued now, in batches
+		for {
+			select {
+			case c := <-l.q:
+				if batch = append(batch, c); len(batch) == cap(batch) {
+					flush()
+				}
+			default:
+				flush()
+				return
+			}
+		}
+	}
+	terminal := func() {
+		var last map[string]any
+		select {
+		case <-l.brokenCh:
+			ok = false
+		default:
+		}
+		if ok && l.shared {
+			last = map[string]any{"k": entryEnd, "c": l.code, "m": l.msg}
+		} else {
+			f.streams.broken.Add(1)
+			last = map[string]any{"k": entryBroken}
+		}
+		_ = l.append(&seq, nil, last)
+		l.stopRenew()
+		_ = f.do(f.ctx, func(ctx context.Context) error {
+			return streamFinishScript.Run(ctx, f.rdb, []string{f.keys.lease(l.key), l.stream}, l.token, streamEndTTL.Milliseconds()).Err()
+		})
+	}
+	for {
+		select {
+		case c := <-l.q:
+			batch = append(batch, c)
+			drain()
+			if !ok {
+				terminal()
+				return
+			}
+		case <-l.brokenCh:
+			terminal()
+			return
+		case <-l.ended:
+			drain()
+			terminal()
+			return
+		case <-f.ctx.Done(): // Close: the lease expires by itself
+			l.stopRenew()
+			return
+		}
+	}
+}
+
+// append writes chunks, then last (if any), as entries numbered from *seq,
+// in one round trip.
+func (l *streamLead) append(seq *int, chunks [][]byte, last map[string]any) error {
+	f := l.f
+	add := func(p redis.Pipeliner, ctx context.Context, values map[string]any) {
+		values["n"] = *seq
+		*seq++
+		p.XAdd(ctx, &redis.XAddArgs{Stream: l.stream, MaxLen: maxStreamEntries + 1, Values: values})
+	}
+	err := f.do(f.ctx, func(ctx context.Context) error {
+		_, err := f.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, c := range chunks {
+				add(p, ctx, map[string]any{"k": entryChunk, "d": c})
+			}
+			if last != nil {
+				add(p, ctx, last)
+			}
+			p.PExpire(ctx, l.stream, leaseTTL)
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		f.stats.writesDropped.Add(1)
+	}
+	return err
+}
+
+// follow reads the stream of the flight led under holder from its first
+// entry to its terminal one.
+func (f *Fleet) follow(ctx context.Context, key, holder string, chunk func([]byte) error) (uint32, string, error) {
+	f.streams.joined.Add(1)
+	stream := f.keys.stream(key, holder)
+	last, seq, lastOK := "0", 0, time.Now()
+	read := func(block time.Duration) ([]redis.XMessage, error) {
+		var res []redis.XStream
+		err := f.doFor(ctx, max(block, 0)+f.set.Timeout, func(ctx context.Context) error {
+			var err error
+			res, err = f.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{stream, last}, Count: joinBatch, Block: block}).Result()
+			return err
+		})
+		if errors.Is(err, redis.Nil) {
+			return nil, nil
+		}
+		if err != nil || len(res) == 0 {
+			return nil, err
+		}
+		return res[0].Messages, nil
+	}
+	for {
+		msgs, err := read(joinBlock)
+		if err == nil && len(msgs) == 0 {
+			// Nothing new in a slice: is the owner still there?
+			var lease string
+			err = f.do(ctx, func(ctx context.Context) error {
+				var err error
+				lease, err = f.rdb.Get(ctx, f.keys.lease(key)).Result()
+				return err
+			})
+			if errors.Is(err, redis.Nil) {
+				err = nil
+			}
+			if err == nil && lease != holder {
+				// The terminal entry is written before the lease is
+				// dropped: one more read finds it if there is one.
+				if msgs, err = read(-1); err == nil && len(msgs) == 0 {
+					f.streams.takeover.Add(1)
+					return 0, "", ErrOwnerGone
+				}
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return 0, "", ctx.Err()
+			}
+			if time.Since(lastOK) > leaseTTL {
+				return 0, "", ErrFollowFailed
+			}
+			select {
+			case <-ctx.Done():
+				return 0, "", ctx.Err()
+			case <-time.After(joinRetryPause):
+			}
+			continue
+		}
+		lastOK = time.Now()
+		for _, m := range msgs {
+			last = m.ID
+			if n, _ := m.Values["n"].(string); n != strconv.Itoa(seq) {
+				return 0, "", ErrStreamBroken // a gap: trimmed, or expired and begun again
+			}
+			seq++
+			switch m.Values["k"] {
+			case entryChunk:
+				d, _ := m.Values["d"].(string)
+				if err := chunk([]byte(d)); err != nil {
+					return 0, "", err
+				}
+			case entryEnd:
+				c, _ := m.Values["c"].(string)
+				code, err := strconv.ParseUint(c, 10, 32)
+				if err != nil {
+					return 0, "", ErrStreamBroken
+				}
+				msg, _ := m.Values["m"].(string)
+				return uint32(code), msg, nil
+			default: // broken, or unknown
+				return 0, "", ErrStreamBroken
+			}
+		}
+	}
+}
