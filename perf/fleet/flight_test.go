@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -120,4 +121,143 @@ func TestFlightWithoutRedis(t *testing.T) {
 	assert.Nil(t, finish)
 	assert.Nil(t, wait)
 	assert.Less(t, time.Since(start), time.Second)
+}
+
+// TestFlightStaleEntryDoesNotEndTheWait: an older (stale) answer in the
+// cache tier while the leader holds the lease is the entry being refreshed,
+// not the flight's answer: the waiter keeps waiting past its checks and
+// ends with the fresh answer the leader stores.
+func TestFlightStaleEntryDoesNotEndTheWait(t *testing.T) {
+	prefix := testPrefix(t)
+	f1 := newFleet(t, fleet.Settings{Prefix: prefix, ReplicaID: "r1"})
+	f2 := newFleet(t, fleet.Settings{Prefix: prefix, ReplicaID: "r2"})
+	eventually(t, 3*time.Second, func() bool { return f2.Stats().Subscribed }, "no subscription")
+	ctx := context.Background()
+	f1.Set("k", []byte("stale"), time.Minute)
+	eventually(t, 2*time.Second, func() bool { _, ok := f2.Get(ctx, "k"); return ok }, "the stale entry never landed")
+
+	_, finish, _ := f1.Lead(ctx, "k") // the refresh leads the key's flight
+	require.NotNil(t, finish)
+	_, _, wait := f2.Lead(ctx, "k")
+	require.NotNil(t, wait)
+	got := make(chan bool, 1)
+	go func() { _, ok := wait(ctx); got <- ok }()
+	select {
+	case <-got:
+		t.Fatal("the wait ended on the stale entry while the lease was held")
+	case <-time.After(2500 * time.Millisecond): // two 1s checks saw the entry and the lease
+	}
+	finish([]byte("fresh"), time.Minute, true)
+	select {
+	case ok := <-got:
+		require.True(t, ok)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiter was never woken")
+	}
+	v, ok := f2.Get(ctx, "k")
+	require.True(t, ok)
+	assert.Equal(t, "fresh", string(v))
+}
+
+// TestFlightCallOutlivesItsCallersWhileTheFleetWaits: the leader's callers
+// leaving does not cancel its backend call while a waiter on another
+// replica waits; the waiter leaving does, within the hold's checks, and the
+// waiter left the fleet's waiters behind it.
+func TestFlightCallOutlivesItsCallersWhileTheFleetWaits(t *testing.T) {
+	prefix := testPrefix(t)
+	f1 := newFleet(t, fleet.Settings{Prefix: prefix, ReplicaID: "r1"})
+	f2 := newFleet(t, fleet.Settings{Prefix: prefix, ReplicaID: "r2"})
+	leaderCtx, leaderLeaves := context.WithCancel(context.Background())
+	defer leaderLeaves()
+	call, finish, _ := f1.Lead(leaderCtx, "k")
+	require.NotNil(t, finish)
+	defer finish(nil, 0, false)
+
+	waiterCtx, waiterLeaves := context.WithCancel(context.Background())
+	defer waiterLeaves()
+	_, _, wait := f2.Lead(waiterCtx, "k")
+	require.NotNil(t, wait)
+	waited := make(chan bool, 1)
+	go func() { _, ok := wait(waiterCtx); waited <- ok }()
+	eventually(t, 3*time.Second, func() bool { return waitersOf(t, prefix, "k") == 1 }, "the waiter never registered")
+
+	leaderLeaves()
+	eventually(t, 3*time.Second, func() bool { return f1.Stats().Held == 1 }, "the call was not held for the waiter")
+	time.Sleep(time.Second) // four hold checks
+	require.NoError(t, call.Err(), "the call was cancelled while another replica waits")
+
+	waiterLeaves()
+	require.False(t, <-waited)
+	assert.Zero(t, waitersOf(t, prefix, "k"), "the waiter left the fleet's waiters")
+	select {
+	case <-call.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the call outlived the fleet's last waiter")
+	}
+}
+
+// TestFlightCallEndsWithItsCallersWhenNobodyWaits: the ordinary case: no
+// other replica waits, so the leader's callers leaving cancels the call as
+// it would on a gateway alone; and a call whose callers stay is never
+// cancelled by the fleet.
+func TestFlightCallEndsWithItsCallersWhenNobodyWaits(t *testing.T) {
+	prefix := testPrefix(t)
+	f := newFleet(t, fleet.Settings{Prefix: prefix})
+	ctx, leave := context.WithCancel(context.Background())
+	call, finish, _ := f.Lead(ctx, "k")
+	require.NotNil(t, finish)
+	defer finish(nil, 0, false)
+	stay, finishStay, _ := f.Lead(context.Background(), "other")
+	require.NotNil(t, finishStay)
+
+	leave()
+	select {
+	case <-call.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the call outlived its callers with nobody waiting")
+	}
+	assert.Zero(t, f.Stats().Held)
+	require.NoError(t, stay.Err())
+	finishStay([]byte("answer"), time.Minute, true)
+	require.Error(t, stay.Err(), "finish ends the call's context")
+}
+
+// TestFlightCallEndsWhenRedisFailsWhileHeld: Redis failing while the call
+// is held for other replicas means this replica is alone: the call ends.
+func TestFlightCallEndsWhenRedisFailsWhileHeld(t *testing.T) {
+	prefix := testPrefix(t)
+	p := newRedisProxy(t)
+	f1 := newFleet(t, fleet.Settings{URL: p.url(), Prefix: prefix, ReplicaID: "r1", Timeout: 250 * time.Millisecond})
+	f2 := newFleet(t, fleet.Settings{Prefix: prefix, ReplicaID: "r2"})
+	leaderCtx, leaderLeaves := context.WithCancel(context.Background())
+	call, finish, _ := f1.Lead(leaderCtx, "k")
+	require.NotNil(t, finish)
+	defer finish(nil, 0, false)
+	waiterCtx, waiterLeaves := context.WithCancel(context.Background())
+	defer waiterLeaves()
+	_, _, wait := f2.Lead(waiterCtx, "k")
+	require.NotNil(t, wait)
+	waited := make(chan bool, 1)
+	go func() { _, ok := wait(waiterCtx); waited <- ok }()
+	defer func() { waiterLeaves(); <-waited }()
+	eventually(t, 3*time.Second, func() bool { return waitersOf(t, prefix, "k") == 1 }, "the waiter never registered")
+
+	leaderLeaves()
+	eventually(t, 3*time.Second, func() bool { return f1.Stats().Held == 1 }, "the call was not held for the waiter")
+	p.Stop()
+	select {
+	case <-call.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the call was still held with Redis gone")
+	}
+}
+
+// waitersOf counts the live registrations in key's waiters.
+func waitersOf(t testing.TB, prefix, key string) int64 {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	defer rdb.Close()
+	n, err := rdb.ZCard(context.Background(), prefix+":v1:f:"+key+":w").Result()
+	require.NoError(t, err)
+	return n
 }
