@@ -52,6 +52,10 @@ type Stats struct {
 	StreamJoinsRefused int64 // cluster_stream_joins_refused_total: not followed (8 follows running): alone
 	StreamTakeovers    int64 // cluster_stream_takeovers_total: follows that found the owner gone
 	StreamsBroken      int64 // cluster_streams_broken_total: stream flights led here that ended broken
+	// Held counts the flights whose backend call went on for other
+	// replicas' waiters after this replica's callers had all left (not
+	// exported to /metrics yet).
+	Held int64
 }
 
 // counters are the cumulative stats; every field is atomic.
@@ -60,7 +64,7 @@ type counters struct {
 	breakerOpens, writesDropped               atomic.Int64
 	purgesSent, purgesReceived, keysPurged    atomic.Int64
 	leasesWon, leasesLost, remoteWaits        atomic.Int64
-	takeovers                                 atomic.Int64
+	takeovers, held                           atomic.Int64
 
 	replicas   atomic.Int64 // a gauge: not reset
 	subscribed atomic.Bool  // a gauge: not reset
@@ -87,6 +91,7 @@ func (f *Fleet) Stats() Stats {
 		StreamsLed: f.streams.led.Load(), StreamJoins: f.streams.joined.Load(),
 		StreamJoinsRefused: f.streams.refused.Load(), StreamTakeovers: f.streams.takeover.Load(),
 		StreamsBroken: f.streams.broken.Load(),
+		Held:          f.stats.held.Load(),
 	}
 }
 
@@ -96,7 +101,7 @@ func (f *Fleet) ResetStats() {
 	for _, n := range []*atomic.Int64{
 		&c.ops, &c.errors, &c.fallbacks, &c.dials, &c.dialErrors, &c.breakerOpens,
 		&c.writesDropped, &c.purgesSent, &c.purgesReceived, &c.keysPurged,
-		&c.leasesWon, &c.leasesLost, &c.remoteWaits, &c.takeovers,
+		&c.leasesWon, &c.leasesLost, &c.remoteWaits, &c.takeovers, &c.held,
 		&f.streams.led, &f.streams.joined, &f.streams.refused, &f.streams.takeover, &f.streams.broken,
 	} {
 		n.Store(0)
