@@ -11,11 +11,13 @@ package main
 //	fleetredis  Redis killed under load and brought back; errors, backend calls, when coalescing resumes
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"image/color"
+	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -276,7 +278,7 @@ func (d *driver) fleetNotMeasured(done map[string]bool, selected map[string]bool
 const (
 	herdLatency = 600 * time.Millisecond
 	herdN       = 300
-	herdRounds  = 3 // deterministic rounds; one non-deterministic round follows
+	herdRounds  = 5 // deterministic rounds; one non-deterministic round follows
 	shareKeys   = 10
 	rttToxic    = 20 * time.Millisecond
 	rttSamples  = 7
@@ -449,6 +451,9 @@ func (d *driver) fleetHerdReport(fl *fleet, rounds []herdRound, share shareResul
 	body.WriteString("| call | median latency, no toxic | median latency, +" + rttToxic.String() + " per reply | round trips on the critical path | redis_ops per call (median) |\n|---|---|---|---|---|\n")
 	fmt.Fprintf(&body, "| cache miss | %s | %s | %.1f | %d |\n", ms(rtt.missPlain), ms(rtt.missToxic), rtt.missTrips(), rtt.missOps)
 	fmt.Fprintf(&body, "| local hit | %s | %s | %.1f | %d |\n", ms(rtt.hitPlain), ms(rtt.hitToxic), rtt.hitTrips(), rtt.hitOps)
+	if len(rtt.trace) > 0 {
+		fmt.Fprintf(&body, "\nWhat Redis saw of one more miss on replica 1 (MONITOR on a connection of the driver's own; commands under this fleet's prefix but the heartbeats; times from the caller's send, Redis's clock):\n\n```\n%s\n```\n", strings.Join(rtt.trace, "\n"))
+	}
 	row = goals[3]
 	row.Measured = fmt.Sprintf("%.1f round trips (miss median %s with %s per reply vs %s without); %d redis_ops per miss incl. background", rtt.missTrips(), ms(rtt.missToxic), rttToxic, ms(rtt.missPlain), rtt.missOps)
 	row.Ratio = fmt.Sprintf("%.1f", rtt.missTrips())
@@ -541,6 +546,7 @@ func (d *driver) fleetShare(ctx context.Context, fl *fleet) (shareResult, error)
 type rttResult struct {
 	missPlain, missToxic, hitPlain, hitToxic time.Duration
 	missOps, hitOps                          int64
+	trace                                    []string // what Redis saw of one miss (MONITOR)
 }
 
 func (r rttResult) missTrips() float64 { return float64(r.missToxic-r.missPlain) / float64(rttToxic) }
@@ -599,7 +605,114 @@ func (d *driver) fleetRoundTrips(ctx context.Context, fl *fleet) (rttResult, err
 	if rerr := fl.proxy.Toxics.RemoveToxic(context.Background(), "rtt"); err == nil {
 		err = rerr
 	}
-	return res, err
+	if err != nil {
+		return res, err
+	}
+	// One more miss, with Redis's MONITOR on: the commands it took.
+	mon, err := monitorRedis(d.redisAddr, fl.prefix)
+	if err != nil {
+		return res, err
+	}
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	c := fl.generate(ctx, 0, "", deterministicReq("round trips traced"), 10*time.Second, start)
+	end := time.Now()
+	time.Sleep(300 * time.Millisecond) // the background write
+	lines := mon()
+	if !c.ok() {
+		return res, fmt.Errorf("traced miss: %s", c.code)
+	}
+	res.trace = traceLines(lines, fl.prefix, start, end)
+	return res, nil
+}
+
+// monitored is a command Redis's MONITOR reported, and when (Redis's clock,
+// the same machine's).
+type monitored struct {
+	at   time.Time
+	line string
+}
+
+// monitorRedis runs MONITOR on its own connection (a raw one: go-redis's
+// Monitor spins on its reader) and keeps the commands that name prefix,
+// except the heartbeats; stop ends it and returns them.
+func monitorRedis(addr, prefix string) (stop func() []monitored, err error) {
+	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Write([]byte("MONITOR\r\n")); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	rd := bufio.NewReader(conn)
+	_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if l, err := rd.ReadString('\n'); err != nil || !strings.HasPrefix(l, "+OK") {
+		conn.Close()
+		return nil, fmt.Errorf("MONITOR: %q, %v", l, err)
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	var (
+		mu  sync.Mutex
+		out []monitored
+	)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			l, err := rd.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if !strings.Contains(l, prefix) || strings.Contains(l, prefix+":v1:m") {
+				continue
+			}
+			// +1733250000.123456 [0 127.0.0.1:5555] "get" "key"
+			l = strings.TrimSpace(strings.TrimPrefix(l, "+"))
+			ts, rest, _ := strings.Cut(l, " ")
+			f, err := strconv.ParseFloat(ts, 64)
+			if err != nil {
+				continue
+			}
+			if i := strings.Index(rest, "] "); i >= 0 {
+				rest = rest[i+2:]
+			}
+			mu.Lock()
+			out = append(out, monitored{at: time.Unix(0, int64(f*1e9)), line: rest})
+			mu.Unlock()
+		}
+	}()
+	return func() []monitored {
+		// Lines Redis wrote before the replies the caller has seen are in
+		// the socket by now: read them, then stop.
+		_ = conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		<-done
+		conn.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		return out
+	}, nil
+}
+
+// traceLines formats what MONITOR saw around a call that ran from start to
+// end: time from the start, during the call or after its answer, the
+// command with the prefix shortened and long arguments cut.
+func traceLines(seen []monitored, prefix string, start, end time.Time) []string {
+	var out []string
+	for _, m := range seen {
+		when := "during the call"
+		if m.at.After(end) {
+			when = "after the answer"
+		} else if m.at.Before(start) {
+			when = "before the call"
+		}
+		l := strings.ReplaceAll(m.line, prefix, "<prefix>")
+		if len(l) > 140 {
+			l = l[:140] + "…"
+		}
+		out = append(out, fmt.Sprintf("%+8.1f ms  %-16s %s", float64(m.at.Sub(start))/1e6, when, l))
+	}
+	return out
 }
 
 func median[T int64 | time.Duration](v []T) T {
@@ -1030,7 +1143,17 @@ func (d *driver) fleetRedis(ctx context.Context) error {
 	} else {
 		body.WriteString("- no key was shared across replicas after Redis came back\n")
 	}
-	fmt.Fprintf(&body, "- backend calls per key, each second (mean of its key windows): %s\n", fmtXY(perSecondMean(perKey)))
+	perSec := perSecondMean(perKey)
+	fmt.Fprintf(&body, "- backend calls per key, each second (mean of its key windows): %s\n", fmtXY(perSec))
+	var relapses []string
+	for _, p := range perSec {
+		if p.X > back.Seconds()+1 && p.Y > 1.5 {
+			relapses = append(relapses, fmt.Sprintf("%.0f s", p.X-0.5))
+		}
+	}
+	if len(relapses) > 0 {
+		fmt.Fprintf(&body, "- seconds, more than one after Redis came back, with more than 1.5 backend calls per key (the fleet apart again): %s (Redis came back at %g s)\n", strings.Join(relapses, ", "), back.Seconds())
+	}
 	body.WriteString("\n| replica | breaker opens | redis errors | fallbacks (ops not sent) | leases won / lost | fleet-coalesced | remote hits / misses |\n|---|---|---|---|---|---|---|\n")
 	for i, c := range clusters {
 		fmt.Fprintf(&body, "| %d | %d | %d | %d | %d / %d | %d | %d / %d |\n", i+1, c.GetBreakerOpens(), c.GetRedisErrors(), c.GetRedisFallbacks(),

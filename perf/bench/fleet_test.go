@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"gonum.org/v1/plot/plotter"
 
 	"github.com/vega-gateway/vega/perf/policy"
@@ -167,5 +170,41 @@ func TestPinDriverParsesCPULists(t *testing.T) {
 	restore()
 	if _, err := pinDriver("x"); err == nil {
 		t.Error("a bad CPU list is no error")
+	}
+}
+
+// TestMonitorRedisKeepsThePrefixsCommands runs MONITOR on the real Redis:
+// commands under the prefix are kept in order, heartbeats and other
+// prefixes are not.
+func TestMonitorRedisKeepsThePrefixsCommands(t *testing.T) {
+	const addr = "127.0.0.1:6379"
+	prefix := fmt.Sprintf("vegabenchtest-%d", time.Now().UnixNano())
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	defer rdb.Del(ctx, prefix+":v1:c:k", prefix+":v1:m:r1", "other-"+prefix)
+	stop, err := monitorRedis(addr, prefix)
+	if err != nil {
+		t.Fatalf("Redis at %s is needed: %v", addr, err)
+	}
+	start := time.Now()
+	rdb.Set(ctx, prefix+":v1:c:k", "v", time.Minute)
+	rdb.Set(ctx, prefix+":v1:m:r1", "alive", time.Minute) // a heartbeat
+	rdb.Set(ctx, "other:"+strings.Repeat("x", 3), "v", time.Minute)
+	rdb.Get(ctx, prefix+":v1:c:k")
+	end := time.Now()
+	seen := stop()
+	if len(seen) != 2 {
+		t.Fatalf("kept %d commands, want 2 (the SET and the GET under the prefix): %v", len(seen), seen)
+	}
+	if !strings.HasPrefix(seen[0].line, `"set" "`+prefix+`:v1:c:k" "v"`) || !strings.HasPrefix(seen[1].line, `"get" "`+prefix+`:v1:c:k"`) {
+		t.Errorf("commands %q, %q", seen[0].line, seen[1].line)
+	}
+	lines := traceLines(seen, prefix, start, end)
+	if !strings.Contains(lines[0], "during the call") || !strings.Contains(lines[0], `"<prefix>:v1:c:k"`) {
+		t.Errorf("trace line %q", lines[0])
+	}
+	if got := traceLines([]monitored{{at: end.Add(time.Second), line: "x"}}, prefix, start, end); !strings.Contains(got[0], "after the answer") {
+		t.Errorf("a command after the end: %q", got[0])
 	}
 }
