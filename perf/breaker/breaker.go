@@ -69,12 +69,21 @@ func (s *Set) Allow(key string) (done func(policy.Outcome), err error) {
 			return nil, b.refusalAt(Auto, gobreaker.ErrOpenState, now)
 		}
 	}
+	var probe uint64 // the fleet's probe generation when this call is it (shared.go)
+	if s.s.Fleet != nil {
+		if probe, err = b.fleetAdmit(); err != nil {
+			return nil, err
+		}
+	}
 	cb := b.cb.Load()
 	report, err := cb.Allow()
 	if b.pending.Load() {
 		b.deliver()
 	}
 	if err != nil {
+		if probe != 0 {
+			b.probeBusy.Store(false)
+		}
 		b.rejected.Add(1)
 		return nil, b.refusalAt(Auto, err, time.Now())
 	}
@@ -92,6 +101,9 @@ func (s *Set) Allow(key string) (done func(policy.Outcome), err error) {
 		default:
 			b.excluded.Add(1)
 			report(errExcluded)
+		}
+		if probe != 0 { // after the local breaker: its own trip comes first
+			b.probeDone(probe, o)
 		}
 		if b.pending.Load() {
 			b.deliver()
@@ -205,7 +217,8 @@ func (s *Set) makeRoom() (kept []*breaker) {
 // call in flight. An operator's forced mode and an open or half-open
 // breaker are kept, lest traffic reach a failing backend.
 func (b *breaker) idle() bool {
-	return Mode(b.mode.Load()) == Auto && b.inflight.Load() <= 0 && b.cb.Load().State() == gobreaker.StateClosed
+	return Mode(b.mode.Load()) == Auto && b.inflight.Load() <= 0 && b.fleetUntil.Load() == 0 && b.probeGen.Load() == 0 &&
+		b.cb.Load().State() == gobreaker.StateClosed
 }
 
 // evict removes b from its Set if it is still idle. s.mu is held. Under
@@ -254,6 +267,18 @@ type breaker struct {
 	delivering   bool       // a goroutine is delivering events
 	lastChange   time.Time
 	stateChanges int64
+
+	// Fleet mode (shared.go). fleetUntil and probeGen are read by Allow;
+	// they and the fields below are written under fmu, which is taken
+	// after gobreaker's mutex and never around a call into gobreaker.
+	fleetUntil atomic.Int64  // the fleet holds the key until then, Unix ns (0: no hold)
+	probeGen   atomic.Uint64 // this replica probes for the fleet: the probe's generation (0: not)
+	probeBusy  atomic.Bool   // the fleet's probe call is in flight
+	fmu        sync.Mutex
+	fgen       uint64          // bumped at every fleet move; stale timers and probes see it
+	timer      *time.Timer     // the hold's claim, or the probe lease's end
+	outbox     []time.Duration // notices to send: open for d, closed when 0
+	sending    bool            // a goroutine sends the outbox
 }
 
 // install replaces the automatic breaker by a fresh, closed one whose state
@@ -281,7 +306,11 @@ func (b *breaker) install() {
 			if b.epoch.Load() != epoch || Mode(b.mode.Load()) != Auto {
 				return
 			}
-			b.changed(from.String(), to.String(), time.Now())
+			now := time.Now()
+			b.changed(from.String(), to.String(), now)
+			if s.Fleet != nil {
+				b.localChange(from, to, now)
+			}
 		},
 	}))
 }
@@ -304,11 +333,18 @@ func (b *breaker) changed(from, to string, at time.Time) {
 	if from == to {
 		return
 	}
+	if to == "open" {
+		b.mu.Lock()
+		b.openUntil.Store(at.Add(b.set.s.OpenTimeout).UnixNano())
+		b.mu.Unlock()
+	}
+	b.record(from, to, at)
+}
+
+// record counts a change of the effective state and queues its event.
+func (b *breaker) record(from, to string, at time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if to == "open" {
-		b.openUntil.Store(at.Add(b.set.s.OpenTimeout).UnixNano())
-	}
 	b.lastChange = at
 	b.stateChanges++
 	if b.set.s.OnStateChange != nil {
@@ -351,6 +387,12 @@ func (b *breaker) state() string {
 		return "open"
 	case ForceClosed:
 		return "closed"
+	}
+	switch {
+	case b.fleetUntil.Load() != 0:
+		return "open"
+	case b.probeGen.Load() != 0:
+		return "half-open"
 	}
 	return b.cb.Load().State().String()
 }

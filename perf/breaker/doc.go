@@ -45,6 +45,15 @@
 // only queues the event there and delivers it to Settings.OnStateChange
 // after the mutex is released, so the callback may call back into the Set.
 //
+// In fleet mode (Settings.Fleet; perf/fleet on Redis) trips are shared
+// (shared.go): a trip on one replica holds the key on every replica for
+// the open time, one replica probes for the whole fleet (the winner of a
+// SET NX probe right, one call at a time), and its outcome closes or
+// reopens the key everywhere. Only hints travel: each replica's local
+// breaker still decides, every fleet step runs off the callers' path, and
+// a fleet that cannot answer leaves the local breakers exactly as without
+// one. Forced modes stay local.
+//
 // In the perf chain the breaker sits outside the rate limiter: an open
 // breaker fails fast without waiting for a token, and a limiter rejection
 // (RESOURCE_EXHAUSTED, Overload) never reaches the breaker's counts.

@@ -36,6 +36,12 @@ func (b *breaker) refusalAt(m Mode, err error, now time.Time) error {
 	default: // gobreaker.ErrOpenState
 		why, wait = "is open", max(time.Unix(0, b.openUntil.Load()).Sub(now), 0)
 	}
+	return b.refuse(why, wait)
+}
+
+// refuse returns the refusal "circuit breaker for <key> <why>; retry in
+// <wait>", reusing the last one while it says the same.
+func (b *breaker) refuse(why string, wait time.Duration) error {
 	wait = roundUp(wait)
 	if r := b.refused.Load(); r != nil && r.why == why && r.wait == wait {
 		return r.err

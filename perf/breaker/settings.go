@@ -43,6 +43,12 @@ type Settings struct {
 	// call the Set (Stats, SetMode). Keep it short: hand the event to a
 	// channel or a logger.
 	OnStateChange func(Event)
+	// Fleet, when set, shares trips with the other replicas of a fleet
+	// (shared.go): a trip here holds the key on every replica, one
+	// replica probes for the fleet, and its outcome closes or reopens
+	// the key everywhere. The local breakers still decide; when the
+	// fleet cannot answer they decide alone. nil: this replica alone.
+	Fleet Fleet
 }
 
 // Defaults applied to zero Settings fields.
