@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"image/color"
+	"math"
 	"net"
 	"os"
 	"slices"
@@ -452,7 +453,7 @@ func (d *driver) fleetHerdReport(fl *fleet, rounds []herdRound, share shareResul
 	fmt.Fprintf(&body, "| cache miss | %s | %s | %.1f | %d |\n", ms(rtt.missPlain), ms(rtt.missToxic), rtt.missTrips(), rtt.missOps)
 	fmt.Fprintf(&body, "| local hit | %s | %s | %.1f | %d |\n", ms(rtt.hitPlain), ms(rtt.hitToxic), rtt.hitTrips(), rtt.hitOps)
 	if len(rtt.trace) > 0 {
-		fmt.Fprintf(&body, "\nWhat Redis saw of one more miss on replica 1 (MONITOR on a connection of the driver's own; commands under this fleet's prefix but the heartbeats; times from the caller's send, Redis's clock):\n\n```\n%s\n```\n", strings.Join(rtt.trace, "\n"))
+		fmt.Fprintf(&body, "\nWhat Redis saw of one more miss on replica 1 (MONITOR on a connection of the driver's own; commands under this fleet's prefix but the heartbeats; times from the caller's send, Redis's clock; lower case: a command the replica sent, one round trip each unless pipelined; UPPER CASE: run inside the script above it):\n\n```\n%s\n```\n", strings.Join(rtt.trace, "\n"))
 	}
 	row = goals[3]
 	row.Measured = fmt.Sprintf("%.1f round trips (miss median %s with %s per reply vs %s without); %d redis_ops per miss incl. background", rtt.missTrips(), ms(rtt.missToxic), rttToxic, ms(rtt.missPlain), rtt.missOps)
@@ -549,8 +550,14 @@ type rttResult struct {
 	trace                                    []string // what Redis saw of one miss (MONITOR)
 }
 
-func (r rttResult) missTrips() float64 { return float64(r.missToxic-r.missPlain) / float64(rttToxic) }
-func (r rttResult) hitTrips() float64  { return float64(r.hitToxic-r.hitPlain) / float64(rttToxic) }
+func (r rttResult) missTrips() float64 { return trips(r.missToxic - r.missPlain) }
+func (r rttResult) hitTrips() float64  { return trips(r.hitToxic - r.hitPlain) }
+
+// trips is how many toxic latencies a delay holds, to a tenth (a small
+// negative delay is noise: 0).
+func trips(d time.Duration) float64 {
+	return max(0, math.Round(float64(d)/float64(rttToxic)*10)/10)
+}
 
 // fleetRoundTrips measures misses and local hits on replica 1 with and
 // without a latency toxic on the replies from Redis.
@@ -1150,6 +1157,15 @@ func (d *driver) fleetRedis(ctx context.Context) error {
 		if p.X > back.Seconds()+1 && p.Y > 1.5 {
 			relapses = append(relapses, fmt.Sprintf("%.0f s", p.X-0.5))
 		}
+	}
+	var localAgain []string // polls after the first all-redis one that found a replica local again
+	for _, m := range modes {
+		if allRedis >= 0 && m.at > back+allRedis && m.local > 0 {
+			localAgain = append(localAgain, fmt.Sprintf("%.1f s (%d)", m.at.Seconds(), m.local))
+		}
+	}
+	if len(localAgain) > 0 {
+		fmt.Fprintf(&body, "- polls that found replicas in mode local again after all three had rejoined (time, how many): %s\n", strings.Join(localAgain, ", "))
 	}
 	if len(relapses) > 0 {
 		fmt.Fprintf(&body, "- seconds, more than one after Redis came back, with more than 1.5 backend calls per key (the fleet apart again): %s (Redis came back at %g s)\n", strings.Join(relapses, ", "), back.Seconds())
