@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -216,7 +217,19 @@ func (f *Fleet) BreakerStates(ctx context.Context) (map[string]time.Duration, bo
 	return open, true
 }
 
-// breakerCounters are the shared breakers' statistics.
-type breakerCounters struct {
+// limitCounters are the statistics of the shared breakers and slots.
+type limitCounters struct {
 	breakerSent, breakerReceived atomic.Int64
+	slotLeases                   atomic.Int64
+	slotsHeld                    sync.Map // backend → int64: the slots of this replica's last lease of each backend (a gauge)
+}
+
+// heldSlots sums the slots this replica's leases hold.
+func (c *limitCounters) heldSlots() int64 {
+	var n int64
+	c.slotsHeld.Range(func(_, v any) bool {
+		n += v.(int64)
+		return true
+	})
+	return n
 }

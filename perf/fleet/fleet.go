@@ -140,11 +140,11 @@ type Fleet struct {
 
 	inflight atomic.Int64
 	onPurge  atomic.Pointer[func(prefix string)]
-	// Shared breakers (breaker.go): the notices' receiver, whether a
-	// resync is running, and their counts.
+	// Shared breakers and slots (breaker.go, slots.go): the notices'
+	// receiver, whether a resync is running, and their counts.
 	onBreaker atomic.Pointer[func(backend string, openFor time.Duration)]
 	resyncing atomic.Bool
-	bstats    breakerCounters
+	bstats    limitCounters
 	writes    chan write
 
 	streams streamState // stream flights (stream.go)

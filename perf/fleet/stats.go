@@ -52,6 +52,11 @@ type Stats struct {
 	StreamJoinsRefused int64 // cluster_stream_joins_refused_total: not followed (8 follows running): alone
 	StreamTakeovers    int64 // cluster_stream_takeovers_total: follows that found the owner gone
 	StreamsBroken      int64 // cluster_streams_broken_total: stream flights led here that ended broken
+	// Shared breakers and concurrency slots (breaker.go, slots.go).
+	BreakerNoticesSent     int64 // cluster_breaker_notices_sent_total: this replica's breaker trips and closes published
+	BreakerNoticesReceived int64 // cluster_breaker_notices_received_total: other replicas' trips and closes applied here
+	SlotLeases             int64 // cluster_slot_leases_total: concurrency slot leases granted to this replica (renewals included)
+	SlotsLeased            int64 // cluster_slots_leased: slots this replica's current leases hold, all backends
 	// Held counts the flights whose backend call went on for other
 	// replicas' waiters after this replica's callers had all left (not
 	// exported to /metrics yet).
@@ -90,8 +95,10 @@ func (f *Fleet) Stats() Stats {
 		RemoteWaits: f.stats.remoteWaits.Load(), Takeovers: f.stats.takeovers.Load(),
 		StreamsLed: f.streams.led.Load(), StreamJoins: f.streams.joined.Load(),
 		StreamJoinsRefused: f.streams.refused.Load(), StreamTakeovers: f.streams.takeover.Load(),
-		StreamsBroken: f.streams.broken.Load(),
-		Held:          f.stats.held.Load(),
+		StreamsBroken:      f.streams.broken.Load(),
+		Held:               f.stats.held.Load(),
+		BreakerNoticesSent: f.bstats.breakerSent.Load(), BreakerNoticesReceived: f.bstats.breakerReceived.Load(),
+		SlotLeases: f.bstats.slotLeases.Load(), SlotsLeased: f.bstats.heldSlots(),
 	}
 }
 
@@ -103,6 +110,7 @@ func (f *Fleet) ResetStats() {
 		&c.writesDropped, &c.purgesSent, &c.purgesReceived, &c.keysPurged,
 		&c.leasesWon, &c.leasesLost, &c.remoteWaits, &c.takeovers, &c.held,
 		&f.streams.led, &f.streams.joined, &f.streams.refused, &f.streams.takeover, &f.streams.broken,
+		&f.bstats.breakerSent, &f.bstats.breakerReceived, &f.bstats.slotLeases,
 	} {
 		n.Store(0)
 	}
