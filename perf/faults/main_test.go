@@ -43,7 +43,7 @@ func run(m *testing.M) int {
 	}
 	load := loadAverage()
 	code := m.Run()
-	if err := goleak.Find(); err != nil {
+	if err := goleak.Find(toxiproxyLinks...); err != nil {
 		fmt.Fprintln(os.Stderr, "faults: goroutines leaked by the test process:", err)
 		if code == 0 {
 			code = 1
@@ -58,6 +58,18 @@ func run(m *testing.M) int {
 		}
 	}
 	return code
+}
+
+// toxiproxyLinks are the one targeted exception of the leak check:
+// toxiproxy v2.5.0 strands a link's goroutines when its destination write
+// fails while its source still has data (the gateway drops a connection
+// mid-answer: F1, F5, F6), and limit_data stops reading its input for good
+// once its limit is reached; nothing in toxiproxy's API ends them. They
+// belong to the test's proxy, never to the gateway, which runs in its own
+// process and whose goroutines the rows measure through PerfAdmin.
+var toxiproxyLinks = []goleak.Option{
+	goleak.IgnoreAnyFunction("github.com/Shopify/toxiproxy/v2.(*ToxicLink).read"),
+	goleak.IgnoreAnyFunction("github.com/Shopify/toxiproxy/v2/toxics.(*ToxicStub).Run"),
 }
 
 // repoRoot is the main module's directory (this package is perf/faults).
