@@ -109,8 +109,14 @@ func (s *NotifyService) awaitDelivery(ctx context.Context, rec outbox.Record) ou
 	until := time.Now().Add(wait)
 	// One Wait for the whole budget (the PostgreSQL store reads the record
 	// when a wait starts and ends); beside it, a look every pauseCheck ends
-	// the wait once the channel is paused beyond what is left of it.
+	// the wait once the channel is paused beyond what is left of it. The
+	// look has its own copy of the channel and ends before rec changes
+	// (it read rec.Channel while Wait's answer was written over rec: a
+	// data race the fault matrix's L5 row found).
+	channel := rec.Channel
+	checked := make(chan struct{})
 	go func() {
+		defer close(checked)
 		t := time.NewTicker(pauseCheck)
 		defer t.Stop()
 		for {
@@ -118,14 +124,17 @@ func (s *NotifyService) awaitDelivery(ctx context.Context, rec outbox.Record) ou
 			case <-wctx.Done():
 				return
 			case <-t.C:
-				if s.box.PausedFor(rec.Channel) >= time.Until(until) {
+				if s.box.PausedFor(channel) >= time.Until(until) {
 					cancel()
 					return
 				}
 			}
 		}
 	}()
-	if r, ok, err := s.box.Wait(wctx, rec.ID); err == nil && ok {
+	r, ok, err := s.box.Wait(wctx, rec.ID)
+	cancel()
+	<-checked
+	if err == nil && ok {
 		rec = r
 	}
 	return rec
