@@ -61,7 +61,7 @@ func (d *driver) startFleet(ctx context.Context, name string, fakeArgs []string,
 	cancel()
 	if err != nil {
 		rdb.Close()
-		return nil, nil, fmt.Errorf("Redis at %s is needed for the fleet scenarios: %w", d.redisAddr, err)
+		return nil, nil, fmt.Errorf("the fleet scenarios need Redis at %s: %w", d.redisAddr, err)
 	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])

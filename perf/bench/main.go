@@ -3,6 +3,12 @@
 // with ghz against the real bin/vega-server and cmd/fakeupstream on
 // loopback, and writes REPORT.md and PNG plots next to this file.
 //
+// The fleet scenarios (fleet.go: fleetherd, fleetlimit, fleetredis) run
+// three gateways sharing the Redis at --redis (127.0.0.1:6379) under a
+// prefix of their own, removed afterwards, through a toxiproxy in this
+// process; their load comes from a grpc-go client here, since one ghz run
+// has one target.
+//
 // Usage (from the repository root; make bench does this):
 //
 //	(cd perf/bench && go run . --root ../..)
@@ -91,6 +97,7 @@ func run() int {
 	d.report.Settings = []string{
 		fmt.Sprintf("Go benchmarks: `-count %d -benchtime %s` (the default -count 5 is the fewest samples for which benchstat's Mann-Whitney test can report a difference at p < 0.05 with room for one outlier; 3 can never go below p = 0.1; the short benchtime keeps the Go step to about 4 minutes of a `make bench` of about 12 on 2 cores)", d.count, d.benchtime),
 		endToEndSetting(d.serverCPU, d.clientCPU),
+		"fleet scenarios: " + d.fleetPlacement(),
 	}
 	// SPEC §9 goals no scenario here measures: listed, not silently left out.
 	d.report.add(Row{Figure: "N identical concurrent Notify calls → N deliveries", Goal: "Notify: N",
