@@ -1139,6 +1139,23 @@ func (d *driver) fleetRedis(ctx context.Context) error {
 		"Redis is up for %s, then *killed* (the toxiproxy between the gateways and Redis disabled: open connections closed, new ones refused) for %s, then back for %s.\n\n",
 		redisLoadRate, keysPerWindow, keyWindow, redisLoadRate*keyWindow.Seconds()/keysPerWindow, redisUpFirst, redisDownFor, redisUpAfter)
 	fmt.Fprintf(&body, "- calls: %d over %d distinct keys; caller errors: %d (%s); slowest call %s\n", len(calls), len(keys), nerr, fmtCounts(errsBy), ms(slowest))
+	for _, ph := range []struct {
+		name     string
+		from, to time.Duration
+	}{{"before the kill", 0, down}, {"Redis down", down, back}, {"after Redis came back", back, dur}} {
+		var lat []time.Duration
+		slow := 0
+		for _, c := range calls {
+			if c.start >= ph.from && c.start < ph.to {
+				lat = append(lat, c.latency)
+				if c.latency > time.Second {
+					slow++
+				}
+			}
+		}
+		slices.Sort(lat)
+		fmt.Fprintf(&body, "- latency of calls sent %s: p50 %s, p99 %s, max %s; %d slower than 1 s\n", ph.name, ms(quantile(lat, 0.5)), ms(quantile(lat, 0.99)), ms(quantile(lat, 1)), slow)
+	}
 	fmt.Fprintf(&body, "- backend calls: %d (fake upstream), %d callers served from the backend; bound: keys × replicas = %d\n", backend, fromBackend, len(keys)*fleetReplicas)
 	fmt.Fprintf(&body, "- backend calls per key (mean over key windows): %.2f while Redis was up, %.2f while it was down, %.2f after it came back\n",
 		phaseMean(0, down), phaseMean(down, back), phaseMean(back, dur))
@@ -1170,10 +1187,10 @@ func (d *driver) fleetRedis(ctx context.Context) error {
 	if len(relapses) > 0 {
 		fmt.Fprintf(&body, "- seconds, more than one after Redis came back, with more than 1.5 backend calls per key (the fleet apart again): %s (Redis came back at %g s)\n", strings.Join(relapses, ", "), back.Seconds())
 	}
-	body.WriteString("\n| replica | breaker opens | redis errors | fallbacks (ops not sent) | leases won / lost | fleet-coalesced | remote hits / misses |\n|---|---|---|---|---|---|---|\n")
+	body.WriteString("\nPerfAdmin's cluster section of each replica at the end:\n\n| replica | breaker opens | redis errors | fallbacks (ops not sent) | leases won / lost | takeovers | fleet-coalesced | remote hits / misses | Redis round trip p50 / p99 (last 1024 ops) |\n|---|---|---|---|---|---|---|---|---|\n")
 	for i, c := range clusters {
-		fmt.Fprintf(&body, "| %d | %d | %d | %d | %d / %d | %d | %d / %d |\n", i+1, c.GetBreakerOpens(), c.GetRedisErrors(), c.GetRedisFallbacks(),
-			c.GetLeasesWon(), c.GetLeasesLost(), c.GetFleetCoalesced(), c.GetRemoteHits(), c.GetRemoteMisses())
+		fmt.Fprintf(&body, "| %d | %d | %d | %d | %d / %d | %d | %d | %d / %d | %.2f / %.2f ms |\n", i+1, c.GetBreakerOpens(), c.GetRedisErrors(), c.GetRedisFallbacks(),
+			c.GetLeasesWon(), c.GetLeasesLost(), c.GetLeaseTakeovers(), c.GetFleetCoalesced(), c.GetRemoteHits(), c.GetRemoteMisses(), c.GetRedisRttP50Ms(), c.GetRedisRttP99Ms())
 	}
 	goals := fleetGoals["fleetredis"]
 	row := goals[0]
