@@ -15,6 +15,7 @@
 //	<prefix>:v1:r:<backend>     a backend's fleet-wide rate ceiling (Take: GCRA hash), PX 60s
 //	<prefix>:v1:f:<cache key>   a cross-replica flight's lease (Lead; flight.go), PX 3s
 //	<prefix>:v1:f:<key>:r:<tok> an answer not to keep, handed to its flight's waiters, PX 30s
+//	<prefix>:v1:f:<key>:w       ZSET of the fleet's waiters for key's flight, scored by expiry (Redis TIME + 3s, ms)
 //	<prefix>:v1:evt             the fleet's one pub/sub channel (cache purges, flight notices)
 //
 // The cache tier is the three methods perf/cache's Remote interface asks
@@ -27,8 +28,16 @@
 // lease per key (SET NX PX 3s, renewed every second while the call runs),
 // waiters woken by a "done" notice on the same channel, the answer stored
 // (or, when it must not be kept, handed over under the flight's token)
-// before the notice, and a takeover within 4s when the owner dies. Take
-// (rate.go) is a backend's rate ceiling for the whole fleet.
+// before the notice, and a takeover within 4s when the owner dies. A
+// leader's backend error is handed over the same way (perf/cache decides
+// which: a gRPC status other than CANCELED and DEADLINE_EXCEEDED, from a
+// call whose context had not ended; never kept as cache). The leader's
+// call runs with a context of Lead's that ends only once the fleet's last
+// waiter has left: waiters register in the key's waiters ZSET within their
+// checks and leave it when their caller does; once the leader's own
+// callers have all left, it checks the ZSET at once and then every 250ms,
+// and cancels when it is empty or Redis fails. Take (rate.go) is a
+// backend's rate ceiling for the whole fleet.
 //
 // The client avoids go-redis's known pitfalls: context deadlines are
 // honoured (ContextTimeoutEnabled), no command is retried (MaxRetries -1:
