@@ -53,7 +53,12 @@
 // answer before the waiters are woken: through the remote tier when it may
 // be kept, handed to that flight's waiters only when not) or waits for
 // another gateway's and serves its answer as coalesced; when the fleet
-// cannot answer it calls the backend alone, as before.
+// cannot answer it calls the backend alone, as before. A leader's error is
+// handed to its flight's waiters too, never kept: a gRPC status other than
+// CANCELED and DEADLINE_EXCEEDED from a call whose context had not ended,
+// with only its client-facing details (sharederr.go says which and why).
+// The leader's backend call goes on after its own callers left while
+// other gateways still wait for it (Flights.Lead's context).
 //
 // The store is github.com/maypok86/otter/v2: a concurrent W-TinyLFU cache
 // whose hit ratio on skewed (Zipf) traffic beats LRU, with weights,
