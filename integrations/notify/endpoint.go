@@ -123,13 +123,16 @@ type reply struct {
 // turned the POST into another method is ErrBadResponse (the message was
 // not delivered where intended). The response body is read up to
 // maxResponseBytes and the connection drained (bounded) and closed.
-func (e endpoint) post(ctx context.Context, body []byte) (*reply, error) {
+func (e endpoint) post(ctx context.Context, body []byte, idempotencyKey string) (*reply, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.url.String(), bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: cannot build request", integrations.ErrInvalidRequest, e.name)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", userAgent)
+	if idempotencyKey != "" {
+		req.Header.Set("Idempotency-Key", idempotencyKey)
+	}
 
 	resp, err := e.hc.Do(req)
 	if err != nil {

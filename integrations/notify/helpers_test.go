@@ -26,6 +26,7 @@ type received struct {
 	Path        string
 	ContentType string
 	UserAgent   string
+	Idempotency string // the Idempotency-Key header
 	Body        map[string]any
 }
 
@@ -41,7 +42,8 @@ func newFakeServer(t *testing.T, status int, header http.Header, body string) *f
 	fs := &fakeServer{}
 	fs.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		raw, _ := io.ReadAll(r.Body)
-		rec := received{Method: r.Method, Path: r.URL.Path, ContentType: r.Header.Get("Content-Type"), UserAgent: r.Header.Get("User-Agent")}
+		rec := received{Method: r.Method, Path: r.URL.Path, ContentType: r.Header.Get("Content-Type"), UserAgent: r.Header.Get("User-Agent"),
+			Idempotency: r.Header.Get("Idempotency-Key")}
 		_ = json.Unmarshal(raw, &rec.Body)
 		fs.mu.Lock()
 		fs.requests = append(fs.requests, rec)

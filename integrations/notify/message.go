@@ -11,6 +11,11 @@ import (
 
 // Message is one notification.
 type Message struct {
+	// ID identifies the notification across its attempts: it is sent as
+	// the Idempotency-Key header, so a receiver that keeps the keys it saw
+	// can drop the duplicate an ambiguous attempt causes (Slack ignores
+	// the header). Empty sends no header.
+	ID   string
 	Text string
 	// Payload is an optional structured payload (from a protobuf Struct):
 	// JSON-compatible values only (nil, bool, float64, string, []any,

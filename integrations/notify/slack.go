@@ -37,7 +37,7 @@ func (s *Slack) Send(ctx context.Context, m Message) error {
 	if err != nil {
 		return err
 	}
-	r, err := s.ep.post(ctx, body)
+	r, err := s.ep.post(ctx, body, m.ID)
 	if err != nil {
 		return err
 	}

@@ -31,7 +31,7 @@ func (w *Webhook) Send(ctx context.Context, m Message) error {
 	if err != nil {
 		return err
 	}
-	r, err := w.ep.post(ctx, body)
+	r, err := w.ep.post(ctx, body, m.ID)
 	if err != nil {
 		return err
 	}

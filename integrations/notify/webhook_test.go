@@ -185,3 +185,23 @@ func TestWebhookBodyCut(t *testing.T) {
 	assert.Equal(t, http.StatusInternalServerError, se.StatusCode)
 	assert.Empty(t, se.Message, "a cut body gives no reason")
 }
+
+// The notification's id goes out as Idempotency-Key on every attempt, so a
+// receiver can drop the duplicate of an attempt whose answer was lost
+// (fault matrix row F12); a message without an id sends no header.
+func TestSendCarriesTheIdempotencyKey(t *testing.T) {
+	srv := newFakeServer(t, http.StatusOK, nil, "ok")
+	w, err := NewWebhook("ops-hook", srv.URL+"/hook", newTestHTTPClient(t))
+	require.NoError(t, err)
+	s, err := NewSlack("slack", srv.URL+secretPath, newTestHTTPClient(t))
+	require.NoError(t, err)
+	require.NoError(t, w.Send(context.Background(), Message{ID: "n-1", Text: "first"}))
+	require.NoError(t, w.Send(context.Background(), Message{ID: "n-1", Text: "first"}))
+	require.NoError(t, s.Send(context.Background(), Message{ID: "n-2", Text: "to slack"}))
+	require.NoError(t, w.Send(context.Background(), Message{Text: "no id"}))
+
+	seen := srv.seen()
+	require.Len(t, seen, 4)
+	assert.Equal(t, []string{"n-1", "n-1", "n-2", ""},
+		[]string{seen[0].Idempotency, seen[1].Idempotency, seen[2].Idempotency, seen[3].Idempotency})
+}

@@ -220,7 +220,7 @@ func (w *worker) setPause(until time.Time, lastErr string) {
 // send makes one attempt to deliver rec through sender. cut reports an
 // attempt cut off by shutdown (sendCtx ended): its outcome is unknown.
 func send(sendCtx context.Context, s *Settings, channel string, sender Sender, rec Record) (err error, cut bool) {
-	msg := notify.Message{Text: rec.Text}
+	msg := notify.Message{ID: rec.ID, Text: rec.Text}
 	if len(rec.Payload) > 0 {
 		if err := json.Unmarshal(rec.Payload, &msg.Payload); err != nil {
 			return fmt.Errorf("%w: stored payload is not a JSON object", integrations.ErrInvalidRequest), false // permanent: a dead letter
