@@ -1142,7 +1142,7 @@ func (d *driver) fleetRedis(ctx context.Context) error {
 	for _, ph := range []struct {
 		name     string
 		from, to time.Duration
-	}{{"before the kill", 0, down}, {"Redis down", down, back}, {"after Redis came back", back, dur}} {
+	}{{"before the kill", 0, down}, {"while Redis was down", down, back}, {"after Redis came back", back, dur}} {
 		var lat []time.Duration
 		slow := 0
 		for _, c := range calls {
