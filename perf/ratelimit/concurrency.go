@@ -74,9 +74,15 @@ func (l *limiter) finishLocked(p Permit, r policy.Result, latency time.Duration,
 		if r.Outcome == policy.Overload && r.RetryAfter > 0 {
 			if until := now.Add(r.RetryAfter); until.After(l.blockedUntil) {
 				l.blockedUntil = until
+				if l.set.s.Fleet != nil { // every replica holds (fleet.go)
+					l.holdToSend = until
+				}
 			}
 		}
 		l.decreaseLocked(now, p.at)
+		if l.holdToSend.After(now) {
+			l.publishLocked(now) // the hold and the decrease, at once
+		}
 		l.lossLocked(p)
 	case policy.Neutral:
 		// The caller's deadline ended while the backend still worked on

@@ -12,9 +12,11 @@ type Fleet interface {
 	// Take asks the fleet's ceiling of backend (rate requests/s, burst) for
 	// up to n tokens: how many it granted now; when none, how long until
 	// one will be; the fleet's rate when a replica lowered it recently (0:
-	// none); ok = false when the fleet cannot answer. lowered says this
-	// replica has just lowered its rate to rate.
-	Take(ctx context.Context, backend string, n int, rate float64, burst int, lowered bool) (granted int, wait time.Duration, fleetRate float64, ok bool)
+	// none); how long the fleet holds the backend for a Retry-After (0:
+	// not); ok = false when the fleet cannot answer. lowered says this
+	// replica has just lowered its rate to rate; hold > 0 that the backend
+	// asked this replica to hold off that long.
+	Take(ctx context.Context, backend string, n int, rate float64, burst int, lowered bool, hold time.Duration) (granted int, wait time.Duration, fleetRate float64, held time.Duration, ok bool)
 	// Replicas is how many replicas share the fleet (at least 1).
 	Replicas() int
 }
@@ -35,6 +37,13 @@ type Fleet interface {
 //   - each replica adapts its own rate from what it sees; a decrease is
 //     published with the next batch and caps the fleet's rate for 10 s,
 //     so one replica's 429 slows every replica;
+//   - a backend's Retry-After is published at once (a batch of none,
+//     off the callers' path) and holds every replica: the fleet grants no
+//     token until it passes, and a replica that learns of it (with its
+//     next batch, or the answer to its own publication) drops the tokens
+//     it holds and holds its queue too. A replica holding tokens of a
+//     batch may spend them before it learns: at most a batch per replica
+//     reaches the backend after the hold began;
 //   - when the fleet cannot answer (Redis down, slow, its breaker open) the
 //     replica falls back for a second at a time to its local bucket at its
 //     share of the rate (rate / replicas seen), so the fleet stays near
@@ -86,11 +95,31 @@ func (l *limiter) refillLocked(now time.Time) {
 		return
 	}
 	l.refilling = true
-	n := l.batchLocked()
+	l.askLocked(now, l.batchLocked())
+}
+
+// publishLocked sends the fleet what it has not heard yet (a Retry-After
+// hold, a decrease) in a batch of no token, unless a request is under way
+// (its answer sends it then).
+func (l *limiter) publishLocked(now time.Time) {
+	if l.refilling || !l.fleetOnLocked(now) {
+		return
+	}
+	l.refilling = true
+	l.askLocked(now, 0)
+}
+
+// askLocked asks the fleet for n tokens off the callers' path, with the
+// decrease and hold not yet published; refilling is set.
+func (l *limiter) askLocked(now time.Time, n int) {
 	rate, burst, lowered := l.rate, l.burst, l.lowered
-	l.lowered = false
+	var hold time.Duration
+	if l.holdToSend.After(now) {
+		hold = l.holdToSend.Sub(now)
+	}
+	l.lowered, l.holdToSend = false, time.Time{}
 	go func() {
-		granted, wait, fleetRate, ok := l.set.s.Fleet.Take(context.Background(), l.key, n, rate, burst, lowered)
+		granted, wait, fleetRate, held, ok := l.set.s.Fleet.Take(context.Background(), l.key, n, rate, burst, lowered, hold)
 		now := time.Now()
 		l.mu.Lock()
 		defer l.mu.Unlock()
@@ -99,8 +128,20 @@ func (l *limiter) refillLocked(now time.Time) {
 		case !ok:
 			l.fleetRetryAt = now.Add(fleetFallback)
 			l.lowered = l.lowered || lowered // publish it when the fleet is back
-			l.applyLocked(now)               // the local bucket at this replica's share
+			if hold > 0 && now.Before(l.blockedUntil) {
+				l.holdToSend = l.blockedUntil
+			}
+			l.applyLocked(now) // the local bucket at this replica's share
 			l.armLocked(l.fleetRetryAt)
+		case held > 0:
+			// The fleet holds the backend (a Retry-After seen here or
+			// elsewhere): no call before it ends, the tokens held go.
+			if until := now.Add(held); until.After(l.blockedUntil) {
+				l.blockedUntil = until
+			}
+			l.credit = 0
+			l.refillAfter = l.blockedUntil
+			l.armLocked(l.blockedUntil)
 		case granted > 0:
 			if !now.Before(l.creditUntil) {
 				l.credit = 0
@@ -115,6 +156,9 @@ func (l *limiter) refillLocked(now time.Time) {
 			// Another replica saw overload: follow the fleet's rate.
 			l.rate = max(fleetRate, l.set.s.Min)
 			l.applyLocked(now)
+		}
+		if ok && (l.lowered || l.holdToSend.After(now)) {
+			l.publishLocked(now) // noted while this request was under way
 		}
 		l.pumpLocked(now)
 	}()

@@ -19,14 +19,15 @@ type fakeFleet struct {
 	mu       sync.Mutex
 	tat      time.Time
 	lowest   float64 // a replica's lowered rate; 0: none
+	holdTill time.Time // a replica's Retry-After holds the fleet until then
 	down     atomic.Bool
 	replicas int
 	takes    atomic.Int64
 }
 
-func (f *fakeFleet) Take(_ context.Context, _ string, n int, rate float64, burst int, lowered bool) (int, time.Duration, float64, bool) {
+func (f *fakeFleet) Take(_ context.Context, _ string, n int, rate float64, burst int, lowered bool, hold time.Duration) (int, time.Duration, float64, time.Duration, bool) {
 	if f.down.Load() {
-		return 0, 0, 0, false
+		return 0, 0, 0, 0, false
 	}
 	f.takes.Add(1)
 	time.Sleep(200 * time.Microsecond) // a round trip
@@ -38,9 +39,15 @@ func (f *fakeFleet) Take(_ context.Context, _ string, n int, rate float64, burst
 	if f.lowest > 0 && f.lowest < rate {
 		rate = f.lowest
 	}
+	now := time.Now()
+	if until := now.Add(hold); hold > 0 && until.After(f.holdTill) {
+		f.holdTill = until
+	}
+	if held := f.holdTill.Sub(now); held > 0 {
+		return 0, held, f.lowest, held, true
+	}
 	g := newGCRA(rate, burst)
 	g.tat = f.tat
-	now := time.Now()
 	k := 0
 	for k < n && g.wait(now) == 0 {
 		g.take(now)
@@ -48,9 +55,9 @@ func (f *fakeFleet) Take(_ context.Context, _ string, n int, rate float64, burst
 	}
 	f.tat = g.tat
 	if k == 0 {
-		return 0, g.wait(now), f.lowest, true
+		return 0, g.wait(now), f.lowest, 0, true
 	}
-	return k, 0, f.lowest, true
+	return k, 0, f.lowest, 0, true
 }
 
 func (f *fakeFleet) Replicas() int { return f.replicas }
@@ -125,6 +132,52 @@ func TestFleetCarriesADecrease(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		assert.LessOrEqual(t, b.Stats()[0].Rate, lowered+1, "b follows the fleet's rate")
+		time.Sleep(time.Second) // batches asked ahead come back before the bubble ends
+	})
+}
+
+// A backend's Retry-After seen by replica a holds replica b too: a is
+// granted the hold at once (off its callers' path), b learns it with its
+// next batch and dispatches at most the batch it held before the hold
+// ends; every call waits rather than fails (they fit their deadlines).
+// Ordinary use beside it: with no Retry-After, b's calls go at once.
+func TestFleetSharesARetryAfterHold(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ff := &fakeFleet{replicas: 2}
+		a := newTestSet(t, Settings{Initial: 10, Max: 10, Fleet: ff})
+		b := newTestSet(t, Settings{Initial: 10, Max: 10, Fleet: ff})
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		for range 3 { // ordinary use: each call dispatched at once
+			start := time.Now()
+			p, err := b.Acquire(ctx, "ollama", "")
+			assert.NoError(t, err)
+			assert.Less(t, time.Since(start), 150*time.Millisecond, "a call at 10/s waits at most a token")
+			p.Release(policy.Result{Outcome: policy.Success})
+			time.Sleep(100 * time.Millisecond)
+		}
+
+		p, err := a.Acquire(ctx, "ollama", "")
+		assert.NoError(t, err)
+		held := time.Now()
+		p.Release(policy.Result{Outcome: policy.Overload, RetryAfter: 3 * time.Second})
+		time.Sleep(10 * time.Millisecond) // a round trip or two
+		ff.mu.Lock()
+		assert.WithinDuration(t, held.Add(3*time.Second), ff.holdTill, 5*time.Millisecond, "a published the hold at once")
+		ff.mu.Unlock()
+
+		early := 0
+		for range 5 {
+			p, err := b.Acquire(ctx, "ollama", "")
+			if !assert.NoError(t, err, "b's calls wait out the hold") {
+				continue
+			}
+			if time.Since(held) < 3*time.Second {
+				early++
+			}
+			p.Release(policy.Result{Outcome: policy.Success})
+		}
+		assert.LessOrEqual(t, early, 1, "b dispatched at most the batch it held during the hold")
 		time.Sleep(time.Second) // batches asked ahead come back before the bubble ends
 	})
 }

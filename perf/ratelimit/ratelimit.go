@@ -139,6 +139,7 @@ type limiter struct {
 	refillAfter  time.Time // the fleet said no token before then
 	fleetRetryAt time.Time // the fleet failed: the local bucket until then
 	lowered      bool      // a decrease not yet published to the fleet
+	holdToSend   time.Time // the end of a Retry-After hold not yet published to the fleet
 
 	// The concurrency limit (concurrency.go).
 	limit      float64 // calls at the backend at once (its floor, at least 1: limitLocked)
