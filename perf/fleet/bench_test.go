@@ -2,10 +2,13 @@ package fleet_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 
 	vegav1 "github.com/vega-gateway/vega/gen/vega/v1"
@@ -88,4 +91,75 @@ func BenchmarkLocalMiss(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkRemoteWaiterWake is what a waiter on another replica pays after
+// the leader's finish, on the real Redis: the leader's finish script
+// (store, drop the lease, publish), the notice reaching the waiter's
+// replica, and the waiter's check (one round trip, the hand-off included);
+// for an answer kept in the cache tier, the GET that reads it (what
+// perf/cache's fleetFill does next). Each iteration is a new flight whose
+// waiter is registered (its first check done) before the leader finishes.
+// It reports the waiter's extra latency over the leader's callers (from
+// the leader's finish returning, which is when they answer: extra-p50/p99)
+// and from the finish starting (wake-p50/p99).
+func BenchmarkRemoteWaiterWake(b *testing.B) {
+	prefix := testPrefix(b)
+	f1 := newFleet(b, fleet.Settings{Prefix: prefix, ReplicaID: "leader"})
+	f2 := newFleet(b, fleet.Settings{Prefix: prefix, ReplicaID: "waiter"})
+	eventually(b, 3*time.Second, func() bool { return f2.Stats().Subscribed }, "no subscription")
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	defer rdb.Close()
+	answer := []byte(strings.Repeat("x", 1024))
+	for _, keep := range []bool{true, false} {
+		b.Run(map[bool]string{true: "answer=kept", false: "answer=handed"}[keep], func(b *testing.B) {
+			ctx := context.Background()
+			var extra, wake []time.Duration
+			i := 0
+			for b.Loop() {
+				i++
+				key := fmt.Sprintf("wake/%v/%d", keep, i)
+				_, finish, _ := f1.Lead(ctx, key)
+				_, _, wait := f2.Lead(ctx, key)
+				if finish == nil || wait == nil {
+					b.Fatal("no flight")
+				}
+				woken := make(chan time.Time, 1)
+				go func() {
+					v, ok := wait(ctx)
+					if ok && v == nil {
+						_, ok = f2.Get(ctx, key)
+					}
+					if !ok {
+						woken <- time.Time{}
+						return
+					}
+					woken <- time.Now()
+				}()
+				for rdb.ZCard(ctx, prefix+":v1:f:"+key+":w").Val() == 0 { // registered: its first check is done
+				}
+				start := time.Now()
+				finish(answer, time.Minute, keep)
+				finished := time.Now()
+				at := <-woken
+				if at.IsZero() {
+					b.Fatal("the waiter got no answer")
+				}
+				extra = append(extra, max(at.Sub(finished), 0))
+				wake = append(wake, at.Sub(start))
+			}
+			b.StopTimer()
+			q := func(d []time.Duration, p float64) float64 {
+				slices.Sort(d)
+				return float64(d[min(len(d)-1, int(p*float64(len(d))))].Microseconds()) / 1000
+			}
+			b.ReportMetric(q(extra, 0.5), "extra-p50-ms")
+			b.ReportMetric(q(extra, 0.99), "extra-p99-ms")
+			b.ReportMetric(q(wake, 0.5), "wake-p50-ms")
+			b.ReportMetric(q(wake, 0.99), "wake-p99-ms")
+			_, _ = rdb.Del(ctx, prefix+":v1:c:"+fmt.Sprintf("wake/%v/%d", keep, i)).Result()
+		})
+	}
+	st := f2.Stats()
+	b.Logf("waiter's Redis RTT p50 %v p99 %v", st.RTTP50, st.RTTP99)
 }
