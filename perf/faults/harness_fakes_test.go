@@ -107,13 +107,16 @@ func (f *fakeLLM) countPrompts() (distinct, calls int) {
 	return len(f.byPrompt), calls
 }
 
-// maxCallsPerPrompt is the largest number of calls any one prompt made.
-func (f *fakeLLM) maxCallsPerPrompt() int {
+// maxCallsWithPrefix is the most calls any one prompt starting with
+// prefix made ("" = every prompt).
+func (f *fakeLLM) maxCallsWithPrefix(prefix string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	m := 0
-	for _, n := range f.byPrompt {
-		m = max(m, n)
+	for p, n := range f.byPrompt {
+		if strings.HasPrefix(p, prefix) {
+			m = max(m, n)
+		}
 	}
 	return m
 }
@@ -310,6 +313,7 @@ type fakeHook struct {
 	delivered map[string]int // guarded by mu: per text
 	order     []string       // guarded by mu: texts in delivery order
 	times     []time.Time    // guarded by mu: when each delivery landed
+	log       []hookAttempt  // guarded by mu: every request, in order
 	bucket    *bucket        // guarded by mu; nil = no rate limit
 }
 
@@ -346,12 +350,23 @@ func (f *fakeHook) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	f.attempts++
+	at := time.Now()
 	drop := f.dropNext.Load() > 0 && f.dropNext.Add(-1) >= 0
 	mode := hookMode(f.mode.Load())
 	if drop {
 		mode = hookDrop
 	}
 	limited := mode == hook429 || (mode == hookOK && f.bucket != nil && !f.bucket.take(time.Now()))
+	answer := http.StatusOK
+	switch {
+	case limited:
+		answer = http.StatusTooManyRequests
+	case mode == hook5xx:
+		answer = http.StatusInternalServerError
+	case mode == hookDrop:
+		answer = 0
+	}
+	f.log = append(f.log, hookAttempt{At: at, Text: body.Text, Status: answer})
 	switch {
 	case limited:
 		f.limited++
@@ -408,6 +423,21 @@ func (f *fakeHook) deliveryTimes() []time.Time {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]time.Time(nil), f.times...)
+}
+
+// hookAttempt is one request the receiver saw: when, which text, and the
+// status it answered (0: dropped without an answer).
+type hookAttempt struct {
+	At     time.Time
+	Text   string
+	Status int
+}
+
+// attemptLog is every request the receiver saw, in order.
+func (f *fakeHook) attemptLog() []hookAttempt {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]hookAttempt(nil), f.log...)
 }
 
 // bucket is a token bucket of capacity 1 (not safe for concurrent use).

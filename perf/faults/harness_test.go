@@ -30,7 +30,8 @@ package faults
 //	llm := newFakeLLM(t, llmOpts{Concurrency: 4, Latency: 50*time.Millisecond})
 //	                              // Ollama-like (/api/generate, /api/chat, JSON or NDJSON
 //	                              // stream); beyond Concurrency requests queue; counts calls
-//	                              // by prompt, in flight, max in flight, cancelled; the mode
+//	                              // by prompt (callsFor, maxCallsWithPrefix), in flight, max in
+//	                              // flight, cancelled; the mode
 //	                              // (llmOK, llm5xx, llm429, llmHang) and latency change live;
 //	                              // model "hang", "fail-500", "fail-429", "slow-<ms>" choose
 //	                              // per call. Env for it: llm.env() (VEGA_OLLAMA_URL).
