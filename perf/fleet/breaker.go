@@ -221,14 +221,19 @@ func (f *Fleet) BreakerStates(ctx context.Context) (map[string]time.Duration, bo
 type limitCounters struct {
 	breakerSent, breakerReceived atomic.Int64
 	slotLeases                   atomic.Int64
-	slotsHeld                    sync.Map // backend → int64: the slots of this replica's last lease of each backend (a gauge)
+	slotsHeld                    sync.Map // backend → heldLease: this replica's last lease of each backend (a gauge)
 }
 
-// heldSlots sums the slots this replica's leases hold.
+// heldSlots sums the slots of this replica's leases not yet lapsed.
 func (c *limitCounters) heldSlots() int64 {
 	var n int64
-	c.slotsHeld.Range(func(_, v any) bool {
-		n += v.(int64)
+	now := time.Now()
+	c.slotsHeld.Range(func(k, v any) bool {
+		if l := v.(heldLease); now.Before(l.until) {
+			n += l.n
+		} else {
+			c.slotsHeld.CompareAndDelete(k, v)
+		}
 		return true
 	})
 	return n
