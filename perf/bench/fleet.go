@@ -318,6 +318,20 @@ func herdSplit(calls []call) (leader int, onLeader, remote []time.Duration) {
 	return leader, onLeader, remote
 }
 
+// p99Gaps is, per herd, the p99 of the callers on the other replicas
+// minus that of the callers on the leader's; a herd without both sides
+// has none.
+func p99Gaps(rounds []herdRound) []time.Duration {
+	var gaps []time.Duration
+	for _, r := range rounds {
+		_, onL, rem := herdSplit(r.calls)
+		if len(onL) > 0 && len(rem) > 0 {
+			gaps = append(gaps, quantile(rem, 0.99)-quantile(onL, 0.99))
+		}
+	}
+	return gaps
+}
+
 // countFrom counts a round's calls by served-from (errors by code).
 func countFrom(calls []call) map[string]int {
 	m := map[string]int{}
@@ -407,6 +421,7 @@ func (d *driver) fleetHerdReport(fl *fleet, rounds []herdRound, share shareResul
 		fl.prefix, herdLatency, queueSlots, queueSlots, herdN)
 	body.WriteString("| herd | backend calls | served from | leader replica | leader replica's callers p50 / p99 / max | other replicas' callers p50 / p99 / max | p99 remote − leader |\n|---|---|---|---|---|---|---|\n")
 	var allLeader, allRemote []time.Duration
+	diffs := p99Gaps(rounds)
 	backendOK, errs := true, 0
 	var perRound []string
 	for _, r := range rounds {
@@ -416,6 +431,7 @@ func (d *driver) fleetHerdReport(fl *fleet, rounds []herdRound, share shareResul
 		backendOK = backendOK && r.backend == 1
 		perRound = append(perRound, fmt.Sprint(r.backend))
 		allLeader, allRemote = append(allLeader, onL...), append(allRemote, rem...)
+
 		fmt.Fprintf(&body, "| %s | %d | %s | %d | %s / %s / %s | %s / %s / %s | %s |\n", r.name, r.backend, fmtCounts(counts), leader+1,
 			ms(quantile(onL, 0.5)), ms(quantile(onL, 0.99)), ms(quantile(onL, 1)),
 			ms(quantile(rem, 0.5)), ms(quantile(rem, 0.99)), ms(quantile(rem, 1)), signedMs(quantile(rem, 0.99)-quantile(onL, 0.99)))
@@ -423,7 +439,13 @@ func (d *driver) fleetHerdReport(fl *fleet, rounds []herdRound, share shareResul
 	slices.Sort(allLeader)
 	slices.Sort(allRemote)
 	lp99, rp99 := quantile(allLeader, 0.99), quantile(allRemote, 0.99)
-	fmt.Fprintf(&body, "\nAll %d herds pooled: leader replicas' callers p99 %s (%d calls), other replicas' callers p99 %s (%d calls).\n", len(rounds), ms(lp99), len(allLeader), ms(rp99), len(allRemote))
+	fmt.Fprintf(&body, "\nThe verdict is on the median over the herds of each herd's *p99 remote − leader*: each herd compares its two sides under the same conditions, while a pooled p99 would be the slowest herd's (one stall of this shared machine moves a whole herd by 100 ms or more). "+
+		"All %d herds pooled, for the record: leader replicas' callers p99 %s (%d calls), other replicas' callers p99 %s (%d calls).\n", len(rounds), ms(lp99), len(allLeader), ms(rp99), len(allRemote))
+	diffStrs := make([]string, len(diffs))
+	for i, x := range diffs {
+		diffStrs[i] = signedMs(x)
+	}
+	medDiff := median(diffs)
 	goals := fleetGoals["fleetherd"]
 	row := goals[0]
 	row.Measured = fmt.Sprintf("backend calls per herd: %s (%d deterministic herds, then 1 non-deterministic); %d caller errors", strings.Join(perRound, ", "), herdRounds, errs)
@@ -431,9 +453,10 @@ func (d *driver) fleetHerdReport(fl *fleet, rounds []herdRound, share shareResul
 	row.Verdict = verdict(backendOK && errs == 0)
 	d.report.add(row)
 	row = goals[1]
-	row.Measured = fmt.Sprintf("p99 %s on the other replicas vs %s on the leader's (%s; %d herds pooled, %d + %d callers)", ms(rp99), ms(lp99), signedMs(rp99-lp99), len(rounds), len(allRemote), len(allLeader))
-	row.Ratio = ratio(float64(rp99), float64(lp99))
-	row.Verdict = verdict(len(allRemote) > 0 && len(allLeader) > 0 && rp99 <= lp99+5*time.Millisecond)
+	row.Measured = fmt.Sprintf("remote p99 − leader p99, median of %d herds: %s (per herd: %s; 200 remote and 100 leader-replica callers each; pooled p99s %s vs %s)",
+		len(diffs), signedMs(medDiff), strings.Join(diffStrs, ", "), ms(rp99), ms(lp99))
+	row.Ratio = signedMs(medDiff)
+	row.Verdict = verdict(len(diffs) == len(rounds) && medDiff <= 5*time.Millisecond)
 	d.report.add(row)
 
 	fmt.Fprintf(&body, "\n**Shared cache.** %d distinct deterministic prompts sent at once, prompt *k* to replica *k* mod 3 (%d backend calls); once their answers were in Redis (%d of %d after %s; the driver waits at most 5 s), each prompt was sent to the other two replicas at once: %s; backend calls during that step: %d.\n",

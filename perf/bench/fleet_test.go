@@ -45,6 +45,29 @@ func TestHerdSplitByTheLeadersReplica(t *testing.T) {
 	}
 }
 
+func TestP99GapsPerHerd(t *testing.T) {
+	herd := func(leader time.Duration, remote ...time.Duration) herdRound {
+		r := herdRound{calls: []call{{replica: 0, latency: leader, from: policy.FromBackend, code: "OK"}}}
+		for _, l := range remote {
+			r.calls = append(r.calls, call{replica: 1, latency: l, from: policy.FromCoalesced, code: "OK"})
+		}
+		return r
+	}
+	rounds := []herdRound{
+		herd(ms_(600), ms_(603), ms_(604)),                 // +4 ms
+		herd(ms_(800), ms_(830)),                           // a stalled herd: +30 ms
+		herd(ms_(650), ms_(649)),                           // −1 ms
+		{calls: []call{{replica: 0, code: "Unavailable"}}}, // no side at all: no gap
+	}
+	got := p99Gaps(rounds)
+	if want := []time.Duration{ms_(4), ms_(30), -ms_(1)}; !equalDur(got, want) {
+		t.Fatalf("p99Gaps = %v, want %v", got, want)
+	}
+	if m := median(got); m != ms_(4) {
+		t.Errorf("median gap %v, want 4ms (the stalled herd does not decide)", m)
+	}
+}
+
 func equalDur(a, b []time.Duration) bool {
 	if len(a) != len(b) {
 		return false
