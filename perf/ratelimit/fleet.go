@@ -17,6 +17,11 @@ type Fleet interface {
 	// replica has just lowered its rate to rate; hold > 0 that the backend
 	// asked this replica to hold off that long.
 	Take(ctx context.Context, backend string, n int, rate float64, burst int, lowered bool, hold time.Duration) (granted int, wait time.Duration, fleetRate float64, held time.Duration, ok bool)
+	// Lease asks for this replica's lease of backend's concurrency slots
+	// (slots.go): want is how many it would use (0: idle), min and max
+	// the limits, max being the fleet's cap. It returns the slots granted
+	// (at least min); ok = false when the fleet cannot answer.
+	Lease(ctx context.Context, backend string, want, min, max int) (slots int, ok bool)
 	// Replicas is how many replicas share the fleet (at least 1).
 	Replicas() int
 }
@@ -49,8 +54,9 @@ type Fleet interface {
 //     share of the rate (rate / replicas seen), so the fleet stays near
 //     its ceiling without Redis, and callers see no error.
 //
-// The concurrency limit and the queues stay per replica: they follow each
-// replica's own view of the backend's latency.
+// The queues stay per replica, and so does the gradient of the
+// concurrency limit (each replica's own view of the backend's latency);
+// the concurrency cap is the fleet's, leased in slots (slots.go).
 const (
 	fleetBatch    = 20 * time.Millisecond // a batch is this much of the rate
 	creditLife    = time.Second           // an unused batch expires

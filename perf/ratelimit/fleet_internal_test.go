@@ -18,7 +18,7 @@ import (
 type fakeFleet struct {
 	mu       sync.Mutex
 	tat      time.Time
-	lowest   float64 // a replica's lowered rate; 0: none
+	lowest   float64   // a replica's lowered rate; 0: none
 	holdTill time.Time // a replica's Retry-After holds the fleet until then
 	down     atomic.Bool
 	replicas int
@@ -61,6 +61,14 @@ func (f *fakeFleet) Take(_ context.Context, _ string, n int, rate float64, burst
 }
 
 func (f *fakeFleet) Replicas() int { return f.replicas }
+
+// Lease grants the static share: these tests are about the rate.
+func (f *fakeFleet) Lease(_ context.Context, _ string, _, lo, hi int) (int, bool) {
+	if f.down.Load() {
+		return 0, false
+	}
+	return max(lo, hi/max(1, f.replicas)), true
+}
 
 // offer sends rate calls/s to set for d, open loop, to a backend that
 // answers at once, and counts the calls dispatched.

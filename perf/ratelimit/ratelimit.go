@@ -57,6 +57,7 @@ func (s *Set) Acquire(ctx context.Context, key, tenant string) (Permit, error) {
 	l.mu.Lock()
 	t := l.tenantLocked(tenant, now)
 	t.arrivals++ // offered, whatever becomes of it (CoDel's window)
+	l.slotsLocked(now, 1)
 	if l.queued == 0 && l.inflight < l.limitLocked() && !now.Before(l.blockedUntil) && l.tokenWaitLocked(now) == 0 {
 		l.takeTokenLocked(now)
 		p := l.dispatchLocked(t, now, 0, deadline, false)
@@ -92,6 +93,7 @@ func (p Permit) release(r policy.Result, latency time.Duration, expired bool) {
 		latency = now.Sub(p.at)
 	}
 	l.mu.Lock()
+	l.slotsLocked(now, 0)
 	l.finishLocked(p, r, latency, expired, now)
 	l.pumpLocked(now)
 	l.mu.Unlock()
@@ -139,6 +141,11 @@ type limiter struct {
 	refillAfter  time.Time // the fleet said no token before then
 	fleetRetryAt time.Time // the fleet failed: the local bucket until then
 	lowered      bool      // a decrease not yet published to the fleet
+	lease        int       // concurrency slots leased from the fleet; 0: none (slots.go)
+	leaseUntil   time.Time // the lease lapses then unless renewed
+	leaseNext    time.Time // the lease is renewed at the first call from then
+	leasing      bool      // a lease is being asked for
+	demand       int       // most calls at the backend or queued since the last ask
 	holdToSend   time.Time // the end of a Retry-After hold not yet published to the fleet
 
 	// The concurrency limit (concurrency.go).
@@ -233,4 +240,6 @@ func (l *limiter) leave(w *waiter, err error, timedOut bool) (Permit, error) {
 	return Permit{}, err
 }
 
-func (l *limiter) limitLocked() int { return max(1, int(math.Floor(l.limit))) }
+// limitLocked is the concurrency limit in force: the adaptive limit,
+// capped in fleet mode by the slots leased (slots.go).
+func (l *limiter) limitLocked() int { return min(max(1, int(math.Floor(l.limit))), l.capLocked()) }
