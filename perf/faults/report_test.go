@@ -102,7 +102,14 @@ var matrix = []struct{ ID, Title string }{
 
 // notApplicable are the rows of the matrix that do not apply to this
 // product, with the reason. A row listed here must have no test.
-var notApplicable = map[string]string{}
+var notApplicable = map[string]string{
+	"F10": "no input makes the real binary panic (the matrix found none, and no test-only hook goes into the product), so a panic " +
+		"cannot be injected from outside. The in-process tests that guard it: perf/coalesce TestDoPanic, TestDoPanicAfterLeaderLeft, " +
+		"TestUnaryInterceptorPanic, TestDoStreamPanic (INTERNAL to every waiter, the key usable again); perf/cache \"a panic is " +
+		"contained\"; perf/breaker TestInterceptorPanicCountsAsFailure; perf/ratelimit TestInterceptorPanicReleasesThePermit; " +
+		"cmd/server TestPanicBecomesInternalAndServerStaysUp (a panicking backend through the full server: INTERNAL, the process " +
+		"serves the next call).",
+}
 
 func matrixTitle(id string) (string, bool) {
 	for _, m := range matrix {
