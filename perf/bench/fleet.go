@@ -400,19 +400,21 @@ func (d *driver) fleetHerd(ctx context.Context) error {
 	}
 	rounds = append(rounds, r)
 
-	share, err := d.fleetShare(ctx, fl)
-	if err != nil {
-		return err
+	// The herd's rows stand even when a later step fails: that step's
+	// rows then say not measured, and why.
+	share, shareErr := d.fleetShare(ctx, fl)
+	if shareErr != nil {
+		d.report.fail("fleetherd, shared cache", shareErr)
 	}
-	rtt, err := d.fleetRoundTrips(ctx, fl)
-	if err != nil {
-		return err
+	rtt, rttErr := d.fleetRoundTrips(ctx, fl)
+	if rttErr != nil {
+		d.report.fail("fleetherd, round trips", rttErr)
 	}
-	d.fleetHerdReport(fl, rounds, share, rtt)
-	return nil
+	d.fleetHerdReport(fl, rounds, share, shareErr, rtt, rttErr)
+	return ctx.Err()
 }
 
-func (d *driver) fleetHerdReport(fl *fleet, rounds []herdRound, share shareResult, rtt rttResult) {
+func (d *driver) fleetHerdReport(fl *fleet, rounds []herdRound, share shareResult, shareErr error, rtt rttResult, rttErr error) {
 	var body strings.Builder
 	fmt.Fprintf(&body, "Placement: %s.\n\n", d.fleetPlacement())
 	fmt.Fprintf(&body, "Three `bin/vega-server` processes with the same `REDIS_URL` (through a toxiproxy in the driver to the machine's Redis) and `VEGA_REDIS_PREFIX=%s`, every other setting the default (`VEGA_REDIS_TIMEOUT` 50 ms); backend: fakeupstream `--latency %s --concurrency %d --queue` (an LLM server: %d at a time, the rest queued). "+
@@ -459,14 +461,28 @@ func (d *driver) fleetHerdReport(fl *fleet, rounds []herdRound, share shareResul
 	row.Verdict = verdict(len(diffs) == len(rounds) && medDiff <= 5*time.Millisecond)
 	d.report.add(row)
 
-	fmt.Fprintf(&body, "\n**Shared cache.** %d distinct deterministic prompts sent at once, prompt *k* to replica *k* mod 3 (%d backend calls); once their answers were in Redis (%d of %d after %s; the driver waits at most 5 s), each prompt was sent to the other two replicas at once: %s; backend calls during that step: %d.\n",
-		shareKeys, share.first, share.reached, shareKeys, ms(share.waited), fmtCounts(share.counts), share.second)
-	row = goals[2]
-	hits := share.counts[policy.FromCache]
-	row.Measured = fmt.Sprintf("%d of %d asks on the other replicas were cache hits, %d backend calls (for the %d first asks: %d; %d of their answers in Redis within 5 s)", hits, 2*shareKeys, share.second, shareKeys, share.first, share.reached)
-	row.Ratio = fmt.Sprintf("%d/%d hits", hits, 2*shareKeys)
-	row.Verdict = verdict(hits == 2*shareKeys && share.second == 0 && share.first == shareKeys)
-	d.report.add(row)
+	if shareErr != nil {
+		row = goals[2]
+		row.Measured, row.Verdict = "the step failed: "+shareErr.Error(), NotMeasured
+		d.report.add(row)
+	} else {
+		fmt.Fprintf(&body, "\n**Shared cache.** %d distinct deterministic prompts sent at once, prompt *k* to replica *k* mod 3 (%d backend calls); once their answers were in Redis (%d of %d after %s; the driver waits at most 5 s), each prompt was sent to the other two replicas at once: %s; backend calls during that step: %d.\n",
+			shareKeys, share.first, share.reached, shareKeys, ms(share.waited), fmtCounts(share.counts), share.second)
+		row = goals[2]
+		hits := share.counts[policy.FromCache]
+		row.Measured = fmt.Sprintf("%d of %d asks on the other replicas were cache hits, %d backend calls (for the %d first asks: %d; %d of their answers in Redis within 5 s)", hits, 2*shareKeys, share.second, shareKeys, share.first, share.reached)
+		row.Ratio = fmt.Sprintf("%d/%d hits", hits, 2*shareKeys)
+		row.Verdict = verdict(hits == 2*shareKeys && share.second == 0 && share.first == shareKeys)
+		d.report.add(row)
+	}
+	if rttErr != nil {
+		for _, row := range goals[3:5] {
+			row.Measured, row.Verdict = "the step failed: "+rttErr.Error(), NotMeasured
+			d.report.add(row)
+		}
+		d.report.section("Fleet: a herd over 3 replicas, the shared cache, Redis round trips (issue 11)", "%s", body.String())
+		return
+	}
 
 	fmt.Fprintf(&body, "\n**Redis round trips.** A round trip is counted by what it costs: a latency toxic of %s on the proxy's downstream (every reply from Redis %s late; `VEGA_REDIS_TIMEOUT` 50 ms still covers two in a row) adds %s per round trip on a call's critical path. "+
 		"%d fresh deterministic prompts were sent one after another to replica 1 with and without the toxic (a miss each: local miss, shared-tier read, lease, backend %s, answer stored), then each again (a local hit). Critical-path round trips = (median with − median without) / %s. "+
