@@ -22,16 +22,17 @@ import (
 // Lead answers in turn ("lead", "lost", "down") and what each wait returns.
 type fakeFlights struct {
 	mu       sync.Mutex
-	leads    []string // guarded by mu: answers still to give, in order
-	waits    []bool   // guarded by mu
-	handed   []byte   // guarded by mu: what a wait hands over
-	finished [][]byte // guarded by mu: what each finish shared
+	leads    []string   // guarded by mu: answers still to give, in order
+	waits    []bool     // guarded by mu
+	handed   []byte     // guarded by mu: what a wait hands over
+	tier     *memRemote // a wait that hands nothing over returns the tier's entry, as the fleet reads it
+	finished [][]byte   // guarded by mu: what each finish shared
 	ttls     []time.Duration
 	kept     []bool
 	onWait   func() // runs inside wait (another gateway finishing)
 }
 
-func (f *fakeFlights) Lead(ctx context.Context, _ string) (context.Context, func([]byte, time.Duration, bool), func(context.Context) ([]byte, bool)) {
+func (f *fakeFlights) Lead(ctx context.Context, key string) (context.Context, func([]byte, time.Duration, bool), func(context.Context) ([]byte, bool, bool)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	next := "down"
@@ -48,12 +49,12 @@ func (f *fakeFlights) Lead(ctx context.Context, _ string) (context.Context, func
 			f.kept = append(f.kept, keep)
 		}, nil
 	case "lost":
-		return nil, nil, f.wait
+		return nil, nil, func(ctx context.Context) ([]byte, bool, bool) { return f.wait(ctx, key) }
 	}
 	return nil, nil, nil
 }
 
-func (f *fakeFlights) wait(context.Context) ([]byte, bool) {
+func (f *fakeFlights) wait(_ context.Context, key string) ([]byte, bool, bool) {
 	if f.onWait != nil {
 		f.onWait()
 	}
@@ -63,10 +64,18 @@ func (f *fakeFlights) wait(context.Context) ([]byte, bool) {
 	if len(f.waits) > 0 {
 		f.waits = f.waits[1:]
 	}
-	if ok {
-		return f.handed, true
+	switch {
+	case !ok:
+		return nil, false, false
+	case f.handed != nil:
+		return f.handed, false, true
 	}
-	return nil, false
+	if f.tier != nil {
+		if b, found := f.tier.Get(context.Background(), key); found {
+			return b, true, true
+		}
+	}
+	return nil, false, false // no lease, no answer: nothing shared
 }
 
 func TestFleetFill(t *testing.T) {
@@ -76,6 +85,7 @@ func TestFleetFill(t *testing.T) {
 	setup := func(t *testing.T, fl *fakeFlights) (*harness, *memRemote) {
 		t.Helper()
 		remote := newMemRemote()
+		fl.tier = remote
 		s := Settings{Remote: remote, Flights: fl, DefaultTTL: time.Minute, StaleFor: 30 * time.Second, Jitter: 1e-9}
 		return newHarness(t, s), remote
 	}

@@ -44,13 +44,16 @@ type Flights interface {
 	// hands it to this flight's waiters only; nil shares nothing. The
 	// waiters wake either way.
 	//
-	// Not leading, it returns wait, which returns the answer handed over,
-	// or nil and true when the answer is in the remote tier; false when the
-	// flight ended with nothing shared or its leader is gone (the caller
-	// may lead), the fleet fails, or ctx ends.
+	// Not leading, it returns wait, which returns ok and the flight's
+	// answer once the flight ended with one shared: the one handed over,
+	// or (kept) the remote tier's entry for key, read as the flight ended
+	// (not to be served to a caller that may not read the cache, nor when
+	// it is not fresh); not ok when the flight ended with nothing shared or
+	// its leader is gone (the caller may lead), the fleet fails, or ctx
+	// ends.
 	//
 	// None of them means the fleet cannot answer: the caller is alone.
-	Lead(ctx context.Context, key string) (call context.Context, finish func(val []byte, ttl time.Duration, keep bool), wait func(context.Context) ([]byte, bool))
+	Lead(ctx context.Context, key string) (call context.Context, finish func(val []byte, ttl time.Duration, keep bool), wait func(context.Context) (answer []byte, kept, ok bool))
 }
 
 // maxFleetAttempts bounds how often a flight tries to lead or wait before
@@ -250,7 +253,14 @@ func (c *Cache) remoteLookup(ctx context.Context, key string, withStale, stream 
 		e, err := decodeRemote(b, key, c.set.RemoteMaxBytes)
 		return remoteGot{found: true, e: e, err: err}, nil
 	})
-	got := shared.(remoteGot)
+	return c.admitRemote(key, shared.(remoteGot), withStale, stream)
+}
+
+// admitRemote serves what the remote tier had under key: a fresh entry, or
+// a stale one when withStale, is stored in the local tier with its
+// remaining lifetime and returned; anything else is a miss (counted bad
+// when it failed the checks or is of the other kind than stream).
+func (c *Cache) admitRemote(key string, got remoteGot, withStale, stream bool) (any, State) {
 	if !got.found {
 		c.stats.remoteMisses.Add(1)
 		return nil, Miss
@@ -362,15 +372,15 @@ func (c *Cache) fleetFill(ctx context.Context, d *policy.Decision, call func(con
 		if wait == nil {
 			break
 		}
-		handed, ok := wait(ctx)
+		answer, kept, ok := wait(ctx)
 		if !ok {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
 			continue
 		}
-		if handed != nil {
-			v, err, ok := c.decodeHanded(handed, d.Key)
+		if !kept {
+			v, err, ok := c.decodeHanded(answer, d.Key)
 			if !ok {
 				c.stats.remoteBad.Add(1)
 				continue
@@ -382,7 +392,8 @@ func (c *Cache) fleetFill(ctx context.Context, d *policy.Decision, call func(con
 		if !d.ReadCache {
 			continue // only a handed-over answer serves a caller that may not read the cache
 		}
-		if v, st := c.remoteLookup(ctx, d.Key, false, false); st == Fresh {
+		e, err := decodeRemote(answer, d.Key, c.set.RemoteMaxBytes)
+		if v, st := c.admitRemote(d.Key, remoteGot{found: true, e: e, err: err}, false, false); st == Fresh {
 			c.stats.fleetCoalesced.Add(1)
 			d.ServedFrom = policy.FromCoalesced
 			return v, nil

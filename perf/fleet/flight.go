@@ -60,19 +60,21 @@ return 1
 `)
 
 // checkScript is a waiter's check, in one round trip: the answer handed to
-// the flight (KEYS[1]), whether the answer is in the cache tier (KEYS[2])
-// and whether the lease (KEYS[3]) is held; while it is, the waiter ARGV[1]
-// is registered in the key's waiters (KEYS[4]) until Redis TIME + ARGV[2]
-// ms.
+// the flight (KEYS[1]) and whether the lease (KEYS[3]) is held; while it
+// is, the waiter ARGV[1] is registered in the key's waiters (KEYS[4])
+// until Redis TIME + ARGV[2] ms; once it is not, the cache tier's entry
+// (KEYS[2]) too, so a woken waiter reads a kept answer in the same round
+// trip (an entry seen while the lease is held is not the flight's answer:
+// it is not read).
 var checkScript = redis.NewScript(`
-local leased = redis.call('EXISTS', KEYS[3])
-if leased == 1 then
+if redis.call('EXISTS', KEYS[3]) == 1 then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])
   redis.call('PEXPIRE', KEYS[4], ARGV[2])
+  return {redis.call('GET', KEYS[1]), false, 1}
 end
-return {redis.call('GET', KEYS[1]), redis.call('EXISTS', KEYS[2]), leased}
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), 0}
 `)
 
 // waitersScript drops the expired waiters of KEYS[1] and counts the rest.
@@ -108,15 +110,16 @@ const noticeDone = "done"
 // in the fleet (checked when ctx ends, then every holdTick; Redis failing
 // counts as none), when the Fleet closes, or at finish.
 //
-// Without the lease it returns wait, which waits for the holder's flight.
-// Neither means Redis could not answer: behave as a gateway alone.
-func (f *Fleet) Lead(ctx context.Context, key string) (call context.Context, finish func(val []byte, ttl time.Duration, keep bool), wait func(context.Context) ([]byte, bool)) {
+// Without the lease it returns wait, which waits for the holder's flight
+// (see Fleet.wait). Neither means Redis could not answer: behave as a
+// gateway alone.
+func (f *Fleet) Lead(ctx context.Context, key string) (call context.Context, finish func(val []byte, ttl time.Duration, keep bool), wait func(context.Context) (answer []byte, kept, ok bool)) {
 	token, holder, err := f.takeLease(ctx, key)
 	switch {
 	case err != nil:
 		return nil, nil, nil
 	case token == "":
-		return nil, nil, func(ctx context.Context) ([]byte, bool) { return f.wait(ctx, key, holder) }
+		return nil, nil, func(ctx context.Context) ([]byte, bool, bool) { return f.wait(ctx, key, holder) }
 	}
 	stopRenew := f.holdLease(key, token, 0)
 	if stopRenew == nil {
@@ -202,14 +205,16 @@ func randomID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// wait waits for the flight of key led under token to end. It returns the
-// answer handed to the flight's waiters, if any, and true once the flight
-// ended with an answer shared (handed over, or in the cache tier: read it
-// there); false when there is neither a lease nor an answer (the owner
-// died or shared nothing: the caller may lead), when Redis fails, or when
-// ctx ends. While it waits it is registered in key's waiters, so the
-// leader keeps the backend call going; it leaves them when ctx ends.
-func (f *Fleet) wait(ctx context.Context, key, token string) ([]byte, bool) {
+// wait waits for the flight of key led under token to end. Once the flight
+// ended with an answer shared it returns ok and the answer: the one handed
+// to the flight's waiters, or (kept) the cache tier's entry for key, read
+// in the same round trip as the end of the lease — the caller decides
+// whether it may serve that entry and whether it is fresh. It returns not
+// ok when there is neither a lease nor an answer (the owner died or shared
+// nothing: the caller may lead), when Redis fails, or when ctx ends. While
+// it waits it is registered in key's waiters, so the leader keeps the
+// backend call going; it leaves them when ctx ends.
+func (f *Fleet) wait(ctx context.Context, key, token string) (answer []byte, kept, ok bool) {
 	f.stats.remoteWaits.Add(1)
 	me := f.set.ReplicaID + ":" + randomID()
 	ch := make(chan struct{})
@@ -226,22 +231,23 @@ func (f *Fleet) wait(ctx context.Context, key, token string) ([]byte, bool) {
 		switch {
 		case !ok:
 			f.leave(ctx, key, me)
-			return nil, false
+			return nil, false, false
 		case handed != nil:
-			return handed, true
-		case cached && !leased:
+			return handed, false, true
+		case cached != nil:
 			// The leader stores the answer and drops the lease in one
-			// step; an entry seen while the lease is held is an older
-			// (stale) one, being refreshed: keep waiting.
-			return nil, true
+			// step, so the entry is read only once the lease is gone; one
+			// seen while it is held is an older (stale) one, being
+			// refreshed: keep waiting.
+			return cached, true, true
 		case !leased:
 			f.stats.takeovers.Add(1)
-			return nil, false
+			return nil, false, false
 		}
 		select {
 		case <-ctx.Done():
 			f.leave(ctx, key, me)
-			return nil, false
+			return nil, false, false
 		case <-ch: // the flight ended: the next check finds its answer
 			ch = make(chan struct{})
 			f.waitMu.Lock()
@@ -281,10 +287,10 @@ func (f *Fleet) unregister(key string, ch chan struct{}) {
 }
 
 // check reads, in one round trip, the answer handed to the flight led
-// under token, whether key's answer is in the cache tier and whether its
-// lease is held; while it is, the waiter me is registered (or renewed) in
-// key's waiters.
-func (f *Fleet) check(ctx context.Context, key, token, me string) (handed []byte, cached, leased, ok bool) {
+// under token and whether key's lease is held; while it is, the waiter me
+// is registered (or renewed) in key's waiters; once it is not, key's entry
+// in the cache tier, if any.
+func (f *Fleet) check(ctx context.Context, key, token, me string) (handed, cached []byte, leased, ok bool) {
 	var res []any
 	err := f.do(ctx, func(ctx context.Context) error {
 		var err error
@@ -294,14 +300,16 @@ func (f *Fleet) check(ctx context.Context, key, token, me string) (handed []byte
 		return err
 	})
 	if err != nil || len(res) != 3 {
-		return nil, false, false, false
+		return nil, nil, false, false
 	}
 	if s, isStr := res[0].(string); isStr {
 		handed = []byte(s)
 	}
-	c, _ := res[1].(int64)
+	if s, isStr := res[1].(string); isStr {
+		cached = []byte(s)
+	}
 	l, _ := res[2].(int64)
-	return handed, c > 0, l > 0, true
+	return handed, cached, l > 0, true
 }
 
 // wake wakes this replica's waiters of key (a "done" notice).

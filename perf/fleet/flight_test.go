@@ -32,14 +32,14 @@ func TestFlightLeaderWakesWaiters(t *testing.T) {
 			require.NotNil(t, wait2, "the lease is r1's")
 
 			type woken struct {
-				at  time.Time
-				val []byte
-				ok  bool
+				at       time.Time
+				val      []byte
+				kept, ok bool
 			}
 			got := make(chan woken, 1)
 			go func() {
-				v, ok := wait2(ctx)
-				got <- woken{time.Now(), v, ok}
+				v, kept, ok := wait2(ctx)
+				got <- woken{time.Now(), v, kept, ok}
 			}()
 			time.Sleep(200 * time.Millisecond) // the waiter is waiting
 			done := time.Now()
@@ -49,12 +49,12 @@ func TestFlightLeaderWakesWaiters(t *testing.T) {
 				require.True(t, w.ok, "the flight ended with an answer")
 				assert.Less(t, w.at.Sub(done), 500*time.Millisecond, "woken by the tick, not the notice")
 				v, cached := f2.Get(ctx, "generate/x/k")
+				assert.Equal(t, keep, w.kept)
+				assert.Equal(t, "the answer", string(w.val), "the check that found the lease gone read the answer")
 				if keep {
-					assert.Nil(t, w.val, "read it from the cache tier")
 					require.True(t, cached, "the answer is in the cache tier before the notice")
 					assert.Equal(t, "the answer", string(v))
 				} else {
-					assert.Equal(t, "the answer", string(w.val))
 					assert.False(t, cached, "an answer handed over is not kept as cache")
 				}
 			case <-time.After(5 * time.Second):
@@ -92,7 +92,7 @@ func TestFlightTakeoverWhenTheOwnerDies(t *testing.T) {
 	finish([]byte("late"), time.Minute, true) // after Close: not stored, no notice
 
 	got := make(chan bool, 1)
-	go func() { _, ok := wait(ctx); got <- ok }()
+	go func() { _, _, ok := wait(ctx); got <- ok }()
 	select {
 	case ok := <-got:
 		assert.False(t, ok, "no answer: the owner died")
@@ -140,8 +140,12 @@ func TestFlightStaleEntryDoesNotEndTheWait(t *testing.T) {
 	require.NotNil(t, finish)
 	_, _, wait := f2.Lead(ctx, "k")
 	require.NotNil(t, wait)
-	got := make(chan bool, 1)
-	go func() { _, ok := wait(ctx); got <- ok }()
+	type woken struct {
+		val      []byte
+		kept, ok bool
+	}
+	got := make(chan woken, 1)
+	go func() { v, kept, ok := wait(ctx); got <- woken{v, kept, ok} }()
 	select {
 	case <-got:
 		t.Fatal("the wait ended on the stale entry while the lease was held")
@@ -149,8 +153,10 @@ func TestFlightStaleEntryDoesNotEndTheWait(t *testing.T) {
 	}
 	finish([]byte("fresh"), time.Minute, true)
 	select {
-	case ok := <-got:
-		require.True(t, ok)
+	case w := <-got:
+		require.True(t, w.ok)
+		assert.True(t, w.kept)
+		assert.Equal(t, "fresh", string(w.val), "the wait ended with the leader's answer, not the stale entry")
 	case <-time.After(5 * time.Second):
 		t.Fatal("the waiter was never woken")
 	}
@@ -178,7 +184,7 @@ func TestFlightCallOutlivesItsCallersWhileTheFleetWaits(t *testing.T) {
 	_, _, wait := f2.Lead(waiterCtx, "k")
 	require.NotNil(t, wait)
 	waited := make(chan bool, 1)
-	go func() { _, ok := wait(waiterCtx); waited <- ok }()
+	go func() { _, _, ok := wait(waiterCtx); waited <- ok }()
 	eventually(t, 3*time.Second, func() bool { return waitersOf(t, prefix, "k") == 1 }, "the waiter never registered")
 
 	leaderLeaves()
@@ -238,7 +244,7 @@ func TestFlightCallEndsWhenRedisFailsWhileHeld(t *testing.T) {
 	_, _, wait := f2.Lead(waiterCtx, "k")
 	require.NotNil(t, wait)
 	waited := make(chan bool, 1)
-	go func() { _, ok := wait(waiterCtx); waited <- ok }()
+	go func() { _, _, ok := wait(waiterCtx); waited <- ok }()
 	defer func() { waiterLeaves(); <-waited }()
 	eventually(t, 3*time.Second, func() bool { return waitersOf(t, prefix, "k") == 1 }, "the waiter never registered")
 
