@@ -360,14 +360,19 @@ func fmtCounts(m map[string]int) string {
 
 // herdOnce sends n identical calls at once, call i to replica i mod 3.
 func (fl *fleet) herdOnce(ctx context.Context, name string, req *vegav1.GenerateRequest) (herdRound, error) {
+	return fl.herdOf(ctx, herdN, name, req)
+}
+
+// herdOf sends n identical calls at once, call i to replica i mod 3.
+func (fl *fleet) herdOf(ctx context.Context, n int, name string, req *vegav1.GenerateRequest) (herdRound, error) {
 	before, err := fl.backendCalls()
 	if err != nil {
 		return herdRound{}, err
 	}
-	r := herdRound{name: name, calls: make([]call, herdN)}
+	r := herdRound{name: name, calls: make([]call, n)}
 	gate := make(chan struct{})
 	var wg sync.WaitGroup
-	for i := range herdN {
+	for i := range n {
 		wg.Go(func() {
 			<-gate
 			r.calls[i] = fl.generate(ctx, i%fleetReplicas, name, req, 30*time.Second, time.Now())
@@ -399,6 +404,17 @@ func (d *driver) fleetHerd(ctx context.Context) error {
 		return err
 	}
 	rounds = append(rounds, r)
+	// Context: one caller per replica, so that no replica has a queue of
+	// answers to send on the shared core: the cross-replica cost alone.
+	var small []herdRound
+	for i := range smallHerds {
+		r, err := fl.herdOf(ctx, fleetReplicas, "three", deterministicReq(fmt.Sprintf("one caller per replica %d", i)))
+		if err != nil {
+			return err
+		}
+		small = append(small, r)
+	}
+	smallRow := smallHerdRow(small)
 
 	// The herd's rows stand even when a later step fails: that step's
 	// rows then say not measured, and why.
@@ -411,6 +427,7 @@ func (d *driver) fleetHerd(ctx context.Context) error {
 		d.report.fail("fleetherd, round trips", rttErr)
 	}
 	d.fleetHerdReport(fl, rounds, share, shareErr, rtt, rttErr)
+	d.report.add(smallRow)
 	return ctx.Err()
 }
 
@@ -505,6 +522,33 @@ func (d *driver) fleetHerdReport(fl *fleet, rounds []herdRound, share shareResul
 	row.Verdict = verdict(rtt.hitTrips() < 0.5 && rtt.hitOps == 0)
 	d.report.add(row)
 	d.report.section("Fleet: a herd over 3 replicas, the shared cache, Redis round trips (issue 11)", "%s", body.String())
+}
+
+const smallHerds = 10
+
+// smallHerdRow is a context row: herds of one caller per replica, the
+// remote callers' latency minus the leader's caller's.
+func smallHerdRow(rounds []herdRound) Row {
+	var gaps []time.Duration
+	ones := 0
+	for _, r := range rounds {
+		if r.backend == 1 {
+			ones++
+		}
+		_, onL, rem := herdSplit(r.calls)
+		if len(onL) == 1 {
+			for _, x := range rem {
+				gaps = append(gaps, x-onL[0])
+			}
+		}
+	}
+	slices.Sort(gaps)
+	return Row{
+		Figure:   fmt.Sprintf("3 replicas + Redis, context: %d herds of 3 identical calls, one per replica (no replica has a queue of answers to send on the shared core)", len(rounds)),
+		Goal:     "—",
+		Measured: fmt.Sprintf("remote caller − leader's caller: p50 %s, max %s (%d remote callers); herds with exactly 1 backend call: %d of %d", signedMs(quantile(gaps, 0.5)), signedMs(quantile(gaps, 1)), len(gaps), ones, len(rounds)),
+		Verdict:  NoGoal,
+	}
 }
 
 func signedMs(d time.Duration) string {
