@@ -258,6 +258,8 @@ func (r ClusterReporter) Report(s *vegav1.Stats) {
 		BreakerOpens: f.BreakerOpens, WritesDropped: f.WritesDropped,
 		PurgesSent: f.PurgesSent, PurgesReceived: f.PurgesReceived,
 		LeasesWon: f.LeasesWon, LeasesLost: f.LeasesLost, RemoteWaits: f.RemoteWaits, LeaseTakeovers: f.Takeovers,
+		StreamsLed: f.StreamsLed, StreamJoins: f.StreamJoins, StreamJoinsRefused: f.StreamJoinsRefused,
+		StreamTakeovers: f.StreamTakeovers, StreamsBroken: f.StreamsBroken,
 	}
 	if r.Cache != nil {
 		c := r.Cache.Stats()

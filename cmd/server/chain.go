@@ -14,10 +14,15 @@ import (
 //
 //		policy → cache lookup → coalesce → cache fill → breaker → limiter → handler
 //
+//	(streams, in a fleet: … → coalesce → fleet stream → cache fill → …)
+//
 //	  - policy plans the request once (key, backend, cacheability) from the one
 //	    table in service/policy.go and sends x-vega-served-from;
 //	  - a cache hit returns before anything else is spent;
 //	  - identical calls in flight share one call of everything inside;
+//	  - in a fleet, a stream's local flight leads the key's stream flight for
+//	    the whole fleet or follows the replica that leads it (unary flights
+//	    do that in the fill step);
 //	  - the fill step checks the cache again inside that shared call and
 //	    stores its answer, once;
 //	  - an open breaker fails fast without waiting for a rate token;
@@ -36,6 +41,7 @@ type perfChain struct {
 	group    *coalesce.Group
 	breakers *breaker.Set
 	limiters *ratelimit.Set
+	streams  cache.StreamFlights // nil without a fleet
 }
 
 func (c perfChain) unary() []grpc.UnaryServerInterceptor {
@@ -54,6 +60,7 @@ func (c perfChain) stream() []grpc.StreamServerInterceptor {
 		policy.StreamServerInterceptor(c.table),
 		cache.LookupStreamServerInterceptor(c.cache),
 		coalesce.StreamServerInterceptor(c.group),
+		cache.FleetStreamServerInterceptor(c.cache, c.streams),
 		cache.FillStreamServerInterceptor(c.cache),
 		breaker.StreamServerInterceptor(c.breakers),
 		ratelimit.StreamServerInterceptor(c.limiters),

@@ -196,6 +196,9 @@ func NewServer(cfg Config, log *slog.Logger) (_ *Server, err error) {
 		GenerateTTL: cfg.Cache.GenerateTTL, FetchTTL: cfg.Cache.FetchTTL, CacheNondeterministic: cfg.Cache.Nondeterministic,
 	}, s.router)
 	chain := perfChain{table: table, cache: s.cache, group: group, breakers: breakers, limiters: limiters}
+	if s.fleet != nil {
+		chain.streams = s.fleet // streams coalesced across the fleet too
+	}
 	streams := &service.StreamStats{}
 	slow := monitor.NewSlowLog(cfg.SlowRPCThreshold, 0)
 	s.leaks = monitor.NewLeakDetector(monitor.LeakSettings{})

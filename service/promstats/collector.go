@@ -418,6 +418,16 @@ func NewCollector(snapshot func() *vegav1.Stats) prometheus.Collector {
 		func(s *vegav1.ClusterStats) float64 { return float64(s.GetLeaseTakeovers()) })
 	c.cluster.counter("cluster_fleet_coalesced_total", "Flights answered by another replica's backend call.",
 		func(s *vegav1.ClusterStats) float64 { return float64(s.GetFleetCoalesced()) })
+	c.cluster.counter("cluster_streams_led_total", "Stream flights this replica led for the fleet (its chunks shared through Redis).",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetStreamsLed()) })
+	c.cluster.counter("cluster_stream_joins_total", "Follows of another replica's stream flight, from its first chunk.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetStreamJoins()) })
+	c.cluster.counter("cluster_stream_joins_refused_total", "Stream flights not followed because 8 follows were running here: the caller went alone.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetStreamJoinsRefused()) })
+	c.cluster.counter("cluster_stream_takeovers_total", "Follows that found the stream flight's leader gone with no end.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetStreamTakeovers()) })
+	c.cluster.counter("cluster_streams_broken_total", "Stream flights led here that ended broken (nothing to share, over the bounds, Redis failing).",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetStreamsBroken()) })
 	c.clusterInfo = newFigures[*vegav1.ClusterStats](d, "replica", "prefix", labelMode)
 	c.clusterInfo.gauge("cluster_info", `Always 1; replica is this replica's id, prefix the fleet's (VEGA_REDIS_PREFIX), mode "redis" or "local".`,
 		func(*vegav1.ClusterStats) float64 { return 1 })

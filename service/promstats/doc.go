@@ -198,6 +198,11 @@
 //	vega_cluster_remote_waits_total                             counter                             waits for another replica's flight
 //	vega_cluster_lease_takeovers_total                          counter                             waits that found the owner gone and took over
 //	vega_cluster_fleet_coalesced_total                          counter                             flights answered by another replica's call
+//	vega_cluster_streams_led_total                              counter                             stream flights led here for the fleet
+//	vega_cluster_stream_joins_total                             counter                             follows of another replica's stream flight
+//	vega_cluster_stream_joins_refused_total                     counter                             not followed (8 follows running): alone
+//	vega_cluster_stream_takeovers_total                         counter                             follows that found the leader gone
+//	vega_cluster_streams_broken_total                           counter                             stream flights led here that ended broken
 //
 // The names deliberately avoid the seed's (coalesce_rate, cache_hit_rate,
 // avg_wait_time_ms, in_flight_count …) where those carry a non-base unit

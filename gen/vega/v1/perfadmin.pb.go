@@ -3102,8 +3102,18 @@ type ClusterStats struct {
 	LeaseTakeovers int64 `protobuf:"varint,25,opt,name=lease_takeovers,json=leaseTakeovers,proto3" json:"lease_takeovers,omitempty"`
 	// Flights answered by another replica's backend call.
 	FleetCoalesced int64 `protobuf:"varint,26,opt,name=fleet_coalesced,json=fleetCoalesced,proto3" json:"fleet_coalesced,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Stream flights (GenerateStream across the fleet): flights this replica
+	// led for the fleet, follows of another replica's flight, follows not
+	// started (8 already running here: the caller went alone), follows that
+	// found the leader gone with no end, and flights led here that ended
+	// broken (nothing to share, over the bounds, Redis failing).
+	StreamsLed         int64 `protobuf:"varint,27,opt,name=streams_led,json=streamsLed,proto3" json:"streams_led,omitempty"`
+	StreamJoins        int64 `protobuf:"varint,28,opt,name=stream_joins,json=streamJoins,proto3" json:"stream_joins,omitempty"`
+	StreamJoinsRefused int64 `protobuf:"varint,29,opt,name=stream_joins_refused,json=streamJoinsRefused,proto3" json:"stream_joins_refused,omitempty"`
+	StreamTakeovers    int64 `protobuf:"varint,30,opt,name=stream_takeovers,json=streamTakeovers,proto3" json:"stream_takeovers,omitempty"`
+	StreamsBroken      int64 `protobuf:"varint,31,opt,name=streams_broken,json=streamsBroken,proto3" json:"streams_broken,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ClusterStats) Reset() {
@@ -3314,6 +3324,41 @@ func (x *ClusterStats) GetLeaseTakeovers() int64 {
 func (x *ClusterStats) GetFleetCoalesced() int64 {
 	if x != nil {
 		return x.FleetCoalesced
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetStreamsLed() int64 {
+	if x != nil {
+		return x.StreamsLed
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetStreamJoins() int64 {
+	if x != nil {
+		return x.StreamJoins
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetStreamJoinsRefused() int64 {
+	if x != nil {
+		return x.StreamJoinsRefused
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetStreamTakeovers() int64 {
+	if x != nil {
+		return x.StreamTakeovers
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetStreamsBroken() int64 {
+	if x != nil {
+		return x.StreamsBroken
 	}
 	return 0
 }
@@ -3576,7 +3621,7 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\flast_success\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vlastSuccess\x129\n" +
 	"\n" +
 	"last_error\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tlastError\x12,\n" +
-	"\x12last_error_message\x18\t \x01(\tR\x10lastErrorMessage\"\x92\a\n" +
+	"\x12last_error_message\x18\t \x01(\tR\x10lastErrorMessage\"\xda\b\n" +
 	"\fClusterStats\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x01 \x01(\tR\treplicaId\x12\x16\n" +
@@ -3613,7 +3658,13 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"leasesLost\x12!\n" +
 	"\fremote_waits\x18\x18 \x01(\x03R\vremoteWaits\x12'\n" +
 	"\x0flease_takeovers\x18\x19 \x01(\x03R\x0eleaseTakeovers\x12'\n" +
-	"\x0ffleet_coalesced\x18\x1a \x01(\x03R\x0efleetCoalesced*~\n" +
+	"\x0ffleet_coalesced\x18\x1a \x01(\x03R\x0efleetCoalesced\x12\x1f\n" +
+	"\vstreams_led\x18\x1b \x01(\x03R\n" +
+	"streamsLed\x12!\n" +
+	"\fstream_joins\x18\x1c \x01(\x03R\vstreamJoins\x120\n" +
+	"\x14stream_joins_refused\x18\x1d \x01(\x03R\x12streamJoinsRefused\x12)\n" +
+	"\x10stream_takeovers\x18\x1e \x01(\x03R\x0fstreamTakeovers\x12%\n" +
+	"\x0estreams_broken\x18\x1f \x01(\x03R\rstreamsBroken*~\n" +
 	"\vBreakerMode\x12\x1c\n" +
 	"\x18BREAKER_MODE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11BREAKER_MODE_AUTO\x10\x01\x12\x1b\n" +

@@ -1,0 +1,299 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	vegav1 "github.com/vega-gateway/vega/gen/vega/v1"
+	"github.com/vega-gateway/vega/perf/policy"
+)
+
+// dripOllama is an Ollama whose /api/generate streams its first words at
+// once, then holds the stream until the test releases it (or the request
+// ends), then sends the rest: a generation in progress that late callers
+// can be shown to join.
+type dripOllama struct {
+	*fakeLLM
+	first, rest int
+	mu          sync.Mutex
+	release     chan struct{} // guarded by mu: the gate of the calls that start now
+}
+
+func newDripOllama(t *testing.T, first, rest int) *dripOllama {
+	t.Helper()
+	d := &dripOllama{fakeLLM: &fakeLLM{}, first: first, rest: rest, release: make(chan struct{})}
+	d.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d.calls.Add(1)
+		var req struct {
+			Model  string `json:"model"`
+			Prompt string `json:"prompt"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			http.Error(w, `{"error":"bad json"}`, http.StatusBadRequest)
+			return
+		}
+		d.mu.Lock()
+		gate := d.release
+		d.mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		enc := json.NewEncoder(w)
+		word := func(i int) {
+			_ = enc.Encode(map[string]any{"model": req.Model, "response": fmt.Sprintf(" w%d", i), "done": false})
+			w.(http.Flusher).Flush()
+		}
+		for i := range d.first {
+			word(i)
+		}
+		select {
+		case <-gate:
+		case <-r.Context().Done():
+			d.cancelled.Add(1)
+			return
+		}
+		for i := range d.rest {
+			word(d.first + i)
+		}
+		_ = enc.Encode(map[string]any{"model": req.Model, "response": "", "done": true, "done_reason": "stop",
+			"prompt_eval_count": 3, "eval_count": d.first + d.rest})
+	}))
+	t.Cleanup(d.Close)
+	return d
+}
+
+// open releases the calls started so far; later ones wait for the next.
+func (d *dripOllama) open() {
+	d.mu.Lock()
+	close(d.release)
+	d.release = make(chan struct{})
+	d.mu.Unlock()
+}
+
+// streamCall is one GenerateStream call read on a goroutine of its own.
+type streamCall struct {
+	mu     sync.Mutex
+	chunks []*vegav1.GenerateStreamResponse
+	from   string // x-vega-served-from
+	err    error
+	done   chan struct{}
+}
+
+func startStream(ctx context.Context, c vegav1.GenerateServiceClient, req *vegav1.GenerateStreamRequest) *streamCall {
+	s := &streamCall{done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		err := func() error {
+			stream, err := c.GenerateStream(ctx, req)
+			if err != nil {
+				return err
+			}
+			for {
+				m, err := stream.Recv()
+				if errors.Is(err, io.EOF) {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				s.mu.Lock()
+				if len(s.chunks) == 0 {
+					if hdr, err := stream.Header(); err == nil {
+						s.from = strings.Join(hdr.Get(policy.ServedFromHeader), ",")
+					}
+				}
+				s.chunks = append(s.chunks, m)
+				s.mu.Unlock()
+			}
+		}()
+		s.mu.Lock()
+		s.err = err
+		s.mu.Unlock()
+	}()
+	return s
+}
+
+func (s *streamCall) n() int { s.mu.Lock(); defer s.mu.Unlock(); return len(s.chunks) }
+
+func (s *streamCall) wait(t *testing.T) {
+	t.Helper()
+	select {
+	case <-s.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the stream never ended")
+	}
+}
+
+func (s *streamCall) text() string {
+	var b strings.Builder
+	for _, c := range s.chunks {
+		b.WriteString(c.GetText())
+	}
+	return b.String()
+}
+
+// fleetStreamKeys lists the prefix's stream-flight keys in Redis.
+func fleetStreamKeys(t *testing.T, prefix string) []string {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: fleetRedisAddr})
+	defer rdb.Close()
+	keys, err := rdb.Keys(context.Background(), prefix+":v1:f:*:s:*").Result()
+	require.NoError(t, err)
+	return keys
+}
+
+// TestFleetStreamsJoinAcrossReplicas: a GenerateStream in progress on
+// replica 1 is joined by identical calls on all three replicas after its
+// first chunks were sent; the backend is called once, every caller gets
+// every chunk from the first, identical to the leader's, the others marked
+// coalesced.
+func TestFleetStreamsJoinAcrossReplicas(t *testing.T) {
+	prefix := fleetRedisPrefix(t)
+	const first, rest = 4, 6
+	ollama := newDripOllama(t, first, rest)
+	gws := startRedisFleet(t, newFleetRedisProxy(t), prefix, ollama.fakeLLM, fleetBudget)
+	ctx := ctxTimeout(t, 90*time.Second)
+
+	for _, tc := range []struct {
+		name string
+		req  *vegav1.GenerateStreamRequest
+	}{
+		{"non-deterministic", &vegav1.GenerateStreamRequest{Model: "llama3", Prompt: "the fleet's creative stream"}},
+		{"deterministic", &vegav1.GenerateStreamRequest{Model: "llama3", Prompt: "the fleet's stream", Options: &vegav1.SamplingOptions{Temperature: zero()}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			calls := ollama.calls.Load()
+			before := make([]*vegav1.ClusterStats, 3)
+			for i, g := range gws {
+				before[i] = clusterOf(t, g)
+			}
+			leader := startStream(ctx, gws[0].generate(), tc.req)
+			require.Eventually(t, func() bool { return leader.n() == first }, 20*time.Second, 10*time.Millisecond,
+				"the leader's first chunks never came")
+
+			// Late joiners: two per replica, the leader's included.
+			var late []*streamCall
+			for i := range 6 {
+				late = append(late, startStream(ctx, gws[i%3].generate(), tc.req))
+			}
+			for i, s := range late {
+				require.Eventually(t, func() bool { return s.n() == first }, 20*time.Second, 10*time.Millisecond,
+					"late caller %d (replica %d) did not replay the chunks sent before it came (%d)", i, i%3+1, s.n())
+			}
+			assert.Equal(t, calls+1, ollama.calls.Load(), "the late callers joined: no second backend call")
+			ollama.open()
+
+			leader.wait(t)
+			require.NoError(t, leader.err)
+			require.Len(t, leader.chunks, first+rest+1, "every word and the end")
+			assert.Equal(t, " w0 w1 w2 w3 w4 w5 w6 w7 w8 w9", leader.text())
+			assert.True(t, leader.chunks[len(leader.chunks)-1].GetDone())
+			assert.Equal(t, policy.FromBackend, leader.from)
+			for i, s := range late {
+				s.wait(t)
+				require.NoError(t, s.err, "late caller %d", i)
+				require.Len(t, s.chunks, len(leader.chunks), "late caller %d", i)
+				for j := range s.chunks {
+					assert.True(t, proto.Equal(leader.chunks[j], s.chunks[j]), "late caller %d, chunk %d: %v, the leader's %v", i, j, s.chunks[j], leader.chunks[j])
+				}
+				assert.Equal(t, policy.FromCoalesced, s.from, "late caller %d", i)
+			}
+			assert.Equal(t, calls+1, ollama.calls.Load(), "one backend call for the whole fleet")
+			after := make([]*vegav1.ClusterStats, 3)
+			for i, g := range gws {
+				after[i] = clusterOf(t, g)
+			}
+			assert.Equal(t, int64(1), after[0].GetStreamsLed()-before[0].GetStreamsLed(), "replica 1 led")
+			for i := 1; i < 3; i++ {
+				assert.Equal(t, int64(1), after[i].GetStreamJoins()-before[i].GetStreamJoins(),
+					"replica %d followed once (its second caller joined its local flight)", i+1)
+				assert.Equal(t, int64(1), after[i].GetFleetCoalesced()-before[i].GetFleetCoalesced(), "replica %d", i+1)
+			}
+		})
+	}
+	for i, g := range gws {
+		c := clusterOf(t, g)
+		assert.Zero(t, c.GetStreamTakeovers()+c.GetStreamsBroken()+c.GetStreamJoinsRefused(), "replica %d: %v", i+1, c)
+	}
+}
+
+// TestFleetOneStream: the ordinary case in fleet mode: one stream call on
+// one replica is served by the backend, whole, and shared in Redis as one
+// flight's stream that ends.
+func TestFleetOneStream(t *testing.T) {
+	prefix := fleetRedisPrefix(t)
+	ollama := newFakeOllama(t)
+	gws := startRedisFleet(t, newFleetRedisProxy(t), prefix, ollama, fleetBudget)
+	ctx := ctxTimeout(t, 30*time.Second)
+
+	s := startStream(ctx, gws[1].generate(), &vegav1.GenerateStreamRequest{Model: "llama3", Prompt: "just me"})
+	s.wait(t)
+	require.NoError(t, s.err)
+	assert.Equal(t, "ollama says: just me", s.text())
+	assert.True(t, s.chunks[len(s.chunks)-1].GetDone())
+	assert.Equal(t, policy.FromBackend, s.from)
+	assert.Equal(t, int64(1), ollama.calls.Load())
+	// Written behind the callers' backs: soon one Redis stream, ended.
+	rdb := redis.NewClient(&redis.Options{Addr: fleetRedisAddr})
+	defer rdb.Close()
+	require.Eventually(t, func() bool {
+		keys := fleetStreamKeys(t, prefix)
+		if len(keys) != 1 {
+			return false
+		}
+		last, err := rdb.XRevRangeN(ctx, keys[0], "+", "-", 1).Result()
+		return err == nil && len(last) == 1 && last[0].Values["k"] == "e" && last[0].Values["c"] == "0"
+	}, 10*time.Second, 20*time.Millisecond, "the flight was not shared as one Redis stream that ends OK")
+	c := clusterOf(t, gws[1])
+	assert.Equal(t, int64(1), c.GetStreamsLed())
+	assert.Zero(t, c.GetStreamsBroken())
+}
+
+// TestFleetStreamsWithoutRedis: Redis gone, identical streams on three
+// replicas are served as without a fleet: no caller error, each replica's
+// callers share its own backend call.
+func TestFleetStreamsWithoutRedis(t *testing.T) {
+	prefix := fleetRedisPrefix(t)
+	ollama := newDripOllama(t, 2, 3)
+	p := newFleetRedisProxy(t)
+	gws := startRedisFleet(t, p, prefix, ollama.fakeLLM, faultBudget)
+	p.Stop()
+	ctx := ctxTimeout(t, 60*time.Second)
+
+	req := &vegav1.GenerateStreamRequest{Model: "llama3", Prompt: "no redis"}
+	var calls []*streamCall
+	for i := range 3 {
+		calls = append(calls, startStream(ctx, gws[i].generate(), req))
+	}
+	for _, s := range calls {
+		require.Eventually(t, func() bool { return s.n() == 2 }, 20*time.Second, 10*time.Millisecond, "the first chunks never came")
+	}
+	for i := range 3 { // a second caller per replica joins its replica's flight
+		calls = append(calls, startStream(ctx, gws[i].generate(), req))
+	}
+	for _, s := range calls[3:] {
+		require.Eventually(t, func() bool { return s.n() == 2 }, 20*time.Second, 10*time.Millisecond, "the local joiner did not replay")
+	}
+	ollama.open()
+	for i, s := range calls {
+		s.wait(t)
+		require.NoError(t, s.err, "caller %d", i)
+		assert.Equal(t, " w0 w1 w2 w3 w4", s.text(), "caller %d", i)
+	}
+	assert.Equal(t, int64(3), ollama.calls.Load(), "one backend call per replica, as without a fleet")
+	for i, g := range gws {
+		assert.Zero(t, clusterOf(t, g).GetStreamJoins(), "replica %d", i+1)
+	}
+}

@@ -1,0 +1,155 @@
+package cache
+
+import (
+	"context"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/vega-gateway/vega/perf/policy"
+)
+
+// StreamFlights coalesces a key's backend streams across the fleet
+// (perf/fleet implements it on Redis): one gateway leads and shares each
+// message as it is sent, the others follow from the first message.
+type StreamFlights interface {
+	// LeadStream takes key's stream flight or finds who leads it.
+	//
+	// Leading, it returns send, which shares one encoded message without
+	// waiting, and end, called once after the last send: shared with the
+	// status the leader's callers got (code 0: OK), or not shared (the
+	// flight has nothing to offer its followers).
+	//
+	// Not leading, it returns follow, which hands each encoded message of
+	// the leader's flight, from the first, to chunk and returns the
+	// flight's end status, or an error when it could not follow it to its
+	// end (the leader gone, the flight broken, the fleet failing, ctx
+	// ending, or chunk's error).
+	//
+	// None means the fleet cannot help: the caller is alone.
+	LeadStream(ctx context.Context, key string) (send func(chunk []byte), end func(shared bool, code uint32, msg string), follow func(ctx context.Context, chunk func([]byte) error) (code uint32, msg string, err error))
+}
+
+// errMidStream is what the callers of a followed flight get when it could
+// not be followed to its end after they received part of it: retryable,
+// since calling the backend now would splice two different generations.
+var errMidStream = status.Error(codes.Unavailable, "vega: the stream's leading replica was lost mid-stream; retry the call")
+
+// FleetStreamServerInterceptor coalesces server-streaming calls across the
+// fleet. It runs inside the local streaming flight (between the coalesce
+// and fill steps), for the calls the local coalescer shares (Decision with
+// Coalesce, Key and Request), so one replica's flight leads or follows for
+// all of that replica's callers of the key.
+//
+// Leading, every message the inner chain sends is also shared, encoded as
+// the remote tier's entries are (checked on reading: key, type, version),
+// then its end: OK, or the status code and message the leader's callers
+// got. A flight cancelled because its own callers all left, or whose
+// messages cannot be encoded within RemoteMaxBytes, is shared as broken.
+//
+// Following, the leader's messages are sent as this flight's own, from the
+// first; its callers, late local joiners included, replay them as from any
+// local flight, marked coalesced. When the flight cannot be followed to
+// its end (the leader died, the flight broke, Redis failed) and nothing
+// was sent yet, this flight leads or follows again (at most
+// maxFleetAttempts times), then calls the backend alone; once something
+// was sent, its callers end with UNAVAILABLE (retryable) rather than a
+// second generation spliced onto the first. With fl nil, or the fleet
+// unable to help, the call goes on as without a fleet.
+func FleetStreamServerInterceptor(c *Cache, fl StreamFlights) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx := ss.Context()
+		d := policy.FromContext(ctx)
+		if fl == nil || d == nil || !d.Coalesce || d.Key == "" || d.Request == nil {
+			return handler(srv, ss)
+		}
+		for range maxFleetAttempts {
+			send, end, follow := fl.LeadStream(ctx, d.Key)
+			if send != nil {
+				return c.leadStream(ss, d, send, end, func(s grpc.ServerStream) error { return handler(srv, s) })
+			}
+			if follow == nil {
+				break
+			}
+			sent := 0
+			code, msg, err := follow(ctx, func(b []byte) error {
+				e, err := decodeRemote(b, d.Key, c.set.RemoteMaxBytes)
+				if _, isStream := e.value.([]proto.Message); err != nil || isStream {
+					c.stats.remoteBad.Add(1)
+					return errBadEntry
+				}
+				if sent == 0 {
+					d.ServedFrom = policy.FromCoalesced // published with the first message
+				}
+				sent++
+				return ss.SendMsg(e.value)
+			})
+			switch {
+			case err == nil:
+				c.stats.fleetCoalesced.Add(1)
+				d.ServedFrom = policy.FromCoalesced
+				if code == 0 {
+					return nil
+				}
+				return status.Error(codes.Code(code), msg)
+			case ctx.Err() != nil:
+				return ctx.Err()
+			case sent > 0:
+				return errMidStream
+			}
+		}
+		return handler(srv, ss)
+	}
+}
+
+// leadStream runs the inner chain as the fleet's leader of d.Key: each
+// message it sends is shared, then its end (end's first call counts: a
+// flight broken midway was ended at once).
+func (c *Cache) leadStream(ss grpc.ServerStream, d *policy.Decision, send func([]byte), end func(bool, uint32, string), call func(grpc.ServerStream) error) error {
+	ts := &sharingStream{ServerStream: ss, key: d.Key, max: c.set.RemoteMaxBytes, send: send, end: end}
+	err := call(ts)
+	switch {
+	case ts.failed || ss.Context().Err() != nil:
+		end(false, 0, "")
+	case err == nil:
+		end(true, 0, "")
+	default:
+		st := status.Convert(err)
+		end(true, uint32(st.Code()), st.Message())
+	}
+	return err
+}
+
+// sharingStream shares, encoded, every message sent on it, after sending
+// it. Only the handler's goroutine uses it.
+type sharingStream struct {
+	grpc.ServerStream
+	key    string
+	max    int
+	send   func([]byte)
+	end    func(bool, uint32, string)
+	failed bool // a message could not be shared: the flight is broken
+}
+
+func (s *sharingStream) SendMsg(m any) error {
+	if err := s.ServerStream.SendMsg(m); err != nil {
+		if !s.failed {
+			s.failed = true
+			s.end(false, 0, "")
+		}
+		return err
+	}
+	if s.failed {
+		return nil
+	}
+	b, ok := encodeRemote(s.key, m, 0, false) // freshness unused: never kept
+	if !ok || len(b) > s.max {
+		s.failed = true
+		s.end(false, 0, "") // now: the followers need not wait for the end to go alone
+		return nil
+	}
+	s.send(b)
+	return nil
+}
