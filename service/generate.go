@@ -2,13 +2,17 @@ package service
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"math"
+	"time"
 	"unicode/utf8"
 
 	"google.golang.org/grpc"
 
 	vegav1 "github.com/vega-gateway/vega/gen/vega/v1"
+	"github.com/vega-gateway/vega/integrations"
 	"github.com/vega-gateway/vega/integrations/llm"
 )
 
@@ -30,12 +34,30 @@ type GenerateService struct {
 	router   *Router
 	backends *Backends
 	log      *slog.Logger
+	timeout  time.Duration // bound of one unary backend call; 0 = none
+}
+
+// GenerateOption configures a GenerateService.
+type GenerateOption func(*GenerateService)
+
+// WithBackendTimeout bounds each unary Generate's backend call (not
+// streams, which may rightly last long). A backend that has not answered
+// within d while the caller still waits is a backend failure: the call
+// ends DEADLINE_EXCEEDED ("upstream timed out") and the circuit breaker
+// counts it, unlike the caller's own deadline. A hung backend is thus told
+// from a slow one. 0 means no bound.
+func WithBackendTimeout(d time.Duration) GenerateOption {
+	return func(s *GenerateService) { s.timeout = d }
 }
 
 // NewGenerateService serves Generate and GenerateStream through router and
 // records backend health in backends.
-func NewGenerateService(router *Router, backends *Backends, log *slog.Logger) *GenerateService {
-	return &GenerateService{router: router, backends: backends, log: log}
+func NewGenerateService(router *Router, backends *Backends, log *slog.Logger, opts ...GenerateOption) *GenerateService {
+	s := &GenerateService{router: router, backends: backends, log: log}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // Generate implements vega.v1.GenerateService.
@@ -45,7 +67,16 @@ func (s *GenerateService) Generate(ctx context.Context, in *vegav1.GenerateReque
 		return nil, err
 	}
 	name, backend := s.router.route(req.Model)
-	resp, err := backend.Generate(ctx, req)
+	callCtx := ctx
+	if s.timeout > 0 {
+		var cancel context.CancelFunc
+		callCtx, cancel = context.WithTimeout(ctx, s.timeout)
+		defer cancel()
+	}
+	resp, err := backend.Generate(callCtx, req)
+	if err != nil && ctx.Err() == nil && errors.Is(callCtx.Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("%w: %s: no answer within %s", integrations.ErrTimeout, name, s.timeout)
+	}
 	s.backends.Observe(name, err)
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)

@@ -79,6 +79,10 @@ type LLMConfig struct {
 	Backends       []BackendConfig   `yaml:"backends"`
 	Models         map[string]string `yaml:"models"` // model name → backend name
 	Sim            SimConfig         `yaml:"sim"`
+	// Timeout bounds one unary Generate call to a model server: past it
+	// the backend counts as failed (hung, not just slow) for the breaker;
+	// streams are not bounded. VEGA_LLM_TIMEOUT, default 10m.
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 // BackendConfig is one model server.
@@ -203,6 +207,7 @@ func defaultConfig() Config {
 		LogLevel:         "info",
 		ShutdownTimeout:  15 * time.Second,
 		SlowRPCThreshold: time.Second,
+		LLM:              LLMConfig{Timeout: 10 * time.Minute},
 		Fetch:            FetchConfig{MaxBodyBytes: 10 << 20, Timeout: 30 * time.Second, MaxRedirects: 5},
 		Notify: NotifyConfig{
 			IdempotencyRetention: 24 * time.Hour, MaxWait: 5 * time.Second, BatchSize: 128,
@@ -301,6 +306,7 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 		{"VEGA_SLOW_RPC_THRESHOLD", &cfg.SlowRPCThreshold, false},
 		{"VEGA_REDIS_TIMEOUT", &cfg.RedisTimeout, false},
 		{"VEGA_SIM_LATENCY", &cfg.LLM.Sim.Latency, false},
+		{"VEGA_LLM_TIMEOUT", &cfg.LLM.Timeout, false},
 		{"COALESCE_CACHE_TTL", &cfg.Cache.GenerateTTL, true},
 		{"INTEGRATION_CACHE_TTL", &cfg.Cache.FetchTTL, true},
 		{"CONNECTION_TTL", &cfg.Pool.ConnectionTTL, true},
@@ -509,6 +515,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RedisPrefix == "" || strings.ContainsAny(c.RedisPrefix, "*?[]\\ \t\r\n") {
 		return fmt.Errorf("VEGA_REDIS_PREFIX: %q must be non-empty, without spaces or any of *?[]\\", c.RedisPrefix)
+	}
+	if c.LLM.Timeout <= 0 {
+		return errors.New("VEGA_LLM_TIMEOUT: must be positive (the longest a model server may take to answer one Generate)")
 	}
 	if c.RedisTimeout <= 0 || c.RedisTimeout > 10*time.Second {
 		return errors.New("VEGA_REDIS_TIMEOUT: must be positive and at most 10s (every Redis operation waits for it at worst)")

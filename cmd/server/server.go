@@ -146,7 +146,7 @@ func NewServer(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	generateSvc := service.NewGenerateService(s.router, backends, log)
+	generateSvc := service.NewGenerateService(s.router, backends, log, service.WithBackendTimeout(cfg.LLM.Timeout))
 	fetchSvc := service.NewFetchService(s.fetcher, backends, log)
 	notifySvc := service.NewNotifyService(channelNames, s.outbox, cfg.Notify.MaxWait, log)
 
