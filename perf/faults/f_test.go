@@ -253,26 +253,28 @@ func TestF1UpstreamSlow(t *testing.T) {
 }
 
 // TestF2UpstreamHung: an upstream that accepts the connection and never
-// answers (toxiproxy timeout toxic, timeout 0). Fetch: the gateway's own
-// timeout fires (not the caller's deadline) and the breaker counts it.
-// Generate has no upstream bound of its own: the caller's deadline ends the
-// call, and is not counted.
+// answers (toxiproxy timeout toxic, timeout 0). The gateway's own bound
+// (Fetch's timeout, VEGA_LLM_TIMEOUT for Generate) fires before the
+// caller's deadline and the breaker counts it; a caller's shorter deadline
+// is not counted.
 func TestF2UpstreamHung(t *testing.T) {
 	record(t, Row{ID: "F2",
-		Did: "Fetch and Generate through toxiproxy; the gateway's fetch timeout 1 s (VEGA_CONFIG fetch.timeout). Ordinary: one Fetch of a page, " +
-			"one Generate. Fault: timeout toxic (timeout 0: data held, connection never closed) on both proxies; 6 Fetches of distinct " +
-			"pages with 20 s caller deadlines, one after another; 3 Generates with 2 s deadlines.",
-		MustHold: "Fetch: the gateway's own timeout fires (DEADLINE_EXCEEDED 'upstream timed out', well before the caller's 20 s), " +
-			"the breaker counts it: open after 5, the 6th refused at once with UNAVAILABLE + RetryInfo without reaching the proxy; " +
-			"Generate: DEADLINE_EXCEEDED at the caller's deadline, breaker 'ollama' counts 0; nothing cached.",
+		Did: "Fetch and Generate through toxiproxy; the gateway's fetch timeout 1 s (VEGA_CONFIG fetch.timeout), VEGA_LLM_TIMEOUT 1 s. " +
+			"Ordinary: one Fetch of a page, one Generate. Fault: timeout toxic (timeout 0: data held, connection never closed) on both " +
+			"proxies; 6 Fetches of distinct pages with 20 s caller deadlines, one after another; one Generate with a 500 ms deadline, " +
+			"then 6 with 20 s deadlines.",
+		MustHold: "the gateway's own bound fires (DEADLINE_EXCEEDED 'upstream timed out', well before the caller's 20 s) and the breaker " +
+			"counts it: open after 5, the 6th refused at once with UNAVAILABLE + RetryInfo without reaching the upstream; the Generate whose " +
+			"own 500 ms deadline ends first is DEADLINE_EXCEEDED and not counted; nothing cached.",
 	})
 	web := newFakeWeb(t)
 	llm := newFakeLLM(t, llmOpts{})
 	pw := newProxy(t, hostPort(t, web.URL))
 	pl := newProxy(t, hostPort(t, llm.URL))
 	g := startGateway(t, merge(roomy, web.env(), map[string]string{
-		"VEGA_OLLAMA_URL": "http://" + pl.Listen,
-		"VEGA_CONFIG":     configFile(t, "fetch:\n  timeout: 1s\n"),
+		"VEGA_OLLAMA_URL":  "http://" + pl.Listen,
+		"VEGA_LLM_TIMEOUT": "1s",
+		"VEGA_CONFIG":      configFile(t, "fetch:\n  timeout: 1s\n"),
 	}))
 	page := func(i int) string { return fmt.Sprintf("http://%s/page?f2=%d", pw.Listen, i) }
 
@@ -287,57 +289,70 @@ func TestF2UpstreamHung(t *testing.T) {
 	addToxic(t, pw, "timeout", "upstream", map[string]any{"timeout": 0})
 	addToxic(t, pl, "timeout", "upstream", map[string]any{"timeout": 0})
 
-	var fetches codeTally
-	var took []string
-	var refusal error
-	var refusalTook time.Duration
-	for i := 1; i <= 6; i++ {
-		start := time.Now()
-		_, _, err := fetchURL(ctxFor(t, 20*time.Second), g, page(i))
-		d := time.Since(start)
-		fetches.add(err)
-		took = append(took, d.Round(10*time.Millisecond).String())
-		if i <= 5 {
-			// The gateway's wording (ErrTimeout), never the caller's "deadline exceeded before the backend answered".
-			if status.Code(err) != codes.DeadlineExceeded || !strings.HasPrefix(status.Convert(err).Message(), "upstream timed out") {
-				t.Fatalf("hung Fetch %d: %v, want the gateway's own 1 s timeout (DEADLINE_EXCEEDED)", i, err)
+	// hung makes 6 calls with 20 s deadlines: the first 5 must end by the
+	// gateway's own bound, the 6th be refused by the open breaker.
+	hung := func(what, breakerKey string, call func(i int) error) (c *codeTally, took []string, refusal error, refusalTook time.Duration) {
+		c = &codeTally{}
+		for i := 1; i <= 6; i++ {
+			start := time.Now()
+			err := call(i)
+			d := time.Since(start)
+			c.add(err)
+			took = append(took, d.Round(10*time.Millisecond).String())
+			if i <= 5 {
+				// The gateway's wording (ErrTimeout), never the caller's "deadline exceeded before the backend answered".
+				if status.Code(err) != codes.DeadlineExceeded || !strings.HasPrefix(status.Convert(err).Message(), "upstream timed out") {
+					t.Fatalf("hung %s %d: %v, want the gateway's own 1 s bound (DEADLINE_EXCEEDED, upstream timed out)", what, i, err)
+				}
+				continue
 			}
-			continue
+			refusal, refusalTook = err, d
 		}
-		refusal, refusalTook = err, d
+		if status.Code(refusal) != codes.Unavailable || retryDelay(refusal) <= 0 {
+			t.Fatalf("6th %s after 5 timeouts: %v, want UNAVAILABLE with RetryInfo from the open breaker", what, refusal)
+		}
+		if br := breakerStats(g.Stats(t), breakerKey); br.GetState() != "open" || br.GetFailures() != 5 {
+			t.Fatalf("%s after 5 upstream timeouts: %s, want open with 5 failures", what, breakerLine(br))
+		}
+		return c, took, refusal, refusalTook
 	}
-	if status.Code(refusal) != codes.Unavailable || retryDelay(refusal) <= 0 {
-		t.Fatalf("6th Fetch after 5 timeouts: %v, want UNAVAILABLE with RetryInfo from the open breaker", refusal)
-	}
+	fetches, took, refusal, refusalTook := hung("Fetch", "fetch:", func(i int) error {
+		_, _, err := fetchURL(ctxFor(t, 20*time.Second), g, page(i))
+		return err
+	})
 	brF := breakerStats(g.Stats(t), "fetch:")
-	if brF.GetState() != "open" || brF.GetFailures() < 5 {
-		t.Fatalf("after 5 upstream timeouts: %s, want open with 5 failures", breakerLine(brF))
-	}
 	if hits := web.hits.Load(); hits != hitsBefore {
 		t.Fatalf("the hung upstream's server saw %d requests, want 0 (the toxic holds them)", hits-hitsBefore)
 	}
 
-	var gens codeTally
-	for i := range 3 {
-		_, _, err := generate(ctxFor(t, 2*time.Second), g, genReq("m", fmt.Sprintf("f2-hung-%d", i)))
-		gens.add(err)
+	// The caller's own deadline, shorter than the bound: not counted.
+	_, _, err := generate(ctxFor(t, 500*time.Millisecond), g, genReq("m", "f2-short-deadline"))
+	if status.Code(err) != codes.DeadlineExceeded || strings.HasPrefix(status.Convert(err).Message(), "upstream timed out") {
+		t.Fatalf("Generate with a 500 ms deadline against a hung upstream: %v, want the caller's DEADLINE_EXCEEDED", err)
 	}
-	if gens.get(codes.DeadlineExceeded) != 3 {
-		t.Fatalf("Generate against a hung upstream: %s, want DeadlineExceeded 3", gens.String())
+	if br := breakerStats(g.Stats(t), "ollama"); br.GetFailures() != 0 {
+		t.Fatalf("the caller's own deadline was counted: %s", breakerLine(br))
+	}
+	callsBefore := llm.calls.Load()
+	gens, gtook, grefusal, grefusalTook := hung("Generate", "ollama", func(i int) error {
+		_, _, err := generate(ctxFor(t, 20*time.Second), g, genReq("m", fmt.Sprintf("f2-hung-%d", i)))
+		return err
+	})
+	if calls := llm.calls.Load(); calls != callsBefore {
+		t.Fatalf("the hung LLM server saw %d requests, want 0 (the toxic holds them)", calls-callsBefore)
 	}
 	st := g.Stats(t)
 	brL := breakerStats(st, "ollama")
-	if brL.GetFailures() != 0 {
-		t.Fatalf("a caller's deadline was counted: %s", breakerLine(brL))
-	}
 	if stores := st.GetCache().GetStores(); stores != storesBefore {
 		t.Fatalf("cache stores %d → %d during the hang", storesBefore, stores)
 	}
 	record(t, Row{ID: "F2", Measured: fmt.Sprintf(
-		"Fetch: %s; durations %s (caller deadline 20 s); 6th refused by the open breaker in %s, RetryInfo %s; %s; "+
-			"fetch server requests during the hang: 0. Generate: %s; %s. Cache stores unchanged (%d). Gateway %s.",
+		"Fetch: %s; durations %s (caller deadline 20 s); 6th refused by the open breaker in %s, RetryInfo %s; %s. Generate: the 500 ms "+
+			"caller deadline → DeadlineExceeded, not counted; then %s, durations %s; 6th refused in %s, RetryInfo %s; %s. Upstream "+
+			"servers saw 0 requests during the hang; cache stores unchanged (%d). Gateway %s.",
 		fetches.String(), strings.Join(took, ", "), refusalTook.Round(time.Millisecond), retryDelay(refusal), breakerLine(brF),
-		gens.String(), breakerLine(brL), storesBefore, g.Runtime(t))})
+		gens.String(), strings.Join(gtook, ", "), grefusalTook.Round(time.Millisecond), retryDelay(grefusal), breakerLine(brL),
+		storesBefore, g.Runtime(t))})
 }
 
 // streamAll reads a GenerateStream to its end: the text received, whether
