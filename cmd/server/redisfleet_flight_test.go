@@ -238,3 +238,21 @@ func TestFleetCallCancelledWhenEveryCallerLeft(t *testing.T) {
 	assert.Equal(t, "gated says: everybody leaves", resp.GetText())
 	assert.EqualValues(t, 2, backend.calls.Load())
 }
+
+// TestRedisURLForSentinelOrClusterRefused: the gateway does not start on a
+// REDIS_URL it would only half understand; the message says what is
+// supported and never shows the password.
+func TestRedisURLForSentinelOrClusterRefused(t *testing.T) {
+	for url, want := range map[string]string{
+		"redis://u:s3cret@h1:6379,h2:6379/0":              "Redis Sentinel and Redis Cluster are not supported",
+		"redis://u:s3cret@h1:26379/0?master_name=primary": "Redis Sentinel and Redis Cluster are not supported",
+		"redis://u:s3cret@h1:6379/0?addr=h2:6379":         "Redis Sentinel and Redis Cluster are not supported",
+		"redis-sentinel://u:s3cret@h1:26379/0":            "must look like redis://host:6379/0",
+	} {
+		_, err := LoadConfig("", func(k string) string { return map[string]string{"REDIS_URL": url}[k] })
+		require.Error(t, err, url)
+		assert.Contains(t, err.Error(), "REDIS_URL: ")
+		assert.Contains(t, err.Error(), want, url)
+		assert.NotContains(t, err.Error(), "s3cret")
+	}
+}

@@ -100,6 +100,9 @@ func (s Settings) withDefaults() (Settings, error) {
 // Options returns the go-redis options New uses for url and budget: the
 // URL's, with the bounds of the package doc.
 func Options(url string, budget time.Duration) (*redis.Options, error) {
+	if err := singleServer(url); err != nil {
+		return nil, err
+	}
 	opt, err := redis.ParseURL(url)
 	if err != nil {
 		// go-redis's messages name the scheme, path or parameter, never the
