@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -214,11 +215,27 @@ func TestI12AdminKey(t *testing.T) {
 func TestI13IdempotencyKeyReuse(t *testing.T) {
 	record(t, Row{ID: "I13",
 		Did: "Notify to the webhook channel with idempotency key k (tenant A), then k with another text, with another payload, and to another " +
-			"channel; then k with the first request again; tenant B with the same k and its own text; GetNotification of the first",
+			"channel; then k with the first request again; tenant B with the same k and its own text; GetNotification of the first. " +
+			"Once with the bbolt outbox, once with the PostgreSQL one (a fleet's)",
 		MustHold: "the changed requests FAILED_PRECONDITION; the repeat answers the first notification (same id); tenant B's k is its own " +
 			"notification; the receiver got exactly one delivery of the first text, none of the changed ones, one of B's"})
+	var measured []string
+	for _, store := range []string{"bbolt", "postgres"} {
+		t.Run(store, func(t *testing.T) {
+			env := map[string]string{}
+			if store == "postgres" {
+				env["VEGA_POSTGRES_URL"] = pgDatabase(t)
+			}
+			measured = append(measured, store+": "+i13Reuse(t, env))
+		})
+	}
+	record(t, Row{ID: "I13", Measured: strings.Join(measured, "; ")})
+}
+
+// i13Reuse is row I13 on one outbox store; it returns the figures.
+func i13Reuse(t *testing.T, env map[string]string) string {
 	hook := newFakeHook(t)
-	g := startGateway(t, iMerge(hook.webhookEnv(), hook.slackEnv()))
+	g := startGateway(t, iMerge(hook.webhookEnv(), hook.slackEnv(), env))
 	nc := vegav1.NewNotifyServiceClient(g.Conn())
 	ctxA := func() context.Context { return ctxWithKey(ctxFor(t, 20*time.Second), keyA) }
 	payload, _ := structpb.NewStruct(map[string]any{"build": 42})
@@ -263,18 +280,20 @@ func TestI13IdempotencyKeyReuse(t *testing.T) {
 		t.Errorf("the first notification: channel %q, %d attempts; want webhook, 1", got.GetChannel(), got.GetAttempts())
 	}
 	c := hook.counts()
-	record(t, Row{ID: "I13", Measured: fmt.Sprintf("first: %s %s; changed text, payload, channel: %s; the first again: same id %v; tenant B: its own id %v; "+
+	return fmt.Sprintf("first: %s %s; changed text, payload, channel: %s; the first again: same id %v; tenant B: its own id %v; "+
 		"receiver: %d deliveries (first text %d, changed 0, B %d), %d duplicates; the first notification: %s on %s after %d attempt",
 		r1.GetStatus(), r1.GetId(), &changed, again.GetId() == r1.GetId(), rB.GetId() != r1.GetId(),
-		c.Deliveries, hook.count("I13 first"), hook.count("I13 tenant B"), c.Duplicates, got.GetStatus(), got.GetChannel(), got.GetAttempts())})
+		c.Deliveries, hook.count("I13 first"), hook.count("I13 tenant B"), c.Duplicates, got.GetStatus(), got.GetChannel(), got.GetAttempts())
 }
 
 func TestI14TenantsDoNotShareAnswers(t *testing.T) {
 	record(t, Row{ID: "I14",
 		Did: "tenants A and B send the identical deterministic Generate (temperature 0) and the identical Fetch of a page that numbers its answers " +
-			"(Cache-Control: max-age=60), each twice, alternating; the same again at once (8 of each tenant in parallel); tenant A over the HTTP port",
+			"(Cache-Control: max-age=60), each twice, alternating; the same again at once (8 of each tenant in parallel); tenant A over the HTTP port. " +
+			"Then a fleet of two replicas sharing Redis: A asks replica 1, B (once A's entry is in Redis) replica 2, then each the other replica",
 		MustHold: "backend calls = 2 for each (one per tenant): each tenant's repeat is served from its own entry (x-vega-served-from: cache), " +
-			"B's first is a backend call, and B's Fetch body is never A's"})
+			"B's first is a backend call, and B's Fetch body is never A's; in the fleet too: B's first is a backend call though A's entry is shared, " +
+			"then each tenant finds its own entry on the other replica (2 backend calls, 2 keys in Redis)"})
 	llm := newFakeLLM(t, llmOpts{})
 	web := newHostileWeb(t, "127.0.0.2:0")
 	g := startGateway(t, iMerge(llm.env(), iAllowWeb))
@@ -334,7 +353,56 @@ func TestI14TenantsDoNotShareAnswers(t *testing.T) {
 	if gen != 2 || pages != 2 {
 		t.Errorf("backend calls: LLM %d, web %d; want 2 each", gen, pages)
 	}
-	record(t, Row{ID: "I14", Measured: fmt.Sprintf("A, B, A, B: Generate served from %v, Fetch from %v with bodies %q; then 16 Generate + 16 Fetch at once "+
+	single := fmt.Sprintf("A, B, A, B: Generate served from %v, Fetch from %v with bodies %q; then 16 Generate + 16 Fetch at once "+
 		"(both tenants) and A's Fetch over HTTP (%q): backend calls LLM %d, web %d",
-		genFrom, fetchFrom, fetchBodies, viaHTTP.Body, gen, pages)})
+		genFrom, fetchFrom, fetchBodies, viaHTTP.Body, gen, pages)
+	fleet := i14Fleet(t)
+	record(t, Row{ID: "I14", Measured: "one gateway: " + single + "; a fleet of two sharing Redis: " + fleet})
+}
+
+// i14Fleet is row I14 across two replicas sharing Redis: tenant A's answer
+// is in the shared tier before tenant B asks the other replica, and B must
+// still go to the backend; each tenant then finds its own entry on the
+// replica that never served it.
+func i14Fleet(t *testing.T) string {
+	llm := newFakeLLM(t, llmOpts{})
+	prefix := redisPrefix(t)
+	env := iMerge(llm.env(), map[string]string{"REDIS_URL": "redis://" + redisAddr + "/0", "VEGA_REDIS_PREFIX": prefix})
+	g1, g2 := startGateway(t, env), startGateway(t, env)
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	defer rdb.Close()
+	cacheKeys := func() int {
+		keys, err := rdb.Keys(ctxFor(t, 5*time.Second), prefix+":v1:c:*").Result()
+		if err != nil {
+			t.Fatalf("Redis KEYS: %v", err)
+		}
+		return len(keys)
+	}
+	zero := 0.0
+	req := &vegav1.GenerateRequest{Model: "llama", Prompt: "I14 fleet", Options: &vegav1.SamplingOptions{Temperature: &zero}}
+	ask := func(g *gateway, key string) string {
+		var md metadata.MD
+		if _, err := vegav1.NewGenerateServiceClient(g.Conn()).Generate(ctxWithKey(ctxFor(t, 20*time.Second), key), req, grpc.Header(&md)); err != nil {
+			t.Fatalf("Generate: %v", err)
+		}
+		return strings.Join(md.Get("x-vega-served-from"), ",")
+	}
+	var from []string
+	from = append(from, ask(g1, keyA))
+	if !iWaitFor(t, 10*time.Second, func() bool { return cacheKeys() == 1 }) {
+		t.Fatalf("tenant A's answer never reached Redis (%d keys)", cacheKeys())
+	}
+	from = append(from, ask(g2, keyB))
+	if !iWaitFor(t, 10*time.Second, func() bool { return cacheKeys() == 2 }) {
+		t.Fatalf("tenant B's answer never reached Redis (%d keys)", cacheKeys())
+	}
+	from = append(from, ask(g2, keyA), ask(g1, keyB))
+	if want := []string{"backend", "backend", "cache", "cache"}; !slices.Equal(from, want) {
+		t.Errorf("fleet: served from %v (A on 1, B on 2, A on 2, B on 1), want %v", from, want)
+	}
+	calls := llm.callsFor("I14 fleet")
+	if calls != 2 {
+		t.Errorf("fleet: %d backend calls, want 2", calls)
+	}
+	return fmt.Sprintf("A on replica 1, B on 2 (A's entry already in Redis), A on 2, B on 1: served from %v, Redis cache keys %d, backend calls %d", from, cacheKeys(), calls)
 }
