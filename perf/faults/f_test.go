@@ -291,7 +291,7 @@ func TestF2UpstreamHung(t *testing.T) {
 
 	// hung makes 6 calls with 20 s deadlines: the first 5 must end by the
 	// gateway's own bound, the 6th be refused by the open breaker.
-	hung := func(what, breakerKey string, call func(i int) error) (c *codeTally, took []string, refusal error, refusalTook time.Duration) {
+	hung := func(what, breakerKey string, call func(i int) error) (c *codeTally, took []string, refusalTook time.Duration, refusal error) {
 		c = &codeTally{}
 		for i := 1; i <= 6; i++ {
 			start := time.Now()
@@ -314,9 +314,9 @@ func TestF2UpstreamHung(t *testing.T) {
 		if br := breakerStats(g.Stats(t), breakerKey); br.GetState() != "open" || br.GetFailures() != 5 {
 			t.Fatalf("%s after 5 upstream timeouts: %s, want open with 5 failures", what, breakerLine(br))
 		}
-		return c, took, refusal, refusalTook
+		return c, took, refusalTook, refusal
 	}
-	fetches, took, refusal, refusalTook := hung("Fetch", "fetch:", func(i int) error {
+	fetches, took, refusalTook, refusal := hung("Fetch", "fetch:", func(i int) error {
 		_, _, err := fetchURL(ctxFor(t, 20*time.Second), g, page(i))
 		return err
 	})
@@ -334,7 +334,7 @@ func TestF2UpstreamHung(t *testing.T) {
 		t.Fatalf("the caller's own deadline was counted: %s", breakerLine(br))
 	}
 	callsBefore := llm.calls.Load()
-	gens, gtook, grefusal, grefusalTook := hung("Generate", "ollama", func(i int) error {
+	gens, gtook, grefusalTook, grefusal := hung("Generate", "ollama", func(i int) error {
 		_, _, err := generate(ctxFor(t, 20*time.Second), g, genReq("m", fmt.Sprintf("f2-hung-%d", i)))
 		return err
 	})
