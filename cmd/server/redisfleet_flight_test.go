@@ -158,7 +158,8 @@ func fleetCacheKeysOf(t *testing.T, procs []*serverProcess) []string {
 
 // TestFleetCallOutlivesTheLeadersCaller: the only caller on the leader's
 // replica leaves while a caller on another replica waits: the backend call
-// goes on, and the waiting caller gets its answer, from one backend call.
+// goes on, and the waiting caller gets its answer — so does a caller that
+// arrives on the leader's replica meanwhile — from one backend call.
 func TestFleetCallOutlivesTheLeadersCaller(t *testing.T) {
 	backend := newGatedOllama(t)
 	procs := startFleetProcesses(t, backend.URL)
@@ -189,11 +190,24 @@ func TestFleetCallOutlivesTheLeadersCaller(t *testing.T) {
 	requireCode(t, <-leaderDone, codes.Canceled)
 	time.Sleep(1500 * time.Millisecond) // the leader's replica checked the fleet's waiters several times
 	require.Zero(t, backend.cancelled.Load(), "the backend call was cancelled while replica 2's caller waited")
+
+	// A new caller on the leader's replica, whose local flight was given
+	// up: it starts a new one, which waits for the held call (never a
+	// cancelled one) rather than calling the backend again.
+	lateDone := make(chan answer, 1)
+	go func() {
+		resp, from, err := generateServedFrom(ctx, vegav1.NewGenerateServiceClient(procs[0].conn), req)
+		lateDone <- answer{resp.GetText(), from, err}
+	}()
+	require.Eventually(t, func() bool { return processStats(t, procs[0]).GetCluster().GetRemoteWaits() == 1 },
+		10*time.Second, 10*time.Millisecond, "the late caller never waited for the held flight")
 	backend.open()
-	got := <-waiterDone
-	require.NoError(t, got.err)
-	assert.Equal(t, "gated says: the leader's caller leaves", got.text)
-	assert.Equal(t, policy.FromCoalesced, got.from)
+	for _, done := range []chan answer{waiterDone, lateDone} {
+		got := <-done
+		require.NoError(t, got.err)
+		assert.Equal(t, "gated says: the leader's caller leaves", got.text)
+		assert.Equal(t, policy.FromCoalesced, got.from)
+	}
 	assert.EqualValues(t, 1, backend.calls.Load(), "one backend call")
 	assert.Zero(t, backend.cancelled.Load())
 }

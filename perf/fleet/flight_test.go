@@ -267,3 +267,32 @@ func waitersOf(t testing.TB, prefix, key string) int64 {
 	require.NoError(t, err)
 	return n
 }
+
+// TestFlightCallEndsWhenTheLastWaiterDies: a waiter whose replica dies
+// never says it left; its registration expires 3s after its last check
+// and the held call ends then.
+func TestFlightCallEndsWhenTheLastWaiterDies(t *testing.T) {
+	prefix := testPrefix(t)
+	f1 := newFleet(t, fleet.Settings{Prefix: prefix, ReplicaID: "r1"})
+	f2, err := fleet.New(fleet.Settings{URL: "redis://" + redisAddr, Prefix: prefix, ReplicaID: "r2", Timeout: time.Second})
+	require.NoError(t, err)
+	leaderCtx, leaderLeaves := context.WithCancel(context.Background())
+	call, finish, _ := f1.Lead(leaderCtx, "k")
+	require.NotNil(t, finish)
+	defer finish(nil, 0, false)
+	_, _, wait := f2.Lead(context.Background(), "k")
+	require.NotNil(t, wait)
+	waited := make(chan bool, 1)
+	go func() { _, _, ok := wait(context.Background()); waited <- ok }()
+	eventually(t, 3*time.Second, func() bool { return waitersOf(t, prefix, "k") == 1 }, "the waiter never registered")
+	leaderLeaves()
+	eventually(t, 3*time.Second, func() bool { return f1.Stats().Held == 1 }, "the call was not held for the waiter")
+
+	require.NoError(t, f2.Close()) // the waiter's replica dies: its wait fails, it never leaves
+	require.False(t, <-waited)
+	select {
+	case <-call.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call was held for a dead waiter past its registration")
+	}
+}
