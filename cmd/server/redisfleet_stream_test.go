@@ -254,7 +254,7 @@ func TestFleetOneStream(t *testing.T) {
 			return false
 		}
 		last, err := rdb.XRevRangeN(ctx, keys[0], "+", "-", 1).Result()
-		return err == nil && len(last) == 1 && last[0].Values["k"] == "e" && last[0].Values["c"] == "0"
+		return err == nil && len(last) == 1 && last[0].Values["k"] == "e" && last[0].Values["d"] == "0 "
 	}, 10*time.Second, 20*time.Millisecond, "the flight was not shared as one Redis stream that ends OK")
 	c := clusterOf(t, gws[1])
 	assert.Equal(t, int64(1), c.GetStreamsLed())

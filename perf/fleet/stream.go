@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,19 +22,25 @@ import (
 // entry: the end (OK, or the gRPC code and message the leader's callers
 // got) or "broken". Each entry carries its index, so a reader sees a gap
 // as a broken stream. The writes are off the leader's path: a writer
-// goroutine per flight with a queue of streamQueue entries; a full queue,
-// a flight above maxStreamEntries or maxStreamBytes, a Redis write that
-// fails, or a flight that ends with nothing to share (its own callers all
-// left) makes the flight broken: the writer appends "broken" and drops the
-// lease at once, and the leader's own callers are served as before. The
-// stream lives as long as the lease (renewed with it) and streamEndTTL
-// after the terminal entry.
+// goroutine per flight with a queue of streamQueue entries, appending with
+// a script that skips the entries the stream already holds, so a write
+// that failed is simply tried again (every joinRetryPause) while the queue
+// holds what comes meanwhile. A full queue, a flight above
+// maxStreamEntries or maxStreamBytes, Redis failing for leaseTTL, or a
+// flight that ends with nothing to share (its own callers all left) makes
+// the flight broken: the writer appends "broken" and drops the lease at
+// once, and the leader's own callers are served as before. The stream
+// lives as long as the lease (renewed with it) and streamEndTTL after the
+// terminal entry.
 //
 // A replica that finds the lease held follows the holder's stream from
 // its first entry (XREAD BLOCK joinBlock, COUNT joinBatch, from id 0),
 // handing each chunk over as it arrives. After a slice with nothing new it
 // checks the lease: gone or another flight's, with no terminal entry read
-// (one more read makes sure), the owner died. At most maxStreamJoins
+// (one more read makes sure), the owner died. Reads that fail are tried
+// again every joinRetryPause for up to followPatience, longer than the
+// writer's leaseTTL, so a Redis blip both sides outlive costs nothing.
+// At most maxStreamJoins
 // follows run at once per replica (each holds a pool connection while it
 // blocks); beyond that the caller is told to call the backend alone.
 const (
@@ -44,9 +51,10 @@ const (
 	joinBlock        = 500 * time.Millisecond
 	joinBatch        = 128
 	streamEndTTL     = 10 * time.Second
-	// joinRetryPause spaces a follower's reads after a failed one; it
-	// gives up after leaseTTL without a successful read.
+	// joinRetryPause spaces the retries of a failed append or read.
 	joinRetryPause = 100 * time.Millisecond
+	// followPatience is how long a follower keeps trying failed reads.
+	followPatience = 2 * leaseTTL
 )
 
 // The errors of a follow that did not reach the end of the flight.
@@ -56,7 +64,7 @@ var (
 	ErrStreamBroken = errors.New("fleet: the stream flight broke")
 	// ErrOwnerGone: the leader's lease is gone with no terminal entry.
 	ErrOwnerGone = errors.New("fleet: the stream flight's owner is gone")
-	// ErrFollowFailed: Redis did not answer for leaseTTL.
+	// ErrFollowFailed: Redis did not answer for followPatience.
 	ErrFollowFailed = errors.New("fleet: the stream flight could not be read")
 )
 
@@ -185,96 +193,151 @@ func (l *streamLead) end(shared bool, code uint32, msg string) {
 	})
 }
 
+// entry is one stream entry still to append: its kind and data.
+type entry struct {
+	kind string
+	data []byte
+}
+
 // write is the flight's writer goroutine: it appends what send queued, in
-// order, then the terminal entry, then drops the lease.
+// order, then the terminal entry, then drops the lease. A failed append is
+// tried again every joinRetryPause, the chunks sent meanwhile waiting in
+// the queue (so a Redis blip costs the followers nothing); after leaseTTL
+// without a successful one — the lease is lost by then — the flight is
+// broken.
 func (l *streamLead) write() {
 	f := l.f
 	defer f.wg.Done()
-	seq := 0
-	ok := true
-	batch := make([][]byte, 0, 64)
-	flush := func() {
-		if ok && len(batch) > 0 {
-			ok = l.append(&seq, batch, nil) == nil
-		}
-		batch = batch[:0]
-	}
-	drain := func() { // what is queued now, in batches
+	var (
+		pending   []entry // to append, from index next
+		next      int
+		failedAt  time.Time
+		retry     *time.Timer
+		ended     = l.ended
+		endQueued bool
+	)
+	take := func() { // what is queued now
 		for {
 			select {
 			case c := <-l.q:
-				if batch = append(batch, c); len(batch) == cap(batch) {
-					flush()
-				}
+				pending = append(pending, entry{entryChunk, c})
 			default:
-				flush()
 				return
 			}
 		}
-	}
-	terminal := func() {
-		var last map[string]any
-		select {
-		case <-l.brokenCh:
-			ok = false
-		default:
-		}
-		if ok && l.shared {
-			last = map[string]any{"k": entryEnd, "c": l.code, "m": l.msg}
-		} else {
-			f.streams.broken.Add(1)
-			last = map[string]any{"k": entryBroken}
-		}
-		_ = l.append(&seq, nil, last)
-		l.stopRenew()
-		_ = f.do(f.ctx, func(ctx context.Context) error {
-			return streamFinishScript.Run(ctx, f.rdb, []string{f.keys.lease(l.key), l.stream}, l.token, streamEndTTL.Milliseconds()).Err()
-		})
 	}
 	for {
+		var q <-chan []byte
+		var retryC <-chan time.Time
+		if retry == nil {
+			q = l.q // while waiting to retry, the queue holds what comes, up to its bound
+		} else {
+			retryC = retry.C
+		}
 		select {
-		case c := <-l.q:
-			batch = append(batch, c)
-			drain()
-			if !ok {
-				terminal()
+		case c := <-q:
+			pending = append(pending, entry{entryChunk, c})
+			take()
+		case <-l.brokenCh:
+			l.close(next+len(pending), false)
+			return
+		case <-ended:
+			ended = nil
+			take()
+			if l.shared {
+				pending = append(pending, entry{entryEnd, []byte(strconv.FormatUint(uint64(l.code), 10) + " " + l.msg)})
+				endQueued = true
+			} else {
+				l.close(next+len(pending), false)
 				return
 			}
-		case <-l.brokenCh:
-			terminal()
-			return
-		case <-l.ended:
-			drain()
-			terminal()
-			return
+		case <-retryC:
+			retry = nil
 		case <-f.ctx.Done(): // Close: the lease expires by itself
+			if retry != nil {
+				retry.Stop()
+			}
 			l.stopRenew()
+			return
+		}
+		if retry != nil || len(pending) == 0 {
+			continue
+		}
+		select {
+		case <-l.brokenCh: // a chunk was dropped: never append past it
+			l.close(next+len(pending), false)
+			return
+		default:
+		}
+		if err := l.append(next, pending); err != nil {
+			if failedAt.IsZero() {
+				failedAt = time.Now()
+			} else if time.Since(failedAt) > leaseTTL {
+				l.close(next+len(pending), false)
+				return
+			}
+			retry = time.NewTimer(joinRetryPause)
+			continue
+		}
+		failedAt = time.Time{}
+		next += len(pending)
+		pending = pending[:0]
+		if endQueued {
+			l.close(next, true)
 			return
 		}
 	}
 }
 
-// append writes chunks, then last (if any), as entries numbered from *seq,
-// in one round trip.
-func (l *streamLead) append(seq *int, chunks [][]byte, last map[string]any) error {
+// close ends the flight: unless its end was appended (ok), it appends
+// "broken" as entry n (best effort; a follower sees a gap as broken too);
+// then it drops the lease and keeps the stream streamEndTTL more.
+func (l *streamLead) close(n int, ok bool) {
 	f := l.f
-	add := func(p redis.Pipeliner, ctx context.Context, values map[string]any) {
-		values["n"] = *seq
-		*seq++
-		p.XAdd(ctx, &redis.XAddArgs{Stream: l.stream, MaxLen: maxStreamEntries + 1, Values: values})
+	if !ok {
+		f.streams.broken.Add(1)
+		_ = l.append(n, []entry{{entryBroken, nil}})
+	}
+	l.stopRenew()
+	_ = f.do(f.ctx, func(ctx context.Context) error {
+		return streamFinishScript.Run(ctx, f.rdb, []string{f.keys.lease(l.key), l.stream}, l.token, streamEndTTL.Milliseconds()).Err()
+	})
+}
+
+// appendScript appends entries numbered from ARGV[3] (kind, data pairs
+// from ARGV[4]) to the stream KEYS[1], skipping those it already holds (a
+// retry after a reply was lost appends nothing twice), bounded by MAXLEN
+// ARGV[1], and keeps it ARGV[2] ms.
+var appendScript = redis.NewScript(`
+local have = -1
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last > 0 then
+  local fields = last[1][2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'n' then have = tonumber(fields[i + 1]) end
+  end
+end
+local n = tonumber(ARGV[3])
+for i = 4, #ARGV, 2 do
+  if n > have then
+    redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', 'n', n, 'k', ARGV[i], 'd', ARGV[i + 1])
+  end
+  n = n + 1
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return n
+`)
+
+// append appends entries numbered from n in one round trip.
+func (l *streamLead) append(n int, entries []entry) error {
+	f := l.f
+	args := make([]any, 0, 3+2*len(entries))
+	args = append(args, maxStreamEntries+1, leaseTTL.Milliseconds(), n)
+	for _, e := range entries {
+		args = append(args, e.kind, e.data)
 	}
 	err := f.do(f.ctx, func(ctx context.Context) error {
-		_, err := f.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, c := range chunks {
-				add(p, ctx, map[string]any{"k": entryChunk, "d": c})
-			}
-			if last != nil {
-				add(p, ctx, last)
-			}
-			p.PExpire(ctx, l.stream, leaseTTL)
-			return nil
-		})
-		return err
+		return appendScript.Run(ctx, f.rdb, []string{l.stream}, args...).Err()
 	})
 	if err != nil {
 		f.stats.writesDropped.Add(1)
@@ -329,7 +392,7 @@ func (f *Fleet) follow(ctx context.Context, key, holder string, chunk func([]byt
 			if ctx.Err() != nil {
 				return 0, "", ctx.Err()
 			}
-			if time.Since(lastOK) > leaseTTL {
+			if time.Since(lastOK) > followPatience {
 				return 0, "", ErrFollowFailed
 			}
 			select {
@@ -352,13 +415,13 @@ func (f *Fleet) follow(ctx context.Context, key, holder string, chunk func([]byt
 				if err := chunk([]byte(d)); err != nil {
 					return 0, "", err
 				}
-			case entryEnd:
-				c, _ := m.Values["c"].(string)
+			case entryEnd: // "<code> <message>"
+				d, _ := m.Values["d"].(string)
+				c, msg, _ := strings.Cut(d, " ")
 				code, err := strconv.ParseUint(c, 10, 32)
 				if err != nil {
 					return 0, "", ErrStreamBroken
 				}
-				msg, _ := m.Values["m"].(string)
 				return uint32(code), msg, nil
 			default: // broken, or unknown
 				return 0, "", ErrStreamBroken

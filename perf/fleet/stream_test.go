@@ -302,3 +302,30 @@ func pttl(t *testing.T, key string) time.Duration {
 	require.NoError(t, err)
 	return d
 }
+
+// TestStreamLeaderRedisBlip: the leader's Redis goes away for a moment
+// while chunks are sent: its writer tries again and the follower gets
+// every chunk and the end, no error.
+func TestStreamLeaderRedisBlip(t *testing.T) {
+	prefix := testPrefix(t)
+	proxy := newRedisProxy(t)
+	f1 := newFleet(t, fleet.Settings{URL: proxy.url(), Prefix: prefix, ReplicaID: "r1", Timeout: 250 * time.Millisecond})
+	f2 := newFleet(t, fleet.Settings{Prefix: prefix, ReplicaID: "r2"})
+	key := "generatestream/t1/blip"
+	send, end := leadStream(t, f1, key)
+	r := startFollow(context.Background(), joinStream(t, f2, key))
+	send([]byte("a"))
+	send([]byte("b"))
+	eventually(t, 5*time.Second, func() bool { return r.n() == 2 }, "the first chunks were not followed")
+	proxy.Stop()
+	send([]byte("c"))
+	send([]byte("d"))
+	end(true, 0, "")
+	eventually(t, 5*time.Second, func() bool { return f1.Stats().WritesDropped > 0 }, "no append failed: the blip was not seen")
+	time.Sleep(100 * time.Millisecond)
+	require.NoError(t, proxy.Start())
+	r.wait(t, 10*time.Second)
+	require.NoError(t, r.err)
+	assert.Equal(t, []string{"a", "b", "c", "d"}, r.chunks)
+	assert.Zero(t, f1.Stats().StreamsBroken)
+}
