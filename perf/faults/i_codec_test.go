@@ -24,6 +24,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	grpcgzip "google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -359,7 +360,7 @@ func TestI10InvalidUTF8InStringFields(t *testing.T) {
 func TestI11OverTheMessageLimit(t *testing.T) {
 	record(t, Row{ID: "I11",
 		Did: "Generate with a 5 MiB prompt; with a 5 MiB prompt gzip-compressed to a few KiB (grpc-encoding gzip); 3 such compressed " +
-			"requests at once; over the HTTP port a 5 MiB JSON body, and a gzip-compressed JSON and Connect body expanding to 5 MiB; as ordinary " +
+			"requests at once; both again as native gRPC on the HTTP port; there a 5 MiB JSON body, and a gzip-compressed JSON and Connect body expanding to 5 MiB; as ordinary " +
 			"use a 512 KiB prompt compressed, over gRPC and HTTP",
 		MustHold: "RESOURCE_EXHAUSTED (HTTP 429 resource_exhausted) every time, 0 backend calls for them; the ordinary ones are served; the gateway's " +
 			"heap stays bounded (< 128 MiB) and its goroutines return to their level"})
@@ -392,6 +393,18 @@ func TestI11OverTheMessageLimit(t *testing.T) {
 			t.Errorf("concurrent 5 MiB gzip: %v", err)
 		}
 	}
+	// The HTTP port serves native gRPC too (HTTP/2 with prior knowledge).
+	hc, err := grpc.NewClient(g.HTTPAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, opts := range [][]grpc.CallOption{nil, {grpc.UseCompressor(grpcgzip.Name)}} {
+		_, err := vegav1.NewGenerateServiceClient(hc).Generate(ctx(), &vegav1.GenerateRequest{Model: "llama", Prompt: huge}, opts...)
+		if c.add(err) != codes.ResourceExhausted {
+			t.Errorf("5 MiB prompt, native gRPC on the HTTP port (%d options): %v, want ResourceExhausted", len(opts), err)
+		}
+	}
+	_ = hc.Close()
 	peak := g.Runtime(t)
 	refusedCalls := llm.calls.Load()
 
@@ -437,7 +450,7 @@ func TestI11OverTheMessageLimit(t *testing.T) {
 	if peak.HeapBytes > 128<<20 || after.HeapBytes > 128<<20 {
 		t.Errorf("heap %d MiB after the refusals, %d MiB at the end", peak.HeapBytes>>20, after.HeapBytes>>20)
 	}
-	record(t, Row{ID: "I11", Measured: fmt.Sprintf("gRPC 5 MiB (plain 1, gzip %d KiB on the wire 1, then 3 at once): %s; HTTP (5 MiB JSON, gzip JSON, gzip Connect): status %v; "+
+	record(t, Row{ID: "I11", Measured: fmt.Sprintf("gRPC 5 MiB (plain 1, gzip %d KiB on the wire 1, then 3 at once; the same plain and gzip as native gRPC on the HTTP port): %s; HTTP (5 MiB JSON, gzip JSON, gzip Connect): status %v; "+
 		"backend calls for them 0; ordinary 512 KiB gzip over gRPC and HTTP: OK, 2 backend calls; gateway before %s, after the refusals %s, at the end %s",
 		len(compressed)>>10, &c, httpStatus, before, peak, after)})
 }
