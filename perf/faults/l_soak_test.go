@@ -16,7 +16,7 @@ import (
 )
 
 // soakLength is L1's duration: FAULTS_SOAK (e.g. 30m) when set, else 90 s
-// in make faults and 20 s in make test.
+// in make faults and 10 s in make test.
 func soakLength(t testing.TB) time.Duration {
 	if v := os.Getenv("FAULTS_SOAK"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -28,7 +28,7 @@ func soakLength(t testing.TB) time.Duration {
 	if allRows() {
 		return 90 * time.Second
 	}
-	return 20 * time.Second
+	return 10 * time.Second
 }
 
 // TestL1Soak: steady planned load, two tenants, every service: Generate
@@ -41,7 +41,7 @@ func TestL1Soak(t *testing.T) {
 	d := soakLength(t)
 	const rate = 20 // calls a second, all services together
 	record(t, Row{ID: "L1",
-		Did: fmt.Sprintf("%s of %d calls/s (make faults: 90 s, make test: 20 s, FAULTS_SOAK=30m for the long one) from tenants A and B in turn: 40%% Generate over 40 deterministic prompts, 20%% unique non-deterministic Generate, 10%% GenerateStream, 20%% Fetch over 25 pages, 10%% Notify to a webhook; fake Ollama 8 slots x 50 ms; 10 s deadlines; after 5 s of warm-up load and 2 s idle, the idle baseline",
+		Did: fmt.Sprintf("%s of %d calls/s (make faults: 90 s, make test: 10 s, FAULTS_SOAK=30m for the long one) from tenants A and B in turn: 40%% Generate over 40 deterministic prompts, 20%% unique non-deterministic Generate, 10%% GenerateStream, 20%% Fetch over 25 pages, 10%% Notify to a webhook; fake Ollama 8 slots x 50 ms; 10 s deadlines; after 5 s of warm-up load and 2 s idle, the idle baseline",
 			d, rate),
 		MustHold: "every call OK; every notification delivered exactly once (lost 0, duplicated 0); backend calls for deterministic prompts <= prompts x tenants x TTL periods; gateway goroutines back to the idle baseline (+10) after the load; the gateway's own leak detector not suspecting; heap after <= 2x before + 32 MiB"})
 	llm := newFakeLLM(t, llmOpts{Concurrency: 8, Latency: 50 * time.Millisecond})

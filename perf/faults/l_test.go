@@ -43,6 +43,7 @@ func TestL2DuplicatesAtThreeTimesPlannedRate(t *testing.T) {
 	type phase struct {
 		tally    codeTally
 		implicit atomic.Int64 // refusals without RetryInfo
+		late     atomic.Int64 // refusals after more than 100 ms (at their turn, after queueing)
 		okLat    latencies
 		shedLat  latencies
 		prompts  sync.Map
@@ -71,6 +72,9 @@ func TestL2DuplicatesAtThreeTimesPlannedRate(t *testing.T) {
 				p.okLat.add(time.Since(start))
 			case codes.ResourceExhausted, codes.Unavailable:
 				p.shedLat.add(time.Since(start))
+				if time.Since(start) > 100*time.Millisecond {
+					p.late.Add(1)
+				}
 				if !explicitRefusal(err) {
 					p.implicit.Add(1)
 					t.Errorf("a refusal without RetryInfo: %v", err)
@@ -126,11 +130,11 @@ func TestL2DuplicatesAtThreeTimesPlannedRate(t *testing.T) {
 	}
 	lim := limiterOf(t, g, "ollama")
 	record(t, Row{ID: "L2", Measured: fmt.Sprintf(
-		"1x: %d calls, %s, %d backend calls for %d distinct prompts. 3x: %d calls in %s, %s; DEADLINE_EXCEEDED %d; refusals without RetryInfo %d; %d distinct prompts, %d backend calls (most for one prompt: %d), %d coalesced; backend %.1f calls/s (capacity %d/s); OK latency %s; refusal latency %s; limiter: concurrency limit %d, shed deadline/standing/full/retry-after %d/%d/%d/%d",
+		"1x: %d calls, %s, %d backend calls for %d distinct prompts. 3x: %d calls in %s, %s; DEADLINE_EXCEEDED %d; refusals without RetryInfo %d; %d distinct prompts, %d backend calls (most for one prompt: %d), %d coalesced; backend %.1f calls/s (capacity %d/s); OK latency %s; refusal latency %s (%d refused at once, %d at their turn after more than 100 ms in the queue); limiter: concurrency limit %d, shed deadline/standing/full/retry-after %d/%d/%d/%d",
 		one.tally.total(), &one.tally, oneCalls, distinct(one),
 		three.tally.total(), elapsed.Round(100*time.Millisecond), &three.tally, de, three.implicit.Load(), distinct(three), backend, llm.maxCallsWithPrefix("l2-3x-"),
 		st.GetRequestCoalescing().GetCoalesced()-coalescedBefore, float64(backend)/elapsed.Seconds(), llmCap,
-		&three.okLat, &three.shedLat,
+		&three.okLat, &three.shedLat, int64(shed)-three.late.Load(), three.late.Load(),
 		lim.GetConcurrencyLimit(), lim.GetShedDeadline(), lim.GetShedStanding(), lim.GetShedFull(), lim.GetShedRetryAfter())})
 }
 
@@ -140,10 +144,16 @@ func TestL2DuplicatesAtThreeTimesPlannedRate(t *testing.T) {
 // through in full again, and no breaker may be left open.
 func TestL3TenfoldBurstThenRecovery(t *testing.T) {
 	const base = llmCap / 2
+	// make faults: 4 s, a 5 s burst, 10 s after (the last 5 s must be
+	// clean); make test: 2 s, 3 s, 6 s (the last 3 s).
+	lead, burstFor, tail, clean := 2*time.Second, 3*time.Second, 6*time.Second, 3*time.Second
+	if allRows() {
+		lead, burstFor, tail, clean = 4*time.Second, 5*time.Second, 10*time.Second, 5*time.Second
+	}
 	record(t, Row{ID: "L3",
-		Did: fmt.Sprintf("fake Ollama %d slots x %s (capacity %d/s); Generate, distinct prompts, 5 s deadlines: 4 s at 1x = %d/s, 5 s at 10x = %d/s, 10 s at 1x",
-			llmSlots, llmService, llmCap, base, 10*base),
-		MustHold: "before: every call OK. burst: every call OK or explicitly refused (RetryInfo), no DEADLINE_EXCEEDED. after: the limiter recovers: every call of the last 5 s OK; no breaker open at the end"})
+		Did: fmt.Sprintf("fake Ollama %d slots x %s (capacity %d/s); Generate, distinct prompts, 5 s deadlines: %s at 1x = %d/s, %s at 10x = %d/s, %s at 1x (make test: 2 s, 3 s, 6 s)",
+			llmSlots, llmService, llmCap, lead, base, burstFor, 10*base, tail),
+		MustHold: fmt.Sprintf("before: every call OK. burst: every call OK or explicitly refused (RetryInfo), no DEADLINE_EXCEEDED. after: the limiter recovers: every call of the last %s OK; no breaker open at the end", clean)})
 	llm := newFakeLLM(t, llmOpts{Concurrency: llmSlots, Latency: llmService})
 	g := startGateway(t, llm.env())
 	gen := vegav1.NewGenerateServiceClient(g.Conn())
@@ -174,7 +184,7 @@ func TestL3TenfoldBurstThenRecovery(t *testing.T) {
 		}
 	}
 	var before, burst, post codeTally
-	pace(ctx, base, 4*time.Second, func(i int) { call(&before, fmt.Sprintf("l3-before-%d", i), time.Time{}) })
+	pace(ctx, base, lead, func(i int) { call(&before, fmt.Sprintf("l3-before-%d", i), time.Time{}) })
 	limBefore := limiterOf(t, g, "ollama")
 
 	// Sample the limiter while the burst runs.
@@ -194,9 +204,9 @@ func TestL3TenfoldBurstThenRecovery(t *testing.T) {
 			}
 		}
 	})
-	pace(ctx, 10*base, 5*time.Second, func(i int) { call(&burst, fmt.Sprintf("l3-burst-%d", i), time.Time{}) })
+	pace(ctx, 10*base, burstFor, func(i int) { call(&burst, fmt.Sprintf("l3-burst-%d", i), time.Time{}) })
 	afterStart := time.Now()
-	pace(ctx, base, 10*time.Second, func(i int) { call(&post, fmt.Sprintf("l3-after-%d", i), afterStart) })
+	pace(ctx, base, tail, func(i int) { call(&post, fmt.Sprintf("l3-after-%d", i), afterStart) })
 	close(stopSampling)
 	sampler.Wait()
 	limAfter := limiterOf(t, g, "ollama")
@@ -204,13 +214,13 @@ func TestL3TenfoldBurstThenRecovery(t *testing.T) {
 
 	// Recovery: the time after the burst from which every 1x call was OK.
 	recovered := time.Duration(0)
-	lastFive := 0
+	cleanFailures := 0
 	for _, o := range after {
 		if o.code != codes.OK && o.at+time.Second/base > recovered {
 			recovered = o.at + time.Second/base
 		}
-		if o.at >= 5*time.Second && o.code != codes.OK {
-			lastFive++
+		if o.at >= tail-clean && o.code != codes.OK {
+			cleanFailures++
 		}
 	}
 	if before.get(codes.OK) != before.total() {
@@ -228,8 +238,8 @@ func TestL3TenfoldBurstThenRecovery(t *testing.T) {
 	if burst.get(codes.ResourceExhausted)+burst.get(codes.Unavailable) == 0 {
 		t.Errorf("the 10x burst refused nothing: the row tested nothing")
 	}
-	if lastFive != 0 {
-		t.Errorf("%d of the 1x calls in the last 5 s after the burst failed: the limiter did not recover (%s)", lastFive, &post)
+	if cleanFailures != 0 {
+		t.Errorf("%d of the 1x calls in the last %s after the burst failed: the limiter did not recover (%s)", cleanFailures, clean, &post)
 	}
 	if len(open) != 0 {
 		t.Errorf("breakers left open after the burst: %v", open)
@@ -246,11 +256,12 @@ func TestL3TenfoldBurstThenRecovery(t *testing.T) {
 // attempt before it ends), the queue must drain, and each notification
 // be delivered exactly once.
 func TestL5NotifyFasterThanSlackAllows(t *testing.T) {
-	// make test: 15 messages (drained in about 30 s); make faults: 60.
-	d := 3 * time.Second
-	if allRows() {
-		d = 12 * time.Second
-	}
+	// Draining at the receiver's pace takes about two minutes: make faults
+	// only. In make test, service's TestNotifyWaitOutlivingPauseChecks
+	// guards the race this row found, and cmd/server's Notify tests the
+	// 429 handling.
+	slow(t)
+	d := 12 * time.Second
 	const rate = 5
 	record(t, Row{ID: "L5",
 		Did: fmt.Sprintf("Notify to the slack channel at %d/s for %s (%d messages, two tenants, 10 s deadlines); the fake Slack accepts 1/s (burst 1) and answers 429 + Retry-After: 1 beyond; gateway defaults (Slack pacing 1/s, burst 3)",

@@ -127,8 +127,10 @@ func writeReport(path string, started time.Time, loadStart string, code int) err
 	var b strings.Builder
 	wall := time.Since(started).Round(time.Second)
 	commit := gitOut("rev-parse", "--short", "HEAD")
-	if gitOut("status", "--porcelain", "--untracked-files=no") != "" {
-		commit += " (with uncommitted changes in the tree)"
+	if dirty := gitOut("status", "--porcelain", "--untracked-files=no"); dirty != "" && dirty != "unknown" {
+		commit += fmt.Sprintf(" plus uncommitted changes to %d files", len(strings.Split(dirty, "\n")))
+	} else {
+		commit += " (a clean tree)"
 	}
 	race := "the gateway built with -race"
 	if !bins.race {
