@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -93,12 +95,18 @@ func (c *rawH2) read() {
 // gateway starts the handler and the call) on stream id, then cancels it
 // with RST_STREAM.
 func (c *rawH2) openAndReset(id uint32, host string, msg []byte) error {
+	return c.openAndResetCT(id, host, "/vega.v1.GenerateService/Generate", "application/grpc", msg)
+}
+
+// openAndResetCT is openAndReset for any path and content type (the HTTP
+// port takes Connect's application/json).
+func (c *rawH2) openAndResetCT(id uint32, host, path, contentType string, msg []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.hbuf.Reset()
 	for _, hf := range [][2]string{
-		{":method", "POST"}, {":scheme", "http"}, {":path", "/vega.v1.GenerateService/Generate"},
-		{":authority", host}, {"content-type", "application/grpc"}, {"te", "trailers"},
+		{":method", "POST"}, {":scheme", "http"}, {":path", path},
+		{":authority", host}, {"content-type", contentType}, {"te", "trailers"},
 		{"x-api-key", keyB},
 	} {
 		_ = c.henc.WriteField(hpack.HeaderField{Name: hf[0], Value: hf[1]})
@@ -137,27 +145,78 @@ func grpcFrame(t testing.TB, m proto.Message) []byte {
 // + the request) and cancels each at once with RST_STREAM, as fast as it
 // can for 3 s; then another floods PINGs. Meanwhile an ordinary client
 // (another tenant, another connection) calls Generate 10 times a second.
-// The gateway must bound the abuser's work (handlers, goroutines, backend
-// calls), send GOAWAY ENHANCE_YOUR_CALM to the ping flood, and keep
-// serving the ordinary client.
+// Both ports speak HTTP/2 in the clear: the gRPC port (grpc-go) and the
+// HTTP port (net/http's h2c, Connect JSON). The gateway must bound the
+// abuser's work (handlers, goroutines, backend calls) and keep serving the
+// ordinary client; the gRPC port answers the ping flood with GOAWAY
+// ENHANCE_YOUR_CALM. net/http has no ping-rate limit: on the HTTP port
+// the flood is measured (pings answered, the ordinary client's latency),
+// not required to end.
 func TestL4RapidResetAndPingFlood(t *testing.T) {
 	const maxStreams = 256 // cmd/server: grpc.MaxConcurrentStreams
 	record(t, Row{ID: "L4",
-		Did:      "fake Ollama (4 slots x 50 ms); a raw HTTP/2 client (x/net/http2 Framer on TCP) sends HEADERS + a Generate request + RST_STREAM(CANCEL) on new streams as fast as it can for 3 s (tenant B), then another connection sends PING frames in a loop; an ordinary gRPC client (tenant A, its own connection) calls Generate at 10/s throughout",
-		MustHold: fmt.Sprintf("ordinary client: every call OK; gateway goroutines during the abuse below baseline + %d (handlers bounded by MaxConcurrentStreams %d) and back to baseline after; the abuser's calls cancelled at the backend (none left in flight); the ping flood ends with GOAWAY ENHANCE_YOUR_CALM and the connection closed; the gateway stays up", 8*maxStreams, maxStreams)})
+		Did:      "fake Ollama (4 slots x 50 ms); on each port in turn (gRPC; HTTP with Connect JSON), a raw HTTP/2 client (x/net/http2 Framer on TCP) sends HEADERS + a Generate request + RST_STREAM(CANCEL) on new streams as fast as it can for 3 s (tenant B), then another connection sends PING frames in a loop (up to 5 s); an ordinary client on the same port (tenant A, its own connection) calls Generate at 10/s throughout",
+		MustHold: fmt.Sprintf("ordinary client: every call OK; gateway goroutines during the abuse below baseline + %d (handlers bounded: MaxConcurrentStreams %d) and back to baseline after; the abuser's calls cancelled at the backend (none left in flight); gRPC port: the ping flood ends with GOAWAY ENHANCE_YOUR_CALM and the connection closed; the gateway stays up", 8*maxStreams, maxStreams)})
 	llm := newFakeLLM(t, llmOpts{Concurrency: 4, Latency: 50 * time.Millisecond})
 	g := startGateway(t, llm.env())
+	var measured [2]string
+	t.Run("grpc port", func(t *testing.T) { measured[0] = l4Abuse(t, g, llm, false) })
+	t.Run("http port", func(t *testing.T) { measured[1] = l4Abuse(t, g, llm, true) })
+	record(t, Row{ID: "L4", Measured: "gRPC port: " + measured[0] + " HTTP port: " + measured[1]})
+}
+
+// l4Abuse runs L4 on one port and returns its figures.
+func l4Abuse(t *testing.T, g *gateway, llm *fakeLLM, httpPort bool) string {
+	const maxStreams = 256
 	gen := vegav1.NewGenerateServiceClient(g.Conn())
 	ctx := ctxFor(t, 2*time.Minute)
+	port, addr := "grpc", g.Addr
+	if httpPort {
+		port, addr = "http", g.HTTPAddr
+	}
+	hc := &http.Client{Timeout: 30 * time.Second}
+	t.Cleanup(hc.CloseIdleConnections)
+	ordinary := func(prompt string) error {
+		if !httpPort {
+			_, err := gen.Generate(ctxWithKey(ctx, keyA), &vegav1.GenerateRequest{Model: "llama3", Prompt: prompt})
+			return err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+g.HTTPAddr+"/vega.v1.GenerateService/Generate",
+			strings.NewReader(fmt.Sprintf(`{"model":"llama3","prompt":%q}`, prompt)))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("x-api-key", keyA)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
+		}
+		return nil
+	}
+	abuse := func(c *rawH2, id uint32) error {
+		prompt := fmt.Sprintf("l4-%s-abuse-%d", port, id)
+		if httpPort {
+			return c.openAndResetCT(id, addr, "/vega.v1.GenerateService/Generate", "application/json",
+				[]byte(fmt.Sprintf(`{"model":"llama3","prompt":%q}`, prompt)))
+		}
+		return c.openAndReset(id, addr, grpcFrame(t, &vegav1.GenerateRequest{Model: "llama3", Prompt: prompt}))
+	}
 
 	// Warm up (the connection pool, the limiter) and take the baseline.
 	for i := range 5 {
-		if _, err := gen.Generate(ctxWithKey(ctx, keyA), &vegav1.GenerateRequest{Model: "llama3", Prompt: fmt.Sprintf("l4-warm-%d", i)}); err != nil {
+		if err := ordinary(fmt.Sprintf("l4-%s-warm-%d", port, i)); err != nil {
 			t.Fatalf("warm-up: %v", err)
 		}
 	}
 	time.Sleep(500 * time.Millisecond)
 	base := g.Runtime(t)
+	callsBefore := llm.calls.Load()
 
 	// The ordinary client, for the whole abuse.
 	var (
@@ -171,7 +230,7 @@ func TestL4RapidResetAndPingFlood(t *testing.T) {
 	bg.Go(func() {
 		pace(paceCtx, 10, time.Hour, func(i int) {
 			start := time.Now()
-			_, err := gen.Generate(ctxWithKey(ctx, keyA), &vegav1.GenerateRequest{Model: "llama3", Prompt: fmt.Sprintf("l4-ordinary-%d", i)})
+			err := ordinary(fmt.Sprintf("l4-%s-ordinary-%d", port, i))
 			if victim.add(err) == codes.OK {
 				victimLat.add(time.Since(start))
 			} else {
@@ -193,24 +252,23 @@ func TestL4RapidResetAndPingFlood(t *testing.T) {
 	})
 
 	// Rapid reset.
-	abuser := dialRawH2(t, g.Addr)
+	abuser := dialRawH2(t, addr)
 	var opened int
 	var writeErr error
 	resetStart := time.Now()
 	for id := uint32(1); time.Since(resetStart) < 3*time.Second; id += 2 {
-		msg := grpcFrame(t, &vegav1.GenerateRequest{Model: "llama3", Prompt: fmt.Sprintf("l4-abuse-%d", id)})
-		if writeErr = abuser.openAndReset(id, g.Addr, msg); writeErr != nil {
+		if writeErr = abuse(abuser, id); writeErr != nil {
 			break
 		}
 		opened++
 	}
 	resetTook := time.Since(resetStart)
-	abuserCalls := llm.calls.Load() // includes the ordinary ones; split below
-	time.Sleep(2 * time.Second)     // cancelled calls leave the backend
+	time.Sleep(2 * time.Second) // cancelled calls leave the backend
+	abuserCalls := llm.calls.Load() - callsBefore
 	resetGoAway := abuser.goAway.Load()
 
 	// Ping flood on a connection of its own.
-	pinger := dialRawH2(t, g.Addr)
+	pinger := dialRawH2(t, addr)
 	pings := 0
 	var pingErr error
 	floodStart := time.Now()
@@ -218,11 +276,16 @@ func TestL4RapidResetAndPingFlood(t *testing.T) {
 		if pingErr = pinger.ping(uint64(pings)); pingErr != nil {
 			break
 		}
-		time.Sleep(time.Millisecond)
+		if pings%100 == 0 {
+			time.Sleep(time.Millisecond)
+		}
 	}
-	select {
-	case <-pinger.closed:
-	case <-time.After(5 * time.Second):
+	floodTook := time.Since(floodStart)
+	if !httpPort {
+		select {
+		case <-pinger.closed:
+		case <-time.After(5 * time.Second):
+		}
 	}
 	pingClosed := false
 	select {
@@ -239,7 +302,7 @@ func TestL4RapidResetAndPingFlood(t *testing.T) {
 	inFlight := llm.inFlight.Load() + llm.queued.Load()
 	abusePrompts := 0
 	for id := uint32(1); id < uint32(2*opened+1); id += 2 {
-		abusePrompts += llm.callsFor(fmt.Sprintf("l4-abuse-%d", id))
+		abusePrompts += llm.callsFor(fmt.Sprintf("l4-%s-abuse-%d", port, id))
 	}
 
 	if n := victim.total() - victim.get(codes.OK); n != 0 || victim.total() == 0 {
@@ -255,16 +318,18 @@ func TestL4RapidResetAndPingFlood(t *testing.T) {
 		t.Errorf("%d calls still at the backend 2 s after the abuse: cancelled streams left orphans", inFlight)
 	}
 	code := http2.ErrCode(pinger.goAway.Load() - 1)
-	if pinger.goAway.Load() == 0 || code != http2.ErrCodeEnhanceYourCalm {
-		t.Errorf("ping flood: no GOAWAY ENHANCE_YOUR_CALM after %d pings (got %v)", pings, code)
-	}
-	if !pingClosed {
-		t.Errorf("ping flood: the connection stayed open")
+	if !httpPort {
+		if pinger.goAway.Load() == 0 || code != http2.ErrCodeEnhanceYourCalm {
+			t.Errorf("ping flood: no GOAWAY ENHANCE_YOUR_CALM after %d pings (got %v)", pings, code)
+		}
+		if !pingClosed {
+			t.Errorf("ping flood: the connection stayed open")
+		}
 	}
 	if g.Pid() == 0 {
 		t.Errorf("the gateway is gone")
 	}
-	if _, err := gen.Generate(ctxWithKey(ctx, keyA), &vegav1.GenerateRequest{Model: "llama3", Prompt: "l4-after"}); err != nil {
+	if err := ordinary(fmt.Sprintf("l4-%s-after", port)); err != nil {
 		t.Errorf("after the abuse: %v", err)
 	}
 	resetEnd := "the connection stayed open"
@@ -273,12 +338,16 @@ func TestL4RapidResetAndPingFlood(t *testing.T) {
 	} else if writeErr != nil && !errors.Is(writeErr, net.ErrClosed) {
 		resetEnd = fmt.Sprintf("the server closed the connection (%v)", writeErr)
 	}
-	gaData, _ := pinger.goAwayData.Load().(string)
-	record(t, Row{ID: "L4", Measured: fmt.Sprintf(
-		"rapid reset: %d streams opened and reset in %s (%.0f/s), %d RST_STREAM back, %s; %d of them reached the backend, %d still there 2 s later (%d backend calls in all up to then). ping flood: %d PINGs (%d acked) then GOAWAY %v %q, connection closed: %t. ordinary client: %s, latency %s. gateway goroutines: %d before, peak %d during, %d after; heap %.1f → %.1f MiB",
+	pingEnd := fmt.Sprintf("and no GOAWAY in %s: the connection stayed open", floodTook.Round(100*time.Millisecond))
+	if pinger.goAway.Load() != 0 {
+		gaData, _ := pinger.goAwayData.Load().(string)
+		pingEnd = fmt.Sprintf("then GOAWAY %v %q, connection closed: %t", code, gaData, pingClosed)
+	}
+	return fmt.Sprintf(
+		"rapid reset: %d streams opened and reset in %s (%.0f/s), %d RST_STREAM back, %s; %d of them reached the backend, %d calls still there 2 s later (%d backend calls in all meanwhile). ping flood: %d PINGs (%d acked) %s. ordinary client: %s, latency %s. gateway goroutines: %d before, peak %d during, %d after; heap %.1f → %.1f MiB.",
 		opened, resetTook.Round(10*time.Millisecond), float64(opened)/resetTook.Seconds(), abuser.rsts.Load(), resetEnd,
 		abusePrompts, inFlight, abuserCalls,
-		pings, pinger.pingAcks.Load(), code, gaData, pingClosed,
+		pings, pinger.pingAcks.Load(), pingEnd,
 		&victim, &victimLat, base.Goroutines, peak.Load(), after.Goroutines,
-		float64(base.HeapBytes)/(1<<20), float64(after.HeapBytes)/(1<<20))})
+		float64(base.HeapBytes)/(1<<20), float64(after.HeapBytes)/(1<<20))
 }
