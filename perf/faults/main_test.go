@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,13 +15,13 @@ import (
 // bins are the binaries TestMain builds once for every row.
 var bins struct {
 	server string // ./cmd/server
-	fake   string // ./cmd/fakeupstream
 	race   bool   // the server was built with -race
 }
 
 // TestMain builds the real gateway (with -race unless FAULTS_RACE=0: a
 // race the matrix provokes in the gateway is then reported in its log,
-// which the harness checks) and the fakeupstream binary, runs the rows,
+// which the harness checks; the fakes are in process, see
+// harness_test.go), runs the rows,
 // checks the test process for leaked goroutines and, when FAULTS_REPORT
 // names a file, writes the report there.
 func TestMain(m *testing.M) {
@@ -63,12 +62,15 @@ func run(m *testing.M) int {
 // toxiproxyLinks are the one targeted exception of the leak check:
 // toxiproxy v2.5.0 strands a link's goroutines when its destination write
 // fails while its source still has data (the gateway drops a connection
-// mid-answer: F1, F5, F6), and limit_data stops reading its input for good
-// once its limit is reached; nothing in toxiproxy's API ends them. They
+// mid-answer: F1, F5, F6), when a proxy is stopped while a toxic holds
+// data (its writer waits on a channel nobody closes), and limit_data stops
+// reading its input for good once its limit is reached; nothing in
+// toxiproxy's API ends them. They
 // belong to the test's proxy, never to the gateway, which runs in its own
 // process and whose goroutines the rows measure through PerfAdmin.
 var toxiproxyLinks = []goleak.Option{
 	goleak.IgnoreAnyFunction("github.com/Shopify/toxiproxy/v2.(*ToxicLink).read"),
+	goleak.IgnoreAnyFunction("github.com/Shopify/toxiproxy/v2.(*ToxicLink).write"),
 	goleak.IgnoreAnyFunction("github.com/Shopify/toxiproxy/v2/toxics.(*ToxicStub).Run"),
 }
 
@@ -81,35 +83,19 @@ func repoRoot() string {
 	return root
 }
 
+// build compiles ./cmd/server into dir.
 func build(dir string) error {
 	bins.server = filepath.Join(dir, "vega-server")
-	bins.fake = filepath.Join(dir, "fakeupstream")
 	bins.race = os.Getenv("FAULTS_RACE") != "0"
-	serverArgs := []string{"build", "-o", bins.server}
+	args := []string{"build", "-o", bins.server}
 	if bins.race {
-		serverArgs = append(serverArgs, "-race")
+		args = append(args, "-race")
 	}
-	var (
-		wg   sync.WaitGroup
-		errs [2]error
-	)
-	for i, args := range [][]string{
-		append(serverArgs, "./cmd/server"),
-		{"build", "-o", bins.fake, "./cmd/fakeupstream"},
-	} {
-		wg.Go(func() {
-			cmd := exec.Command("go", args...)
-			cmd.Dir = repoRoot()
-			if out, err := cmd.CombinedOutput(); err != nil {
-				errs[i] = fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
-			}
-		})
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
+	args = append(args, "./cmd/server")
+	cmd := exec.Command("go", args...)
+	cmd.Dir = repoRoot()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
 	return nil
 }
