@@ -17,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -78,6 +81,17 @@ func breakerLine(b *vegav1.BreakerStats) string {
 		b.GetFailures(), b.GetConsecutiveFailures(), b.GetRejected())
 }
 
+// breakersLine describes every breaker whose key starts with prefix.
+func breakersLine(st *vegav1.Stats, prefix string) string {
+	var parts []string
+	for _, b := range st.GetCircuitBreakers().GetBreakers() {
+		if strings.HasPrefix(b.GetKey(), prefix) {
+			parts = append(parts, breakerLine(b))
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
 // limiterStats is the limiter of backend key ("ollama").
 func limiterStats(st *vegav1.Stats, key string) *vegav1.LimiterStats {
 	for _, l := range st.GetRateLimiters().GetLimiters() {
@@ -117,6 +131,20 @@ func configFile(t *testing.T, yaml string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// proxyAt is toxiproxy without toxics on a given listen address (to put a
+// clean proxy where a faulty one was stopped, so URLs and cache keys stay
+// the same); stopped at cleanup.
+func proxyAt(t *testing.T, listen, upstream string) *toxiproxy.Proxy {
+	t.Helper()
+	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
+	p := toxiproxy.NewProxy(srv, "clean-"+strings.ReplaceAll(listen, ":", "-"), listen, upstream)
+	if err := p.Start(); err != nil {
+		t.Fatalf("toxiproxy on %s: %v", listen, err)
+	}
+	t.Cleanup(p.Stop)
+	return p
 }
 
 // merge is the union of envs, later ones winning.
@@ -191,7 +219,7 @@ func TestF1UpstreamSlow(t *testing.T) {
 	rtBefore := g.Runtime(t)
 
 	// (a) The answers take 30 s to come back through the proxy.
-	heal = addToxic(t, p, "latency", "downstream", map[string]any{"latency": 30000})
+	addToxic(t, p, "latency", "downstream", map[string]any{"latency": 30000})
 	var a, b codeTally
 	var slowest time.Duration
 	var mu sync.Mutex
@@ -210,7 +238,10 @@ func TestF1UpstreamSlow(t *testing.T) {
 	closedIn := eventually(t, "the gateway closes its connections to the slow upstream", func() bool {
 		return poolHost(g.Stats(t), proxyHost).GetActive() == 0
 	})
-	heal()
+	// Healed: a clean proxy on the same address (removing a toxic from
+	// links the gateway dropped can block toxiproxy v2.5.0 for good).
+	p.Stop()
+	proxyAt(t, p.Listen, hostPort(t, llm.URL))
 
 	// (b) The backend itself is slow: the request must be cancelled there.
 	cancelledBefore := llm.cancelled.Load()
@@ -384,13 +415,16 @@ func TestF5ResetMidBody(t *testing.T) {
 	record(t, Row{ID: "F5",
 		Did: "Fetch of a 100 KB page (Content-Length) and Generate/GenerateStream of a ~120 KB answer through toxiproxy. Ordinary: the " +
 			"100 KB page in full. Fault: limit_data 1 KB on the answers (the connection closes after 1 KB); for Fetch also bandwidth " +
-			"100 KB/s + reset_peer after 300 ms (RST mid-body). Then the toxics removed and the same requests again.",
+			"100 KB/s + reset_peer after 300 ms (RST mid-body). Then clean proxies in place of the faulty ones and the same requests again.",
 		MustHold: "every cut call is UNAVAILABLE (a stream ends with UNAVAILABLE, never a clean end); no truncated OK; cache stores unchanged " +
 			"by the faults; after healing the same requests reach the backend again and return the whole body.",
 	})
 	web := newFakeWeb(t)
 	llm := newFakeLLM(t, llmOpts{Words: 20000})
+	// One proxy per fault, its toxics never removed (see TestF6SlowDrip);
+	// healing = a clean proxy on the faulty one's address.
 	pw := newProxy(t, hostPort(t, web.URL))
+	pr := newProxy(t, hostPort(t, web.URL))
 	pl := newProxy(t, hostPort(t, llm.URL))
 	g := startGateway(t, merge(roomy, web.env(), map[string]string{"VEGA_OLLAMA_URL": "http://" + pl.Listen}))
 	const size = 100 << 10
@@ -404,22 +438,19 @@ func TestF5ResetMidBody(t *testing.T) {
 	hitsBefore := web.hits.Load()
 
 	var fetches, gens, streams codeTally
-	heal := addToxic(t, pw, "limit_data", "downstream", map[string]any{"bytes": 1024})
+	addToxic(t, pw, "limit_data", "downstream", map[string]any{"bytes": 1024})
 	resp, _, err = fetchURL(ctxFor(t, 20*time.Second), g, big("cut"))
 	if fetches.add(err) != codes.Unavailable {
 		t.Fatalf("Fetch cut at 1 KB: %v (%d bytes), want UNAVAILABLE", err, len(resp.GetBody()))
 	}
-	heal()
-	healBW := addToxic(t, pw, "bandwidth", "downstream", map[string]any{"rate": 100})
-	healRST := addToxic(t, pw, "reset_peer", "downstream", map[string]any{"timeout": 300})
-	resp, _, err = fetchURL(ctxFor(t, 20*time.Second), g, big("reset"))
+	addToxic(t, pr, "bandwidth", "downstream", map[string]any{"rate": 100})
+	addToxic(t, pr, "reset_peer", "downstream", map[string]any{"timeout": 300})
+	resp, _, err = fetchURL(ctxFor(t, 20*time.Second), g, fmt.Sprintf("http://%s/big?n=%d&f5=reset", pr.Listen, size))
 	if fetches.add(err) != codes.Unavailable {
 		t.Fatalf("Fetch reset mid-body: %v (%d bytes), want UNAVAILABLE", err, len(resp.GetBody()))
 	}
-	healRST()
-	healBW()
 
-	heal = addToxic(t, pl, "limit_data", "downstream", map[string]any{"bytes": 1024})
+	addToxic(t, pl, "limit_data", "downstream", map[string]any{"bytes": 1024})
 	gr, _, err := generate(ctxFor(t, 20*time.Second), g, genReq("m", "f5-unary"))
 	if gens.add(err) != codes.Unavailable {
 		t.Fatalf("Generate cut at 1 KB: %v (%d bytes of text), want UNAVAILABLE", err, len(gr.GetText()))
@@ -429,7 +460,10 @@ func TestF5ResetMidBody(t *testing.T) {
 		t.Fatalf("GenerateStream cut at 1 KB: %v, done=%v after %d bytes, want UNAVAILABLE and no done", err, done, len(text))
 	}
 	streamedBeforeCut := len(text)
-	heal()
+	pw.Stop()
+	proxyAt(t, pw.Listen, hostPort(t, web.URL))
+	pl.Stop()
+	proxyAt(t, pl.Listen, hostPort(t, llm.URL))
 
 	st := g.Stats(t)
 	if stores := st.GetCache().GetStores(); stores != storesBefore {
@@ -449,7 +483,7 @@ func TestF5ResetMidBody(t *testing.T) {
 			"of text streamed, no done chunk. Cache stores %d → %d. Healed: the cut page from the backend in full (%d bytes), the cut prompt's "+
 			"2nd backend call OK (%d bytes). Fetch server requests %d, LLM calls %d; %s.",
 		fetches.String(), gens.String(), streams.String(), streamedBeforeCut, storesBefore, st.GetCache().GetStores(), len(resp.GetBody()),
-		len(gr.GetText()), web.hits.Load()-hitsBefore+1, llm.calls.Load(), breakerLine(breakerStats(st, "fetch:")))})
+		len(gr.GetText()), web.hits.Load()-hitsBefore+1, llm.calls.Load(), breakersLine(st, "fetch:"))})
 }
 
 // TestF6SlowDrip: an answer that trickles in (bandwidth 1 KB/s; slicer
@@ -458,22 +492,30 @@ func TestF6SlowDrip(t *testing.T) {
 	record(t, Row{ID: "F6",
 		Did: "Fetch through toxiproxy, the gateway's fetch timeout 2 s (VEGA_CONFIG). Ordinary: a small page at 1 KB/s. Fault: a 100 KB page " +
 			"at 1 KB/s (bandwidth); a 100 KB page in 64±32-byte slices 20 ms apart (slicer, ~32 s in all); Generate of a ~120 KB answer at " +
-			"1 KB/s with a 3 s deadline. Then the toxics removed and the first page again.",
+			"1 KB/s with a 3 s deadline. Then a clean proxy in place of the first and the first page again.",
 		MustHold: "the small page is served; each drip ends with DEADLINE_EXCEEDED from the gateway's overall bound ('upstream timed out', " +
 			"not the caller's 20 s deadline), the Generate at its caller's deadline; no partial answer; nothing cached (the page reaches " +
 			"the server again after healing).",
 	})
 	web := newFakeWeb(t)
 	llm := newFakeLLM(t, llmOpts{Words: 20000})
+	// One proxy per drip, its toxic never removed: toxiproxy v2.5.0 can
+	// block for good when a toxic is added to or removed from a proxy
+	// whose link the gateway dropped mid-drip.
 	pw := newProxy(t, hostPort(t, web.URL))
+	ps := newProxy(t, hostPort(t, web.URL))
 	pl := newProxy(t, hostPort(t, llm.URL))
 	g := startGateway(t, merge(roomy, web.env(), map[string]string{
 		"VEGA_OLLAMA_URL": "http://" + pl.Listen,
 		"VEGA_CONFIG":     configFile(t, "fetch:\n  timeout: 2s\n"),
 	}))
-	big := func(tag string) string { return fmt.Sprintf("http://%s/big?n=%d&f6=%s", pw.Listen, 100<<10, tag) }
+	big := func(p *toxiproxy.Proxy, tag string) string {
+		return fmt.Sprintf("http://%s/big?n=%d&f6=%s", p.Listen, 100<<10, tag)
+	}
 
-	heal := addToxic(t, pw, "bandwidth", "downstream", map[string]any{"rate": 1})
+	addToxic(t, pw, "bandwidth", "downstream", map[string]any{"rate": 1})
+	addToxic(t, ps, "slicer", "downstream", map[string]any{"average_size": 64, "size_variation": 32, "delay": 20000})
+	addToxic(t, pl, "bandwidth", "downstream", map[string]any{"rate": 1})
 	start := time.Now()
 	if _, _, err := fetchURL(ctxFor(t, 20*time.Second), g, "http://"+pw.Listen+"/page"); err != nil {
 		t.Fatalf("a small page at 1 KB/s: %v", err)
@@ -492,29 +534,28 @@ func TestF6SlowDrip(t *testing.T) {
 		}
 	}
 	start = time.Now()
-	_, _, err := fetchURL(ctxFor(t, 20*time.Second), g, big("bandwidth"))
+	_, _, err := fetchURL(ctxFor(t, 20*time.Second), g, big(pw, "bandwidth"))
 	expectTimeout("bandwidth", err, time.Since(start))
-	heal()
-	heal = addToxic(t, pw, "slicer", "downstream", map[string]any{"average_size": 64, "size_variation": 32, "delay": 20000})
 	start = time.Now()
-	_, _, err = fetchURL(ctxFor(t, 20*time.Second), g, big("slicer"))
+	_, _, err = fetchURL(ctxFor(t, 20*time.Second), g, big(ps, "slicer"))
 	expectTimeout("slicer", err, time.Since(start))
-	heal()
 
-	heal = addToxic(t, pl, "bandwidth", "downstream", map[string]any{"rate": 1})
 	var gens codeTally
 	_, _, err = generate(ctxFor(t, 3*time.Second), g, genReq("m", "f6-drip"))
 	if gens.add(err) != codes.DeadlineExceeded {
 		t.Fatalf("Generate at 1 KB/s with a 3 s deadline: %v, want DEADLINE_EXCEEDED", err)
 	}
-	heal()
 
 	st := g.Stats(t)
 	if stores := st.GetCache().GetStores(); stores != storesBefore {
 		t.Fatalf("cache stores %d → %d: a dripped answer was cached", storesBefore, stores)
 	}
+	// Healed: the drip's proxy goes, a clean one takes its address, and
+	// the same URL must reach the server again.
+	pw.Stop()
+	proxyAt(t, pw.Listen, hostPort(t, web.URL))
 	hits := web.hits.Load()
-	resp, from, err := fetchURL(ctxFor(t, 20*time.Second), g, big("bandwidth"))
+	resp, from, err := fetchURL(ctxFor(t, 20*time.Second), g, big(pw, "bandwidth"))
 	if err != nil || from != "backend" || len(resp.GetBody()) != 100<<10 || web.hits.Load() != hits+1 {
 		t.Fatalf("the dripped page after healing: %v, from %q, %d bytes", err, from, len(resp.GetBody()))
 	}
@@ -522,7 +563,7 @@ func TestF6SlowDrip(t *testing.T) {
 		"small page at 1 KB/s: OK in %s. Drips: %s (%s; caller deadline 20 s); Generate at 1 KB/s: %s at its 3 s deadline; %s; "+
 			"%s. Cache stores %d → %d; after healing the page came whole from the server (%d bytes).",
 		smallTook.Round(time.Millisecond), drips.String(), strings.Join(took, ", "), gens.String(),
-		breakerLine(breakerStats(st, "fetch:")), breakerLine(breakerStats(st, "ollama")), storesBefore, st.GetCache().GetStores(),
+		breakersLine(st, "fetch:"), breakerLine(breakerStats(st, "ollama")), storesBefore, st.GetCache().GetStores(),
 		len(resp.GetBody()))})
 }
 
