@@ -4,8 +4,8 @@
 // is one Go test named after its ID (TestL1Soak, TestF7RedisDown, …),
 // run against the real binaries.
 //
-// TestMain builds ./cmd/server (with -race unless FAULTS_RACE=0) and
-// ./cmd/fakeupstream once. Each row starts real gateway processes on free
+// TestMain builds ./cmd/server once (with -race unless FAULTS_RACE=0; a
+// data race in the gateway's log fails the row). Each row starts real gateway processes on free
 // loopback ports, with loopback fakes for its backends (an Ollama-like LLM
 // that queues beyond its concurrency, a web site, a Slack/webhook
 // receiver), the real Redis (127.0.0.1:6379, a key prefix of its own) and

@@ -42,8 +42,6 @@ package faults
 //	                              // request, then drops the connection: response lost);
 //	                              // hook.limit(rate) answers 429 + Retry-After beyond rate/s;
 //	                              // env: hook.slackEnv() / hook.webhookEnv()
-//	fakeUpstreamProcess(t, args…) // the cmd/fakeupstream binary, when a row wants the
-//	                              // backend in its own process; returns its base URL
 //
 //	redisPrefix(t)                // a unique VEGA_REDIS_PREFIX; its keys deleted at cleanup
 //	pgDatabase(t)                 // a fresh PostgreSQL database URL, dropped at cleanup
@@ -55,9 +53,11 @@ package faults
 //	slow(t)                       // skip unless FAULTS_ALL=1 (rows too slow for make test)
 //	var c codeTally; c.add(err)   // errors by gRPC code; c.String() = "OK 98, Unavailable 2"
 //
-// The fakes are in-process httptest servers rather than the fakeupstream
-// binary: a row needs exact per-key counts, live mode switches, hangs and
-// dropped responses, which the binary's flags do not offer.
+// The fakes are in-process httptest servers rather than the
+// cmd/fakeupstream binary (make bench's backend): a row needs exact
+// per-prompt and per-message counts, live mode switches, hangs and dropped
+// responses, which the binary's flags do not offer, so TestMain builds
+// only the gateway.
 
 import (
 	"bufio"
@@ -456,49 +456,6 @@ func pgDatabase(t testing.TB) string {
 		}
 	})
 	return "postgres://postgres@127.0.0.1:5432/" + name + "?sslmode=disable"
-}
-
-// fakeUpstreamProcess runs the cmd/fakeupstream binary on a free loopback
-// port with args (its flags, e.g. "--latency", "400ms") and returns its
-// base URL; it is stopped at cleanup.
-func fakeUpstreamProcess(t testing.TB, args ...string) string {
-	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	cmd := exec.Command(bins.fake, append([]string{"--addr", addr}, args...)...)
-	logPath := filepath.Join(t.TempDir(), "fakeupstream.log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		f.Close()
-		t.Fatalf("start fakeupstream: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); f.Close(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return "http://" + addr
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(logPath)
-			t.Fatalf("fakeupstream not listening on %s: %v\n%s", addr, err, b)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // freePort asks the kernel for a free loopback port.

@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,13 +15,13 @@ import (
 // bins are the binaries TestMain builds once for every row.
 var bins struct {
 	server string // ./cmd/server
-	fake   string // ./cmd/fakeupstream
 	race   bool   // the server was built with -race
 }
 
 // TestMain builds the real gateway (with -race unless FAULTS_RACE=0: a
 // race the matrix provokes in the gateway is then reported in its log,
-// which the harness checks) and the fakeupstream binary, runs the rows,
+// which the harness checks; the fakes are in process, see
+// harness_test.go), runs the rows,
 // checks the test process for leaked goroutines and, when FAULTS_REPORT
 // names a file, writes the report there.
 func TestMain(m *testing.M) {
@@ -84,35 +83,19 @@ func repoRoot() string {
 	return root
 }
 
+// build compiles ./cmd/server into dir.
 func build(dir string) error {
 	bins.server = filepath.Join(dir, "vega-server")
-	bins.fake = filepath.Join(dir, "fakeupstream")
 	bins.race = os.Getenv("FAULTS_RACE") != "0"
-	serverArgs := []string{"build", "-o", bins.server}
+	args := []string{"build", "-o", bins.server}
 	if bins.race {
-		serverArgs = append(serverArgs, "-race")
+		args = append(args, "-race")
 	}
-	var (
-		wg   sync.WaitGroup
-		errs [2]error
-	)
-	for i, args := range [][]string{
-		append(serverArgs, "./cmd/server"),
-		{"build", "-o", bins.fake, "./cmd/fakeupstream"},
-	} {
-		wg.Go(func() {
-			cmd := exec.Command("go", args...)
-			cmd.Dir = repoRoot()
-			if out, err := cmd.CombinedOutput(); err != nil {
-				errs[i] = fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
-			}
-		})
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
+	args = append(args, "./cmd/server")
+	cmd := exec.Command("go", args...)
+	cmd.Dir = repoRoot()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
 	return nil
 }
