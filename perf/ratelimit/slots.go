@@ -20,15 +20,23 @@ import (
 //     lease, the larger of that and its own adaptive limit. A replica with
 //     a queue thus asks for more, an idle one for none (it keeps MinConcurrency
 //     and an equal part of what the others leave);
-//   - the sum of the leases stays within MaxConcurrency, but a replica
-//     without a lease — starting, or back from an idle spell longer than
-//     leaseLife — uses MaxConcurrency / replicas seen until its lease comes
-//     back (one round trip), while the fleet reserved only MinConcurrency
-//     for it: the backend may then see up to that share more than the cap,
-//     for that round trip and until the others renew (about a second);
+//   - the sum of the leases stays within MaxConcurrency (when
+//     MinConcurrency × replicas ≤ MaxConcurrency), but a replica without
+//     a lease — starting, or back from an idle spell longer than
+//     leaseLife — uses MaxConcurrency / replicas seen until its lease
+//     comes back (one round trip), while the fleet reserved only
+//     MinConcurrency for it. That is the slack: the backend may see up to
+//     MaxConcurrency / replicas − MinConcurrency calls above the cap for
+//     that round trip and until the other replicas renew (about a
+//     second). Starting at MinConcurrency instead would keep the cap
+//     exact, but a burst arriving on such a replica then queues behind
+//     one slot and trips the standing-queue detection (measured in fake
+//     time: thousands of refusals where there were none);
 //   - when the fleet cannot answer (Redis down, slow, its breaker open) the
 //     replica uses MaxConcurrency / replicas seen (at least
-//     MinConcurrency), the same share, and asks again after a second.
+//     MinConcurrency) and asks again after a second. Replicas that still
+//     reach Redis keep their leases meanwhile, so a replica cut off alone
+//     may take the backend up to that share above the cap.
 const (
 	leaseRenew = time.Second
 	leaseLife  = 3 * time.Second // perf/fleet's LeaseTTL: the lease is counted from before the ask
