@@ -297,3 +297,127 @@ func TestFleetStreamsWithoutRedis(t *testing.T) {
 		assert.Zero(t, clusterOf(t, g).GetStreamJoins(), "replica %d", i+1)
 	}
 }
+
+// newPacedOllama is an Ollama whose /api/generate streams words words, one
+// every gap: a generation that lasts, so faults land mid-stream.
+func newPacedOllama(t *testing.T, words int, gap time.Duration) *fakeLLM {
+	t.Helper()
+	f := &fakeLLM{}
+	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.calls.Add(1)
+		var req struct {
+			Model string `json:"model"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			http.Error(w, `{"error":"bad json"}`, http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		enc := json.NewEncoder(w)
+		for i := range words {
+			select {
+			case <-time.After(gap):
+			case <-r.Context().Done():
+				f.cancelled.Add(1)
+				return
+			}
+			_ = enc.Encode(map[string]any{"model": req.Model, "response": fmt.Sprintf(" w%d", i), "done": false})
+			w.(http.Flusher).Flush()
+		}
+		_ = enc.Encode(map[string]any{"model": req.Model, "response": "", "done": true, "done_reason": "stop", "eval_count": words})
+	}))
+	t.Cleanup(f.Close)
+	return f
+}
+
+// TestFleetStreamsRedisTroubleIsInvisible: identical streams on the three
+// replicas at once, each lasting 500 ms, followed across replicas, while
+// Redis goes down, then slow (500 ms), then resets connections: no caller
+// sees an error or a short stream.
+func TestFleetStreamsRedisTroubleIsInvisible(t *testing.T) {
+	prefix := fleetRedisPrefix(t)
+	const words = 10
+	ollama := newPacedOllama(t, words, 50*time.Millisecond)
+	p := newFleetRedisProxy(t)
+	gws := startRedisFleet(t, p, prefix, ollama, faultBudget)
+	ctx := ctxTimeout(t, 90*time.Second)
+	var want strings.Builder
+	for i := range words {
+		fmt.Fprintf(&want, " w%d", i)
+	}
+
+	var (
+		begin = time.Now()
+		mu    sync.Mutex
+		calls int
+		errs  []string // guarded by mu
+		stop  = make(chan struct{})
+		wg    sync.WaitGroup
+	)
+	// Three workers; each asks a prompt of its own on the three replicas
+	// at once, again and again: one replica leads, two follow.
+	for w := range 3 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req := &vegav1.GenerateStreamRequest{Model: "llama3", Prompt: fmt.Sprintf("s-%d-%d", w, i)}
+				var round []*streamCall
+				start := time.Now()
+				for _, g := range gws {
+					round = append(round, startStream(ctx, g.generate(), req))
+				}
+				for r, s := range round {
+					<-s.done
+					mu.Lock()
+					calls++
+					switch {
+					case s.err != nil:
+						errs = append(errs, fmt.Sprintf("%v (%q, replica %d, started at %v, ended at %v)", s.err, req.Prompt, r+1, start.Sub(begin), time.Since(begin)))
+					case s.text() != want.String():
+						errs = append(errs, "short stream: "+s.text())
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	phase := func(name string, fault func() (heal func())) {
+		t.Logf("phase %s at %v", name, time.Since(begin))
+		heal := fault()
+		time.Sleep(1500 * time.Millisecond)
+		heal()
+		time.Sleep(500 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	phase("redis down", func() func() {
+		p.Stop()
+		return func() { require.NoError(t, p.Start()) }
+	})
+	phase("redis slow (500ms)", func() func() {
+		_, err := p.Toxics.AddToxicJson(strings.NewReader(`{"name":"slow","type":"latency","stream":"downstream","attributes":{"latency":500}}`))
+		require.NoError(t, err)
+		return func() { require.NoError(t, p.Toxics.RemoveToxic(context.Background(), "slow")) }
+	})
+	phase("connections reset", func() func() {
+		_, err := p.Toxics.AddToxicJson(strings.NewReader(`{"name":"reset","type":"reset_peer","stream":"downstream","attributes":{"timeout":0}}`))
+		require.NoError(t, err)
+		return func() { require.NoError(t, p.Toxics.RemoveToxic(context.Background(), "reset")) }
+	})
+	close(stop)
+	wg.Wait()
+
+	var joins, broken, takeovers int64
+	for i, g := range gws {
+		c := clusterOf(t, g)
+		t.Logf("replica %d: %v", i+1, c)
+		joins, broken, takeovers = joins+c.GetStreamJoins(), broken+c.GetStreamsBroken(), takeovers+c.GetStreamTakeovers()
+	}
+	t.Logf("%d streams, %d backend calls, %d follows, %d broken, %d takeovers", calls, ollama.calls.Load(), joins, broken, takeovers)
+	assert.Empty(t, errs, "callers saw errors or short streams")
+	assert.GreaterOrEqual(t, calls, 18, "too little traffic to mean anything")
+	assert.GreaterOrEqual(t, joins, int64(6), "too few streams followed across replicas: the fleet path was not exercised")
+}

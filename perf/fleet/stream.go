@@ -26,23 +26,24 @@ import (
 // a script that skips the entries the stream already holds, so a write
 // that failed is simply tried again (every joinRetryPause) while the queue
 // holds what comes meanwhile. A full queue, a flight above
-// maxStreamEntries or maxStreamBytes, Redis failing for leaseTTL, or a
+// maxStreamEntries or maxStreamBytes, Redis failing for writePatience, or a
 // flight that ends with nothing to share (its own callers all left) makes
 // the flight broken: the writer appends "broken" and drops the lease at
 // once, and the leader's own callers are served as before. The stream
-// lives as long as the lease (renewed with it) and streamEndTTL after the
-// terminal entry.
+// lives streamEndTTL past its last append or lease renewal.
 //
 // A replica that finds the lease held follows the holder's stream from
 // its first entry (XREAD BLOCK joinBlock, COUNT joinBatch, from id 0),
-// handing each chunk over as it arrives. After a slice with nothing new it
-// checks the lease: gone or another flight's, with no terminal entry read
-// (one more read makes sure), the owner died. Reads that fail are tried
+// handing each chunk over as it arrives. After leaseTTL with no new entry
+// it checks the lease at the end of each empty slice: gone or another
+// flight's, with no terminal entry read (one more read makes sure), the
+// owner died. (Not sooner: a leader that lost its lease to a Redis outage
+// but still writes is followed to its end.) Reads that fail are tried
 // again every joinRetryPause for up to followPatience, longer than the
-// writer's leaseTTL, so a Redis blip both sides outlive costs nothing.
-// At most maxStreamJoins
-// follows run at once per replica (each holds a pool connection while it
-// blocks); beyond that the caller is told to call the backend alone.
+// writer's writePatience, so a Redis blip both sides outlive costs
+// nothing. At most maxStreamJoins follows run at once per replica (each
+// holds a pool connection while it blocks); beyond that the caller is told
+// to call the backend alone.
 const (
 	maxStreamJoins   = 8
 	streamQueue      = 256
@@ -53,8 +54,14 @@ const (
 	streamEndTTL     = 10 * time.Second
 	// joinRetryPause spaces the retries of a failed append or read.
 	joinRetryPause = 100 * time.Millisecond
-	// followPatience is how long a follower keeps trying failed reads.
-	followPatience = 2 * leaseTTL
+	// writePatience is how long the writer keeps trying a failed append
+	// (the chunks meanwhile wait in its queue, up to its bound),
+	// followPatience how long a follower keeps trying failed reads: a
+	// Redis outage pauses a followed stream rather than failing it (a
+	// breaker that opens and probes again turns a few 1.5s faults in a row
+	// into 5s or more without a successful operation).
+	writePatience  = 20 * time.Second
+	followPatience = writePatience + 5*time.Second
 )
 
 // The errors of a follow that did not reach the end of the flight.
@@ -134,7 +141,7 @@ func (f *Fleet) LeadStream(ctx context.Context, key string) (send func(chunk []b
 		}
 	}
 	stream := f.keys.stream(key, token)
-	stopRenew := f.holdLease(key, token, leaseTTL, stream)
+	stopRenew := f.holdLease(key, token, streamEndTTL, stream)
 	if stopRenew == nil {
 		return nil, nil, nil
 	}
@@ -202,9 +209,8 @@ type entry struct {
 // write is the flight's writer goroutine: it appends what send queued, in
 // order, then the terminal entry, then drops the lease. A failed append is
 // tried again every joinRetryPause, the chunks sent meanwhile waiting in
-// the queue (so a Redis blip costs the followers nothing); after leaseTTL
-// without a successful one — the lease is lost by then — the flight is
-// broken.
+// the queue (so a Redis blip costs the followers nothing); after
+// writePatience without a successful one the flight is broken.
 func (l *streamLead) write() {
 	f := l.f
 	defer f.wg.Done()
@@ -272,7 +278,7 @@ func (l *streamLead) write() {
 		if err := l.append(next, pending); err != nil {
 			if failedAt.IsZero() {
 				failedAt = time.Now()
-			} else if time.Since(failedAt) > leaseTTL {
+			} else if time.Since(failedAt) > writePatience {
 				l.close(next+len(pending), false)
 				return
 			}
@@ -332,7 +338,7 @@ return n
 func (l *streamLead) append(n int, entries []entry) error {
 	f := l.f
 	args := make([]any, 0, 3+2*len(entries))
-	args = append(args, maxStreamEntries+1, leaseTTL.Milliseconds(), n)
+	args = append(args, maxStreamEntries+1, streamEndTTL.Milliseconds(), n)
 	for _, e := range entries {
 		args = append(args, e.kind, e.data)
 	}
@@ -350,7 +356,8 @@ func (l *streamLead) append(n int, entries []entry) error {
 func (f *Fleet) follow(ctx context.Context, key, holder string, chunk func([]byte) error) (uint32, string, error) {
 	f.streams.joined.Add(1)
 	stream := f.keys.stream(key, holder)
-	last, seq, lastOK := "0", 0, time.Now()
+	last, seq := "0", 0
+	lastOK, lastEntry := time.Now(), time.Now()
 	read := func(block time.Duration) ([]redis.XMessage, error) {
 		var res []redis.XStream
 		err := f.doFor(ctx, max(block, 0)+f.set.Timeout, func(ctx context.Context) error {
@@ -368,8 +375,8 @@ func (f *Fleet) follow(ctx context.Context, key, holder string, chunk func([]byt
 	}
 	for {
 		msgs, err := read(joinBlock)
-		if err == nil && len(msgs) == 0 {
-			// Nothing new in a slice: is the owner still there?
+		if err == nil && len(msgs) == 0 && time.Since(lastEntry) > leaseTTL {
+			// Nothing new for a while: is the owner still there?
 			var lease string
 			err = f.do(ctx, func(ctx context.Context) error {
 				var err error
@@ -403,6 +410,9 @@ func (f *Fleet) follow(ctx context.Context, key, holder string, chunk func([]byt
 			continue
 		}
 		lastOK = time.Now()
+		if len(msgs) > 0 {
+			lastEntry = lastOK
+		}
 		for _, m := range msgs {
 			last = m.ID
 			if n, _ := m.Values["n"].(string); n != strconv.Itoa(seq) {
