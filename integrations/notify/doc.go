@@ -5,7 +5,10 @@
 // StatusError.RetryAfter) and deduplication belong to the caller's outbox:
 // neither Slack incoming webhooks nor generic webhooks offer an idempotency
 // key, so a retry after an ambiguous failure (timeout, reset after the
-// request was written) may post twice.
+// request was written) may post twice. Every request carries Message.ID
+// (the notification's id, the same on every attempt) as an
+// Idempotency-Key header, so a receiver that keeps the keys it has seen
+// can drop the duplicate; Slack ignores it.
 //
 // Webhook URLs are credentials (a Slack URL's path is its secret token).
 // No error built here contains the URL, its host, its path or any part of
