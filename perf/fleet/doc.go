@@ -16,7 +16,7 @@
 //	<prefix>:v1:f:<cache key>   a cross-replica flight's lease (Lead; flight.go), PX 3s
 //	<prefix>:v1:f:<key>:r:<tok> an answer not to keep, handed to its flight's waiters, PX 30s
 //	<prefix>:v1:f:<key>:w       ZSET of the fleet's waiters for key's flight, scored by expiry (Redis TIME + 3s, ms)
-//	<prefix>:v1:f:<key>:s:<tok> a stream flight's chunks then its end (Redis stream, MAXLEN 4097), kept with the lease, PX 10s after the end
+//	<prefix>:v1:f:<key>:s:<tok> a stream flight's chunks then its end (Redis stream, MAXLEN 4097), PX 10s past its last write or lease renewal
 //	<prefix>:v1:evt             the fleet's one pub/sub channel (cache purges, flight notices)
 //
 // The cache tier is the three methods perf/cache's Remote interface asks
@@ -42,17 +42,18 @@
 //
 // LeadStream (stream.go) does it for streams: the leader appends every
 // chunk, then the end (OK or code and message) or "broken", to a Redis
-// stream of its flight, from a writer goroutine with a bounded queue (a
-// full queue, more than 4096 chunks or 4 MiB, or a failed write make the
-// flight broken, never a truncated stream that looks complete); a replica
-// that finds the lease held follows that stream from its first entry
-// (XREAD BLOCK 500ms slices, at most 8 follows per replica, each holding a
-// pool connection while it blocks; a cancelled follower gives its
-// connection back within a slice, as go-redis honours the deadline, not
-// the cancellation, of a blocking read) and reports the owner gone when
-// the lease is gone without an end entry. What its caller does then
-// (perf/cache: lead again if nothing was sent, else UNAVAILABLE) is the
-// caller's rule.
+// stream of its flight, from a writer goroutine with a bounded queue. A
+// failed append is tried again for 20s, so a Redis outage pauses the
+// followers; a full queue, more than 4096 chunks or 4 MiB, or Redis
+// failing for longer make the flight broken, never a truncated stream that
+// looks complete. A replica that finds the lease held follows that stream
+// from its first entry (XREAD BLOCK 500ms slices, at most 8 follows per
+// replica, each holding a pool connection while it blocks; a cancelled
+// follower gives its connection back within a slice, as go-redis honours
+// the deadline, not the cancellation, of a blocking read) and reports the
+// owner gone when, after 3s without a new entry, the lease is gone without
+// an end entry. What its caller does then (perf/cache: lead again if
+// nothing was sent, else UNAVAILABLE) is the caller's rule.
 //
 // The client avoids go-redis's known pitfalls: context deadlines are
 // honoured (ContextTimeoutEnabled), no command is retried (MaxRetries -1:
