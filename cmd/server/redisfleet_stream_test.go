@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
 	vegav1 "github.com/vega-gateway/vega/gen/vega/v1"
@@ -420,4 +421,68 @@ func TestFleetStreamsRedisTroubleIsInvisible(t *testing.T) {
 	assert.Empty(t, errs, "callers saw errors or short streams")
 	assert.GreaterOrEqual(t, calls, 18, "too little traffic to mean anything")
 	assert.GreaterOrEqual(t, joins, int64(6), "too few streams followed across replicas: the fleet path was not exercised")
+}
+
+// TestFleetStreamLeaderKilled pins the fallback rule with real processes:
+// the replica leading a stream is killed (SIGKILL) mid-flight. A follower
+// that has sent its callers chunks ends them with UNAVAILABLE and never
+// calls the backend (no second generation spliced on the first); one that
+// has sent nothing takes the flight over and serves the whole stream from
+// its own backend call.
+func TestFleetStreamLeaderKilled(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		first int // chunks sent before the backend holds
+	}{
+		{"chunks sent: unavailable", 3},
+		{"nothing sent: taken over", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prefix := fleetRedisPrefix(t)
+			ollama := newDripOllama(t, tc.first, 2)
+			p := newFleetRedisProxy(t)
+			procs := make([]*serverProcess, 2)
+			var wg sync.WaitGroup
+			for i := range procs {
+				env := map[string]string{
+					"REDIS_URL": "redis://" + p.Listen + "/0", "VEGA_REDIS_PREFIX": prefix, "VEGA_REDIS_TIMEOUT": fleetBudget.String(),
+					"VEGA_OLLAMA_URL": ollama.URL, "VEGA_DATA_DIR": t.TempDir(), "VEGA_ADMIN_API_KEY": fleetAdminKey,
+				}
+				wg.Go(func() { procs[i] = startServerProcess(t, env) })
+			}
+			wg.Wait()
+			ctx := ctxTimeout(t, 60*time.Second)
+			req := &vegav1.GenerateStreamRequest{Model: "llama3", Prompt: "the leader dies mid-stream"}
+			joins := func() int64 {
+				st, err := vegav1.NewPerfAdminServiceClient(procs[1].conn).GetStats(withKey(ctx, fleetAdminKey),
+					&vegav1.GetStatsRequest{Sections: []vegav1.StatsSection{vegav1.StatsSection_STATS_SECTION_CLUSTER}})
+				require.NoError(t, err)
+				return st.GetStats().GetCluster().GetStreamJoins()
+			}
+
+			leader := startStream(ctx, vegav1.NewGenerateServiceClient(procs[0].conn), req)
+			require.Eventually(t, func() bool { return ollama.calls.Load() == 1 && leader.n() == tc.first }, 20*time.Second, 5*time.Millisecond, "the leader never called")
+			follower := startStream(ctx, vegav1.NewGenerateServiceClient(procs[1].conn), req)
+			require.Eventually(t, func() bool { return joins() == 1 && follower.n() == tc.first }, 20*time.Second, 10*time.Millisecond, "replica 2 never followed")
+			procs[0].kill9(t)
+			killed := time.Now()
+			leader.wait(t)
+			require.Error(t, leader.err, "the leader's own caller loses its connection")
+
+			if tc.first > 0 {
+				follower.wait(t)
+				requireCode(t, follower.err, codes.Unavailable)
+				assert.Len(t, follower.chunks, tc.first, "what it had, nothing after")
+				assert.EqualValues(t, 1, ollama.calls.Load(), "no second generation")
+			} else {
+				require.Eventually(t, func() bool { return ollama.calls.Load() == 2 }, 20*time.Second, 10*time.Millisecond, "replica 2 never took over")
+				ollama.open()
+				follower.wait(t)
+				require.NoError(t, follower.err)
+				assert.Equal(t, " w0 w1", follower.text())
+				assert.Equal(t, policy.FromBackend, follower.from)
+			}
+			t.Logf("the follower ended %v after the kill", time.Since(killed))
+		})
+	}
 }
