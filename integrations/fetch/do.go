@@ -8,7 +8,10 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/vega-gateway/vega/integrations"
 )
@@ -43,7 +46,8 @@ type Response struct {
 	// http.DetectContentType (the upstream's header is not trusted); "" for
 	// an empty body.
 	ContentType string
-	// FinalURL is the URL of the last request, after redirects.
+	// FinalURL is the URL of the last request, after redirects, always
+	// valid UTF-8 (see finalURL).
 	FinalURL string
 	// Truncated is true when the body was longer than the limit; Body then
 	// holds the first MaxBytes bytes.
@@ -82,7 +86,7 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 	out := &Response{
 		StatusCode: resp.StatusCode,
 		Header:     responseHeader(resp.Header),
-		FinalURL:   resp.Request.URL.String(),
+		FinalURL:   finalURL(resp.Request.URL),
 	}
 	if method == http.MethodHead {
 		return out, nil
@@ -148,4 +152,26 @@ func classifyErr(ctx, inner context.Context, timeout time.Duration, err error) e
 		return fmt.Errorf("%w: %s: the URL's host name does not exist (no such host)", integrations.ErrInvalidRequest, backend)
 	}
 	return integrations.ClassifyTransportError(nil, backend, err)
+}
+
+// finalURL is u as a string that is valid UTF-8. A redirect's Location may
+// carry raw bytes that are not (a Latin-1 query: net/url keeps RawQuery as
+// sent), and the gateway's answer holds the URL in a proto string, which
+// must be valid UTF-8 or the whole answer fails to marshal. Such a URL gets
+// every byte above 0x7F percent-encoded, as a browser does: the server sees
+// the same bytes.
+func finalURL(u *url.URL) string {
+	s := u.String()
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= utf8.RuneSelf {
+			fmt.Fprintf(&b, "%%%02X", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }

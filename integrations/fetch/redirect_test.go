@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -135,4 +136,35 @@ func TestRedirectCrossHostCredentials(t *testing.T) {
 		assert.Empty(t, h.Get("Cookie"))
 		assert.Equal(t, "text/plain", h.Get("Accept"))
 	}
+}
+
+// TestRedirectToANonUTF8URL: a Location whose query holds raw Latin-1
+// bytes (net/url keeps RawQuery as sent) made FinalURL invalid UTF-8, and
+// the gateway's Fetch answer then failed to marshal with INTERNAL (found by
+// the fault matrix, row I8). FinalURL now percent-encodes those bytes, and
+// the server is asked for the same bytes.
+func TestRedirectToANonUTF8URL(t *testing.T) {
+	var mu sync.Mutex
+	var gotQuery string
+	srv := newCountingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/latin1" {
+			w.Header()["Location"] = []string{"/page?q=caf\xe9&x=\xff"}
+			w.WriteHeader(http.StatusFound)
+			return
+		}
+		mu.Lock()
+		gotQuery = r.URL.RawQuery
+		mu.Unlock()
+		_, _ = w.Write([]byte("ok"))
+	})
+	c := newTestClient(t, Settings{Allow: []string{"127.0.0.1/32"}})
+	resp, err := c.Do(bg(), &Request{URL: srv.URL + "/latin1"})
+	require.NoError(t, err)
+	assert.Equal(t, srv.URL+"/page?q=caf%E9&x=%FF", resp.FinalURL)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, "q=caf\xe9&x=\xff", gotQuery, "the redirect is followed with the bytes as sent")
+
+	// A valid URL is left as it is, non-ASCII included.
+	assert.Equal(t, "http://h/caf%C3%A9?q=café", finalURL(&url.URL{Scheme: "http", Host: "h", Path: "/café", RawQuery: "q=café"}))
 }
