@@ -24,7 +24,7 @@ const (
 )
 
 // TestL2DuplicatesAtThreeTimesPlannedRate: Generate at 3x the backend's
-// capacity, half the calls duplicates of a call ~80 ms earlier (still in
+// capacity, half the calls duplicates of a call ~50 ms earlier (still in
 // flight). Coalescing must cut backend calls to at most one per distinct
 // prompt; what does not fit must be refused at once and explicitly
 // (RESOURCE_EXHAUSTED or UNAVAILABLE with RetryInfo), never left to run
@@ -32,7 +32,7 @@ const (
 // duplicate ratio is served in full.
 func TestL2DuplicatesAtThreeTimesPlannedRate(t *testing.T) {
 	record(t, Row{ID: "L2",
-		Did: fmt.Sprintf("fake Ollama with %d slots x %s (capacity %d/s, queues beyond); Generate (non-deterministic, so only coalescing can merge) with 5 s deadlines, every 2nd call repeating the prompt of a call ~100 ms earlier (still in flight); 3 s at 1x = %d/s, then 8 s at 3x = %d/s",
+		Did: fmt.Sprintf("fake Ollama with %d slots x %s (capacity %d/s, queues beyond); Generate (non-deterministic, so only coalescing can merge) with 5 s deadlines, every 2nd call repeating the prompt of a call ~50 ms earlier (still in flight); 3 s at 1x = %d/s, then 8 s at 3x = %d/s",
 			llmSlots, llmService, llmCap, llmCap, 3*llmCap),
 		MustHold: "1x: every call OK, backend calls = distinct prompts. 3x: no prompt reaches the backend twice (backend calls <= distinct prompts); every call ends OK or with an explicit refusal (RESOURCE_EXHAUSTED/UNAVAILABLE with RetryInfo); no DEADLINE_EXCEEDED; other codes 0"})
 	llm := newFakeLLM(t, llmOpts{Concurrency: llmSlots, Latency: llmService})
@@ -50,9 +50,9 @@ func TestL2DuplicatesAtThreeTimesPlannedRate(t *testing.T) {
 	}
 	run := func(name string, rate float64, d time.Duration) *phase {
 		p := &phase{}
-		// The duplicate follows its original by ~100 ms: within the
+		// The duplicate follows its original by ~50 ms: well within the
 		// original's flight (the backend alone takes 200 ms).
-		lag := max(int(rate/10), 1)
+		lag := max(int(rate/20), 1)
 		pace(ctx, rate, d, func(i int) {
 			src := i
 			if i%2 == 1 && i >= lag {
