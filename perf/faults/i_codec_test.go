@@ -267,7 +267,13 @@ func badHTTPBodies() []httpBodyCase {
 // status a decoder or validator gives, and the process must stay up. As a
 // normal test it runs the seeds; to fuzz for longer:
 //
-//	go test -run '^$' -fuzz FuzzI9RawRequest -fuzztime 5m ./perf/faults
+//	go test -run '^$' -fuzz FuzzI9RawRequest -fuzztime 5m -parallel 1 ./perf/faults
+//
+// Each fuzz worker builds and starts its own gateway. The coverage that
+// guides the fuzzer is the test process's (the client), not the gateway's,
+// so the mutation is close to blind: about 10 inputs a second on 2 cores,
+// measured; the in-process FuzzGenerateValidation (package service) is the
+// coverage-guided one.
 func FuzzI9RawRequest(f *testing.F) {
 	for _, c := range malformedGenerateCases() {
 		f.Add(uint8(0), c.raw)

@@ -347,9 +347,9 @@ func TestI7HugeEndlessAndBomb(t *testing.T) {
 func TestI8LyingAndInvalidUTF8Answers(t *testing.T) {
 	record(t, Row{ID: "I8",
 		Did: "Fetch over gRPC and over the HTTP port (JSON) of a PNG labelled text/html, binary bytes labelled application/json (invalid UTF-8), " +
-			"a page whose header value is Latin-1 (invalid UTF-8) and a redirect to a Latin-1 path",
+			"a page whose header value is Latin-1 (invalid UTF-8), a redirect to a Latin-1 path and one to a Latin-1 query",
 		MustHold: "every answer OK (no INTERNAL): the body is the exact bytes, content_type is sniffed (image/png, application/octet-stream), " +
-			"invalid header bytes arrive as U+FFFD, the final URL is valid UTF-8"})
+			"invalid header bytes arrive as U+FFFD, the final URL is valid UTF-8 (invalid bytes percent-encoded)"})
 	web := newHostileWeb(t, "127.0.0.2:0")
 	g := startGateway(t, iAllowWeb)
 	fc := vegav1.NewFetchServiceClient(g.Conn())
@@ -379,6 +379,10 @@ func TestI8LyingAndInvalidUTF8Answers(t *testing.T) {
 	if c.add(err) != codes.OK || resp.GetStatusCode() != 404 || !utf8.ValidString(resp.GetFinalUrl()) {
 		t.Errorf("redirect to a Latin-1 path: %v (status %d, final URL %q)", err, resp.GetStatusCode(), resp.GetFinalUrl())
 	}
+	qresp, err := fc.Fetch(ctxWithKey(ctxFor(t, 20*time.Second), keyA), &vegav1.FetchRequest{Url: web.URL + "/latin1-query-redirect"})
+	if c.add(err) != codes.OK || qresp.GetStatusCode() != 200 || !strings.HasSuffix(qresp.GetFinalUrl(), "/page?q=caf%E9") {
+		t.Errorf("redirect to a Latin-1 query: %v (status %d, final URL %q)", err, qresp.GetStatusCode(), qresp.GetFinalUrl())
+	}
 
 	// The HTTP port, plain JSON: bytes arrive base64-encoded and exact.
 	httpCodes := map[int]int{}
@@ -395,9 +399,9 @@ func TestI8LyingAndInvalidUTF8Answers(t *testing.T) {
 			t.Errorf("HTTP Fetch %s: %d, body %q, type %q", p.path, code, body, out.ContentType)
 		}
 	}
-	record(t, Row{ID: "I8", Measured: fmt.Sprintf("gRPC: %s (the 4 bodies exact, types sniffed, Latin-1 header as U+FFFD, final URL …%s); HTTP port: status %v. "+
-		"Before the fix in this issue the Latin-1 header page answered INTERNAL ('string field contains invalid UTF-8')",
-		&c, strings.TrimPrefix(resp.GetFinalUrl(), web.URL), httpCodes)})
+	record(t, Row{ID: "I8", Measured: fmt.Sprintf("gRPC: %s (the 3 bodies exact, types sniffed, Latin-1 header as U+FFFD, final URLs …%s and …%s); HTTP port: status %v. "+
+		"Before the fixes in this issue the Latin-1 header page and the Latin-1 query redirect answered INTERNAL ('string field contains invalid UTF-8')",
+		&c, strings.TrimPrefix(resp.GetFinalUrl(), web.URL), strings.TrimPrefix(qresp.GetFinalUrl(), web.URL), httpCodes)})
 }
 
 // iPostJSON posts body to the gateway's HTTP port as plain JSON with key

@@ -215,6 +215,9 @@ func (w *hostileWeb) serve(rw http.ResponseWriter, r *http.Request) {
 	case p == "/latin1-redirect":
 		rw.Header()["Location"] = []string{"/caf\xe9"}
 		rw.WriteHeader(http.StatusFound)
+	case p == "/latin1-query-redirect":
+		rw.Header()["Location"] = []string{"/page?q=caf\xe9"}
+		rw.WriteHeader(http.StatusFound)
 	default:
 		http.NotFound(rw, r)
 	}
