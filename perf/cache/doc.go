@@ -60,6 +60,14 @@
 // The leader's backend call goes on after its own callers left while
 // other gateways still wait for it (Flights.Lead's context).
 //
+// FleetStreamServerInterceptor does it for streams, with a StreamFlights
+// (perf/fleet's LeadStream), inside the local stream flight: the leader
+// shares each message as it sends it, then its end; a follower sends the
+// leader's messages from the first, marked coalesced. A follow that fails
+// before it sent anything leads or follows again, then calls the backend
+// alone; one that fails after it sent a message ends its callers with
+// UNAVAILABLE (remotestream.go), never a second generation spliced on.
+//
 // The store is github.com/maypok86/otter/v2: a concurrent W-TinyLFU cache
 // whose hit ratio on skewed (Zipf) traffic beats LRU, with weights,
 // per-entry expiry and an injectable clock. This package adds the fresh and

@@ -18,9 +18,10 @@ type StreamFlights interface {
 	// LeadStream takes key's stream flight or finds who leads it.
 	//
 	// Leading, it returns send, which shares one encoded message without
-	// waiting, and end, called once after the last send: shared with the
-	// status the leader's callers got (code 0: OK), or not shared (the
-	// flight has nothing to offer its followers).
+	// waiting, and end, called after the last send (its first call counts,
+	// later ones do nothing): shared with the status the leader's callers
+	// got (code 0: OK), or not shared (the flight has nothing to offer its
+	// followers).
 	//
 	// Not leading, it returns follow, which hands each encoded message of
 	// the leader's flight, from the first, to chunk and returns the
@@ -108,6 +109,7 @@ func FleetStreamServerInterceptor(c *Cache, fl StreamFlights) grpc.StreamServerI
 // message it sends is shared, then its end (end's first call counts: a
 // flight broken midway was ended at once).
 func (c *Cache) leadStream(ss grpc.ServerStream, d *policy.Decision, send func([]byte), end func(bool, uint32, string), call func(grpc.ServerStream) error) error {
+	defer end(false, 0, "") // a panic in call: the followers go alone (end counts once)
 	ts := &sharingStream{ServerStream: ss, key: d.Key, max: c.set.RemoteMaxBytes, send: send, end: end}
 	err := call(ts)
 	switch {

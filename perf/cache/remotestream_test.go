@@ -31,11 +31,12 @@ type followScript struct {
 // script: each LeadStream takes the next step ("lead", a follow, or
 // nothing: "down").
 type fakeStreamFlights struct {
-	mu      sync.Mutex
-	steps   []any    // guarded by mu: "lead", followScript or "down"
-	shared  [][]byte // guarded by mu: what the leader sent
-	ends    []string // guarded by mu: how the leader ended
-	follows int      // guarded by mu
+	mu       sync.Mutex
+	steps    []any    // guarded by mu: "lead", followScript or "down"
+	shared   [][]byte // guarded by mu: what the leader sent
+	ends     []string // guarded by mu: how the leader ended
+	follows  int      // guarded by mu
+	endCalls int      // guarded by mu
 }
 
 func (f *fakeStreamFlights) LeadStream(context.Context, string) (func([]byte), func(bool, uint32, string), func(context.Context, func([]byte) error) (uint32, string, error)) {
@@ -65,6 +66,10 @@ func (f *fakeStreamFlights) LeadStream(context.Context, string) (func([]byte), f
 				}, func(shared bool, code uint32, msg string) {
 					f.mu.Lock()
 					defer f.mu.Unlock()
+					f.endCalls++
+					if f.endCalls > 1 {
+						return // the first call counts
+					}
 					if !shared {
 						f.ends = append(f.ends, "broken")
 						return
@@ -154,6 +159,16 @@ func TestFleetStreamLeads(t *testing.T) {
 		_, _, _, _, err := runFleetStream(t, fl, context.Background(), []string{"a"}, status.Error(codes.ResourceExhausted, "slow down"))
 		assert.Equal(t, codes.ResourceExhausted, status.Code(err))
 		assert.Equal(t, []string{"ResourceExhausted slow down"}, fl.ends)
+	})
+	t.Run("panic", func(t *testing.T) {
+		fl := &fakeStreamFlights{steps: []any{"lead"}}
+		c := newTestCache(t, &fakeClock{}, Settings{})
+		d := &policy.Decision{Key: streamKey, Coalesce: true, Request: &vegav1.GenerateStreamRequest{}}
+		assert.Panics(t, func() {
+			_ = FleetStreamServerInterceptor(c, fl)(nil, &sentStream{ctx: policy.NewContext(context.Background(), d)}, &grpc.StreamServerInfo{},
+				func(any, grpc.ServerStream) error { panic("boom") })
+		}, "the panic goes on to the coalescer, which recovers it")
+		assert.Equal(t, []string{"broken"}, fl.ends, "and the followers are told to go alone")
 	})
 	t.Run("callers gone", func(t *testing.T) {
 		fl := &fakeStreamFlights{steps: []any{"lead"}}
