@@ -509,7 +509,7 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
 			return errors.New("REDIS_URL: must look like redis://host:6379/0")
 		}
-		if _, err := fleet.Options(c.RedisURL, c.RedisTimeout); err != nil {
+		if err := fleet.CheckURL(c.RedisURL, c.RedisTimeout); err != nil {
 			return err // names REDIS_URL, never the password
 		}
 	}

@@ -86,7 +86,10 @@ func startFleetProcesses(t *testing.T, backendURL string) []*serverProcess {
 	}
 	wg.Wait()
 	for i, p := range procs {
-		require.Eventually(t, func() bool { c := processStats(t, p).GetCluster(); return c.GetReplicasSeen() == 3 && c.GetSubscribed() },
+		require.Eventually(t, func() bool {
+			c := processStats(t, p).GetCluster()
+			return c.GetReplicasSeen() == 3 && c.GetSubscribed()
+		},
 			10*time.Second, 20*time.Millisecond, "process %d never saw the fleet", i+1)
 	}
 	return procs
@@ -253,15 +256,16 @@ func TestFleetCallCancelledWhenEveryCallerLeft(t *testing.T) {
 	assert.EqualValues(t, 2, backend.calls.Load())
 }
 
-// TestRedisURLForSentinelOrClusterRefused: the gateway does not start on a
-// REDIS_URL it would only half understand; the message says what is
-// supported and never shows the password.
-func TestRedisURLForSentinelOrClusterRefused(t *testing.T) {
+// TestRedisURLForClusterRefused: the gateway does not start on a REDIS_URL
+// it would only half understand (Cluster, several hosts in one URL); the
+// message says what is supported and never shows the password. A Sentinel
+// URL (master_name) is accepted.
+func TestRedisURLForClusterRefused(t *testing.T) {
 	for url, want := range map[string]string{
-		"redis://u:s3cret@h1:6379,h2:6379/0":              "Redis Sentinel and Redis Cluster are not supported",
-		"redis://u:s3cret@h1:26379/0?master_name=primary": "Redis Sentinel and Redis Cluster are not supported",
-		"redis://u:s3cret@h1:6379/0?addr=h2:6379":         "Redis Sentinel and Redis Cluster are not supported",
-		"redis-sentinel://u:s3cret@h1:26379/0":            "must look like redis://host:6379/0",
+		"redis://u:s3cret@h1:6379,h2:6379/0":       "Redis Cluster and several hosts in one URL are not supported",
+		"redis://u:s3cret@h1:6379/0?addr=h2:6379":  "Redis Cluster and several hosts in one URL are not supported",
+		"redis-sentinel://u:s3cret@h1:26379/0":     "must look like redis://host:6379/0",
+		"redis://u:s3cret@h1:26379/0?master_name=": "master_name must not be empty",
 	} {
 		_, err := LoadConfig("", func(k string) string { return map[string]string{"REDIS_URL": url}[k] })
 		require.Error(t, err, url)
@@ -269,4 +273,9 @@ func TestRedisURLForSentinelOrClusterRefused(t *testing.T) {
 		assert.Contains(t, err.Error(), want, url)
 		assert.NotContains(t, err.Error(), "s3cret")
 	}
+	cfg, err := LoadConfig("", func(k string) string {
+		return map[string]string{"REDIS_URL": "redis://u:s3cret@sentinel1:26379/0?master_name=primary&addr=sentinel2:26379"}[k]
+	})
+	require.NoError(t, err, "a Sentinel URL")
+	assert.Contains(t, cfg.RedisURL, "master_name=primary")
 }

@@ -63,6 +63,12 @@
 // PoolSize failures in a row. At most 256 operations are in flight; beyond
 // that an operation is skipped (fail open) rather than queued.
 //
+// REDIS_URL names one server, or the primary a set of Sentinels watch
+// (master_name=…; url.go): then the client asks the Sentinels for the
+// primary at each new connection, and followFailovers moves the fleet's
+// subscription to the new primary on "+switch-master". Redis Cluster is
+// refused (a flight's scripts touch several keys at once).
+//
 // Without a Fleet nothing of this runs: New is only called when REDIS_URL is
 // set, and it starts its goroutines (heartbeat, subscriber, writers) then.
 package fleet

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	neturl "net/url"
 	"os"
 	"strings"
 	"sync"
@@ -97,20 +95,19 @@ func (s Settings) withDefaults() (Settings, error) {
 	return s, nil
 }
 
-// Options returns the go-redis options New uses for url and budget: the
-// URL's, with the bounds of the package doc.
+// Options returns the go-redis options New uses for a one-server url and
+// budget: the URL's, with the bounds of the package doc. A Sentinel URL
+// takes FailoverOptions (url.go).
 func Options(url string, budget time.Duration) (*redis.Options, error) {
-	if err := singleServer(url); err != nil {
+	switch sentinel, err := topology(url); {
+	case err != nil:
 		return nil, err
+	case sentinel:
+		return nil, errors.New("REDIS_URL: names Sentinels (master_name): not one server")
 	}
 	opt, err := redis.ParseURL(url)
 	if err != nil {
-		// go-redis's messages name the scheme, path or parameter, never the
-		// password; url.Parse's quote the whole URL, so they are not passed on.
-		if _, isURL := errors.AsType[*neturl.Error](err); isURL {
-			return nil, errors.New("REDIS_URL: not a URL (redis://[user:password@]host:6379/0)")
-		}
-		return nil, fmt.Errorf("REDIS_URL: %w", err)
+		return nil, urlError(err)
 	}
 	if opt.Network != "tcp" {
 		return nil, errors.New("REDIS_URL: must be redis:// or rediss://")
@@ -174,21 +171,18 @@ func New(s Settings) (*Fleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	opt, err := Options(s.URL, s.Timeout)
-	if err != nil {
-		return nil, err
-	}
 	f := &Fleet{set: s, keys: newKeys(s.Prefix), writes: make(chan write, writeQueue), waiters: map[string][]chan struct{}{}}
-	dial := redis.NewDialer(opt)
-	opt.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+	var sentinels *redis.FailoverOptions
+	var where string
+	f.rdb, sentinels, where, err = newClient(s, func(err error) {
 		f.stats.dials.Add(1)
-		c, err := dial(ctx, network, addr)
 		if err != nil {
 			f.stats.dialErrors.Add(1)
 		}
-		return c, err
+	})
+	if err != nil {
+		return nil, err
 	}
-	f.rdb = redis.NewClient(opt)
 	f.breaker = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        "redis",
 		MaxRequests: 1,
@@ -204,10 +198,10 @@ func New(s Settings) (*Fleet, error) {
 			case gobreaker.StateOpen:
 				f.stats.breakerOpens.Add(1)
 				if from == gobreaker.StateClosed {
-					s.Log.Warn("redis: failing, this replica runs on its local tier", "redis_addr", opt.Addr, "prefix", s.Prefix)
+					s.Log.Warn("redis: failing, this replica runs on its local tier", "redis_addr", where, "prefix", s.Prefix)
 				}
 			case gobreaker.StateClosed:
-				s.Log.Info("redis: back, this replica uses the fleet's shared tier again", "redis_addr", opt.Addr, "prefix", s.Prefix)
+				s.Log.Info("redis: back, this replica uses the fleet's shared tier again", "redis_addr", where, "prefix", s.Prefix)
 			}
 		},
 	})
@@ -216,6 +210,10 @@ func New(s Settings) (*Fleet, error) {
 	f.wg.Add(2 + writers)
 	go f.heartbeat(ctx)
 	go f.subscribe(ctx)
+	if sentinels != nil {
+		f.wg.Add(1)
+		go f.followFailovers(ctx, sentinels)
+	}
 	for range writers {
 		go f.writer(ctx)
 	}
