@@ -46,6 +46,10 @@ type Config struct {
 	// SlowRPCThreshold: RPCs at least this long are listed in PerfAdmin's
 	// runtime section; VEGA_SLOW_RPC_THRESHOLD, default 1s.
 	SlowRPCThreshold time.Duration `yaml:"slow_rpc_threshold"`
+	// BreakerOpenTimeout is how long a backend's tripped circuit breaker
+	// stays open before a probe is let through (in a fleet: on every
+	// replica); VEGA_BREAKER_OPEN_TIMEOUT, default 30s.
+	BreakerOpenTimeout time.Duration `yaml:"breaker_open_timeout"`
 	// Tracing is on when OTEL_EXPORTER_OTLP_ENDPOINT or
 	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set (environment only).
 	Tracing bool `yaml:"-"`
@@ -199,16 +203,17 @@ type LimitConfig struct {
 
 func defaultConfig() Config {
 	return Config{
-		GRPCAddr:         ":50051",
-		HTTPAddr:         ":8080",
-		DataDir:          "./data",
-		RedisPrefix:      "vega",
-		RedisTimeout:     50 * time.Millisecond,
-		LogLevel:         "info",
-		ShutdownTimeout:  15 * time.Second,
-		SlowRPCThreshold: time.Second,
-		LLM:              LLMConfig{Timeout: 10 * time.Minute},
-		Fetch:            FetchConfig{MaxBodyBytes: 10 << 20, Timeout: 30 * time.Second, MaxRedirects: 5},
+		GRPCAddr:           ":50051",
+		HTTPAddr:           ":8080",
+		DataDir:            "./data",
+		RedisPrefix:        "vega",
+		RedisTimeout:       50 * time.Millisecond,
+		LogLevel:           "info",
+		ShutdownTimeout:    15 * time.Second,
+		SlowRPCThreshold:   time.Second,
+		BreakerOpenTimeout: 30 * time.Second,
+		LLM:                LLMConfig{Timeout: 10 * time.Minute},
+		Fetch:              FetchConfig{MaxBodyBytes: 10 << 20, Timeout: 30 * time.Second, MaxRedirects: 5},
 		Notify: NotifyConfig{
 			IdempotencyRetention: 24 * time.Hour, MaxWait: 5 * time.Second, BatchSize: 128,
 			BackoffBase: time.Second, BackoffMax: 5 * time.Minute, SendTimeout: 10 * time.Second,
@@ -304,6 +309,7 @@ func applyEnv(cfg *Config, getenv func(string) string) error {
 		{"VEGA_SHUTDOWN_TIMEOUT", &cfg.ShutdownTimeout, false},
 		{"VEGA_DRAIN_DELAY", &cfg.DrainDelay, false},
 		{"VEGA_SLOW_RPC_THRESHOLD", &cfg.SlowRPCThreshold, false},
+		{"VEGA_BREAKER_OPEN_TIMEOUT", &cfg.BreakerOpenTimeout, false},
 		{"VEGA_REDIS_TIMEOUT", &cfg.RedisTimeout, false},
 		{"VEGA_SIM_LATENCY", &cfg.LLM.Sim.Latency, false},
 		{"VEGA_LLM_TIMEOUT", &cfg.LLM.Timeout, false},
@@ -515,6 +521,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RedisPrefix == "" || strings.ContainsAny(c.RedisPrefix, "*?[]\\ \t\r\n") {
 		return fmt.Errorf("VEGA_REDIS_PREFIX: %q must be non-empty, without spaces or any of *?[]\\", c.RedisPrefix)
+	}
+	if c.BreakerOpenTimeout <= 0 || c.BreakerOpenTimeout > time.Hour {
+		return errors.New("VEGA_BREAKER_OPEN_TIMEOUT: must be positive and at most 1h")
 	}
 	if c.LLM.Timeout <= 0 {
 		return errors.New("VEGA_LLM_TIMEOUT: must be positive (the longest a model server may take to answer one Generate)")

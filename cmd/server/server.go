@@ -174,15 +174,21 @@ func NewServer(cfg Config, log *slog.Logger) (_ *Server, err error) {
 	group := coalesce.New(coalesce.WithPanicHandler(func(key string, p *coalesce.PanicError) {
 		log.Error("panic in a shared call", "key", key, "panic", fmt.Sprint(p.Value), "goexit", p.Goexit, "stack", string(p.Stack))
 	}))
-	breakers, err := breaker.NewSet(breaker.Settings{OnStateChange: func(e breaker.Event) {
+	var (
+		fleetBreakers breaker.Fleet   // with REDIS_URL, a trip holds every replica
+		fleetRate     ratelimit.Fleet // with REDIS_URL, every backend's rate ceiling and concurrency cap are the fleet's
+	)
+	if s.fleet != nil {
+		fleetBreakers, fleetRate = s.fleet, s.fleet
+	}
+	breakers, err := breaker.NewSet(breaker.Settings{OpenTimeout: cfg.BreakerOpenTimeout, Fleet: fleetBreakers, OnStateChange: func(e breaker.Event) {
 		log.Warn("circuit breaker state change", "backend", e.Key, "from", e.From, "to", e.To)
 	}})
 	if err != nil {
 		return nil, err
 	}
-	var fleetRate ratelimit.Fleet // with REDIS_URL, every backend's rate ceiling is the fleet's
 	if s.fleet != nil {
-		fleetRate = s.fleet
+		s.fleet.OnBreaker(breakers.FleetNotice)
 	}
 	limiters, err := ratelimit.NewSet(ratelimit.Settings{
 		Initial: cfg.Limits.Initial, Min: cfg.Limits.Min, Max: cfg.Limits.Max,

@@ -104,6 +104,9 @@ func (f *Fleet) OnBreaker(fn func(backend string, openFor time.Duration)) {
 		return
 	}
 	f.onBreaker.Store(&fn)
+	if f.stats.subscribed.Load() {
+		f.breakerResync() // subscribed before fn was set: read the state now
+	}
 }
 
 // breakerNotice is kind, sender, backend and the open time in ms,

@@ -23,14 +23,20 @@ import (
 // fairness (water-filling: nobody gets more than it wants, the rest is
 // split evenly). The grant is also bounded by what the other leases leave
 // (max minus their slots minus min per live replica holding none), so
-// the sum of the leases stays within max when min × replicas ≤ max; a
+// the sum of the leases stays within max when min × replicas ≤ max. A
+// lease that shrinks is recorded at no less than the calls its replica
+// had at the backend when it asked (they keep their slots until they
+// end), so the slots it gives back are granted only once free; a
 // replica whose share grew gets it as the others renew and shrink (within
 // a renewal). A grant is never below min: with min × replicas > max, the
 // fleet runs at min each, above max.
 const LeaseTTL = 3 * time.Second
 
 // leaseScript: KEYS[1] the backend's lease hash, KEYS[2] the members ZSET;
-// ARGV: replica, want, min, max, TTL (ms). Returns the slots granted.
+// ARGV: replica, want, min, max, TTL (ms), busy (calls this replica has at
+// the backend now). Returns the slots granted; the lease records the
+// larger of that and busy, since calls sent under a larger lease still
+// hold their slots until they end.
 var leaseScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -39,6 +45,7 @@ local mn = tonumber(ARGV[3])
 local mx = tonumber(ARGV[4])
 local ttl = tonumber(ARGV[5])
 local want = math.max(mn, math.min(mx, tonumber(ARGV[2])))
+local busy = tonumber(ARGV[6])
 local live = redis.call('ZCOUNT', KEYS[2], now, '+inf')
 local h = redis.call('HGETALL', KEYS[1])
 local wants = {want}
@@ -75,7 +82,7 @@ else
   end
 end
 local grant = math.max(mn, math.min(share, mx - held - idle * mn))
-redis.call('HSET', KEYS[1], me, string.format('%d:%d:%d', grant, now + ttl, want))
+redis.call('HSET', KEYS[1], me, string.format('%d:%d:%d', math.max(grant, busy), now + ttl, want))
 redis.call('PEXPIRE', KEYS[1], 2 * ttl)
 return grant
 `)
@@ -83,16 +90,17 @@ return grant
 func (k keys) slots(backend string) string { return k.base + "s:" + backend }
 
 // Lease asks for this replica's lease of backend's concurrency slots for
-// LeaseTTL: want is how many it would use (0 when idle), min and max the
-// limits (VEGA_CONCURRENCY_MIN, _MAX, max being the fleet's cap). It
-// returns the slots granted (at least min), or ok = false when Redis could
-// not answer within the budget (the caller then uses max / replicas).
-func (f *Fleet) Lease(ctx context.Context, backend string, want, min, max int) (slots int, ok bool) {
+// LeaseTTL: want is how many it would use (0 when idle), busy how many
+// calls it has at the backend now, min and max the limits
+// (VEGA_CONCURRENCY_MIN, _MAX, max being the fleet's cap). It returns the
+// slots granted (at least min), or ok = false when Redis could not answer
+// within the budget (the caller then uses max / replicas).
+func (f *Fleet) Lease(ctx context.Context, backend string, want, busy, min, max int) (slots int, ok bool) {
 	var n int64
 	err := f.do(ctx, func(ctx context.Context) error {
 		var err error
 		n, err = leaseScript.Run(ctx, f.rdb, []string{f.keys.slots(backend), f.keys.members},
-			f.set.ReplicaID, want, min, max, LeaseTTL.Milliseconds()).Int64()
+			f.set.ReplicaID, want, min, max, LeaseTTL.Milliseconds(), busy).Int64()
 		return err
 	})
 	if err != nil {

@@ -29,7 +29,7 @@ func threeReplicas(t *testing.T) []*fleet.Fleet {
 // lease asks for f's lease and fails the test when Redis does not answer.
 func lease(t *testing.T, f *fleet.Fleet, want int) int {
 	t.Helper()
-	n, ok := f.Lease(context.Background(), "ollama", want, 1, 30)
+	n, ok := f.Lease(context.Background(), "ollama", want, 0, 1, 30)
 	require.True(t, ok)
 	return n
 }
@@ -81,6 +81,27 @@ func TestLeasesFollowDemand(t *testing.T) {
 	assert.Equal(t, 10, busy, "back to a third once idle")
 }
 
+// A lease that shrinks while its calls are at the backend keeps their
+// slots recorded until its next ask: the others are not granted them yet.
+func TestAShrunkLeaseKeepsItsBusySlots(t *testing.T) {
+	fs := threeReplicas(t)
+	ctx := context.Background()
+	n, ok := fs[0].Lease(ctx, "ollama", 30, 0, 1, 30)
+	require.True(t, ok)
+	require.Equal(t, 28, n, "alone in wanting")
+	for _, f := range fs[1:] {
+		lease(t, f, 30) // they want all too: fs[0]'s share falls
+	}
+	n, ok = fs[0].Lease(ctx, "ollama", 30, 28, 1, 30) // but 28 calls are still at the backend
+	require.True(t, ok)
+	assert.Less(t, n, 28)
+	assert.Equal(t, 1, lease(t, fs[1], 30), "the busy slots are not granted again")
+	n, ok = fs[0].Lease(ctx, "ollama", 30, 0, 1, 30) // its calls ended
+	require.True(t, ok)
+	assert.Equal(t, 10, n)
+	assert.Equal(t, 10, lease(t, fs[1], 30))
+}
+
 // A replica that stops renewing gives its slots back within LeaseTTL.
 func TestALapsedLeaseIsGivenBack(t *testing.T) {
 	fs := threeReplicas(t)
@@ -98,7 +119,7 @@ func TestALapsedLeaseIsGivenBack(t *testing.T) {
 func TestLeaseWithoutRedis(t *testing.T) {
 	f := newFleet(t, fleet.Settings{URL: "redis://127.0.0.1:1/0", Prefix: testPrefix(t)})
 	start := time.Now()
-	_, ok := f.Lease(context.Background(), "ollama", 4, 1, 30)
+	_, ok := f.Lease(context.Background(), "ollama", 4, 0, 1, 30)
 	assert.False(t, ok)
 	assert.Less(t, time.Since(start), 3*time.Second)
 }

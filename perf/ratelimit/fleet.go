@@ -18,10 +18,11 @@ type Fleet interface {
 	// asked this replica to hold off that long.
 	Take(ctx context.Context, backend string, n int, rate float64, burst int, lowered bool, hold time.Duration) (granted int, wait time.Duration, fleetRate float64, held time.Duration, ok bool)
 	// Lease asks for this replica's lease of backend's concurrency slots
-	// (slots.go): want is how many it would use (0: idle), min and max
-	// the limits, max being the fleet's cap. It returns the slots granted
-	// (at least min); ok = false when the fleet cannot answer.
-	Lease(ctx context.Context, backend string, want, min, max int) (slots int, ok bool)
+	// (slots.go): want is how many it would use (0: idle), busy how many
+	// calls it has at the backend now, min and max the limits, max being
+	// the fleet's cap. It returns the slots granted (at least min); ok =
+	// false when the fleet cannot answer.
+	Lease(ctx context.Context, backend string, want, busy, min, max int) (slots int, ok bool)
 	// Replicas is how many replicas share the fleet (at least 1).
 	Replicas() int
 }

@@ -63,7 +63,7 @@ func (f *fakeFleet) Take(_ context.Context, _ string, n int, rate float64, burst
 func (f *fakeFleet) Replicas() int { return f.replicas }
 
 // Lease grants the static share: these tests are about the rate.
-func (f *fakeFleet) Lease(_ context.Context, _ string, _, lo, hi int) (int, bool) {
+func (f *fakeFleet) Lease(_ context.Context, _ string, _, _, lo, hi int) (int, bool) {
 	if f.down.Load() {
 		return 0, false
 	}

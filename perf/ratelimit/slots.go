@@ -77,9 +77,10 @@ func (l *limiter) slotsLocked(now time.Time, arriving int) {
 		want = max(want, int(l.limit))
 	}
 	l.demand = 0
+	busy := l.inflight
 	s := &l.set.s
 	go func() {
-		slots, ok := f.Lease(context.Background(), l.key, want, s.MinConcurrency, s.MaxConcurrency)
+		slots, ok := f.Lease(context.Background(), l.key, want, busy, s.MinConcurrency, s.MaxConcurrency)
 		after := time.Now()
 		l.mu.Lock()
 		defer l.mu.Unlock()

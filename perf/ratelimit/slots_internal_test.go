@@ -43,7 +43,7 @@ func (m slotMember) Take(_ context.Context, _ string, n int, _ float64, _ int, _
 
 func (m slotMember) Replicas() int { return m.h.replicas }
 
-func (m slotMember) Lease(_ context.Context, _ string, want, lo, hi int) (int, bool) {
+func (m slotMember) Lease(_ context.Context, _ string, want, busy, lo, hi int) (int, bool) {
 	if m.h.down.Load() {
 		return 0, false
 	}
@@ -88,7 +88,7 @@ func (m slotMember) Lease(_ context.Context, _ string, want, lo, hi int) (int, b
 		}
 	}
 	grant := max(lo, min(share, hi-held-idle*lo))
-	h.leases[m.id] = heldSlots{slots: grant, want: want, until: now.Add(leaseLife)}
+	h.leases[m.id] = heldSlots{slots: max(grant, busy), want: want, until: now.Add(leaseLife)}
 	return grant, true
 }
 
