@@ -4,6 +4,15 @@ package faults
 // the real binary. The guarded web site lives on 127.0.0.2 (allow-listed as
 // 127.0.0.2/32 where a row needs a page), so 127.0.0.1 and every other
 // internal address stay under the SSRF guard.
+//
+// I2, I3, I5 and I6 need names to resolve as the row says (a metadata name,
+// a name that rebinds, names that a proxy rule would catch, a public name on
+// a private port): the gateway runs with a stub DNS server as its only
+// resolver (startGatewayResolvedBy: unshare --mount and a bind-mounted
+// resolv.conf), which needs root, as CI and this machine run the suite. The
+// I3 rebinding's "public" first answer is an allow-listed loopback address,
+// so no test traffic leaves the machine; the guard judges both answers in
+// the same dial-time check.
 
 import (
 	"bytes"
