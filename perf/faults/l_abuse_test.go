@@ -155,7 +155,7 @@ func grpcFrame(t testing.TB, m proto.Message) []byte {
 func TestL4RapidResetAndPingFlood(t *testing.T) {
 	const maxStreams = 256 // cmd/server: grpc.MaxConcurrentStreams
 	record(t, Row{ID: "L4",
-		Did:      "fake Ollama (4 slots x 50 ms); on each port in turn (gRPC; HTTP with Connect JSON), a raw HTTP/2 client (x/net/http2 Framer on TCP) sends HEADERS + a Generate request + RST_STREAM(CANCEL) on new streams as fast as it can for 3 s (tenant B), then another connection sends PING frames in a loop (up to 5 s); an ordinary client on the same port (tenant A, its own connection) calls Generate at 10/s throughout",
+		Did:      "fake Ollama (4 slots x 50 ms); on each port in turn (gRPC; HTTP with Connect JSON), a raw HTTP/2 client (x/net/http2 Framer on TCP) sends HEADERS + a Generate request + RST_STREAM(CANCEL) on new streams as fast as it can for 3 s (tenant B), then another connection sends PING frames in a loop (up to 5 s; make test: 2 s and 2 s); an ordinary client on the same port (tenant A, its own connection) calls Generate at 10/s throughout",
 		MustHold: fmt.Sprintf("ordinary client: every call OK; gateway goroutines during the abuse below baseline + %d (handlers bounded: MaxConcurrentStreams %d) and back to baseline after; the abuser's calls cancelled at the backend (none left in flight); gRPC port: the ping flood ends with GOAWAY ENHANCE_YOUR_CALM and the connection closed; the gateway stays up", 8*maxStreams, maxStreams)})
 	llm := newFakeLLM(t, llmOpts{Concurrency: 4, Latency: 50 * time.Millisecond})
 	g := startGateway(t, llm.env())
@@ -251,13 +251,25 @@ func l4Abuse(t *testing.T, g *gateway, llm *fakeLLM, httpPort bool) string {
 		}
 	})
 
-	// Rapid reset.
+	// make faults: 3 s of rapid reset, 5 s of ping flood; make test: 2 s each.
+	resetFor, floodFor := 2*time.Second, 2*time.Second
+	if allRows() {
+		resetFor, floodFor = 3*time.Second, 5*time.Second
+	}
+
+	// Rapid reset. A server that stops reading the connection blocks a
+	// write: the deadline ends it when the time is up.
 	abuser := dialRawH2(t, addr)
 	var opened int
 	var writeErr error
 	resetStart := time.Now()
-	for id := uint32(1); time.Since(resetStart) < 3*time.Second; id += 2 {
-		if writeErr = abuse(abuser, id); writeErr != nil {
+	_ = abuser.conn.SetWriteDeadline(resetStart.Add(resetFor))
+	var longestWrite time.Duration // the server reading slower than the abuser writes
+	for id := uint32(1); time.Since(resetStart) < resetFor; id += 2 {
+		w := time.Now()
+		writeErr = abuse(abuser, id)
+		longestWrite = max(longestWrite, time.Since(w))
+		if writeErr != nil {
 			break
 		}
 		opened++
@@ -272,7 +284,8 @@ func l4Abuse(t *testing.T, g *gateway, llm *fakeLLM, httpPort bool) string {
 	pings := 0
 	var pingErr error
 	floodStart := time.Now()
-	for ; time.Since(floodStart) < 5*time.Second && pinger.goAway.Load() == 0; pings++ {
+	_ = pinger.conn.SetWriteDeadline(floodStart.Add(floodFor))
+	for ; time.Since(floodStart) < floodFor && pinger.goAway.Load() == 0; pings++ {
 		if pingErr = pinger.ping(uint64(pings)); pingErr != nil {
 			break
 		}
@@ -333,9 +346,13 @@ func l4Abuse(t *testing.T, g *gateway, llm *fakeLLM, httpPort bool) string {
 		t.Errorf("after the abuse: %v", err)
 	}
 	resetEnd := "the connection stayed open"
-	if resetGoAway != 0 {
+	var ne net.Error
+	switch {
+	case resetGoAway != 0:
 		resetEnd = fmt.Sprintf("GOAWAY %v", http2.ErrCode(resetGoAway-1))
-	} else if writeErr != nil && !errors.Is(writeErr, net.ErrClosed) {
+	case errors.As(writeErr, &ne) && ne.Timeout():
+		resetEnd = "the connection stayed open (the last write was cut by the time limit)"
+	case writeErr != nil:
 		resetEnd = fmt.Sprintf("the server closed the connection (%v)", writeErr)
 	}
 	pingEnd := fmt.Sprintf("and no GOAWAY in %s: the connection stayed open", floodTook.Round(100*time.Millisecond))
@@ -344,8 +361,8 @@ func l4Abuse(t *testing.T, g *gateway, llm *fakeLLM, httpPort bool) string {
 		pingEnd = fmt.Sprintf("then GOAWAY %v %q, connection closed: %t", code, gaData, pingClosed)
 	}
 	return fmt.Sprintf(
-		"rapid reset: %d streams opened and reset in %s (%.0f/s), %d RST_STREAM back, %s; %d of them reached the backend, %d calls still there 2 s later (%d backend calls in all meanwhile). ping flood: %d PINGs (%d acked) %s. ordinary client: %s, latency %s. gateway goroutines: %d before, peak %d during, %d after; heap %.1f → %.1f MiB.",
-		opened, resetTook.Round(10*time.Millisecond), float64(opened)/resetTook.Seconds(), abuser.rsts.Load(), resetEnd,
+		"rapid reset: %d streams opened and reset in %s (%.0f/s; the longest write waited %s for the server to read), %d RST_STREAM back, %s; %d of them reached the backend, %d calls still there 2 s later (%d backend calls in all meanwhile). ping flood: %d PINGs (%d acked) %s. ordinary client: %s, latency %s. gateway goroutines: %d before, peak %d during, %d after; heap %.1f → %.1f MiB.",
+		opened, resetTook.Round(10*time.Millisecond), float64(opened)/resetTook.Seconds(), ms(longestWrite), abuser.rsts.Load(), resetEnd,
 		abusePrompts, inFlight, abuserCalls,
 		pings, pinger.pingAcks.Load(), pingEnd,
 		&victim, &victimLat, base.Goroutines, peak.Load(), after.Goroutines,
