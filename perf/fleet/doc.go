@@ -17,7 +17,10 @@
 //	<prefix>:v1:f:<key>:r:<tok> an answer not to keep, handed to its flight's waiters, PX 30s
 //	<prefix>:v1:f:<key>:w       ZSET of the fleet's waiters for key's flight, scored by expiry (Redis TIME + 3s, ms)
 //	<prefix>:v1:f:<key>:s:<tok> a stream flight's chunks then its end (Redis stream, MAXLEN 4097), PX 10s past its last write or lease renewal
-//	<prefix>:v1:evt             the fleet's one pub/sub channel (cache purges, flight notices)
+//	<prefix>:v1:b:<backend>     a backend's breaker is open fleet-wide (BreakerOpened; breaker.go), PX = the open time left
+//	<prefix>:v1:bp:<backend>    the fleet's half-open probe right of a backend (ClaimProbe), PX 5s
+//	<prefix>:v1:s:<backend>     a backend's concurrency slot leases (Lease; slots.go): replica -> slots:expiry:want, PX 6s
+//	<prefix>:v1:evt             the fleet's one pub/sub channel (cache purges, flight and breaker notices)
 //
 // The cache tier is the three methods perf/cache's Remote interface asks
 // for: Get (one GET within the budget, on the caller's critical path), Set

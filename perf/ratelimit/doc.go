@@ -86,6 +86,12 @@
 // keys (hosts) cannot grow it without bound. An evicted key's next call
 // starts afresh; a Permit of an evicted limiter may still be released.
 //
+// In fleet mode (Settings.Fleet; perf/fleet on Redis) the rate ceiling,
+// a backend's Retry-After hold and the concurrency cap (MaxConcurrency)
+// are the fleet's: fleet.go and slots.go say what is shared, the
+// consistency chosen and what it costs. The queues and the adaptive
+// gradient stay per replica.
+//
 // In the perf chain the limiter is the innermost mechanism, inside the
 // breaker: cache hits and coalesced waiters never take a slot, an open
 // breaker fails fast without queueing here, and this package's refusals
