@@ -117,7 +117,11 @@ func TestFleetThroughSentinel(t *testing.T) {
 
 	sentinel := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(s.watcher)})
 	defer sentinel.Close()
-	require.NoError(t, sentinel.Do(ctx, "SENTINEL", "FAILOVER", s.name).Err())
+	var failoverErr error
+	eventually(t, 20*time.Second, func() bool { // NOGOODSLAVE until the Sentinel has the replica's state
+		failoverErr = sentinel.Do(ctx, "SENTINEL", "FAILOVER", s.name).Err()
+		return failoverErr == nil
+	}, "SENTINEL FAILOVER: %v", &failoverErr)
 	failover := time.Now()
 	eventually(t, 20*time.Second, func() bool {
 		addr, err := sentinel.Do(ctx, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", s.name).StringSlice()
