@@ -260,6 +260,8 @@ func (r ClusterReporter) Report(s *vegav1.Stats) {
 		LeasesWon: f.LeasesWon, LeasesLost: f.LeasesLost, RemoteWaits: f.RemoteWaits, LeaseTakeovers: f.Takeovers,
 		StreamsLed: f.StreamsLed, StreamJoins: f.StreamJoins, StreamJoinsRefused: f.StreamJoinsRefused,
 		StreamTakeovers: f.StreamTakeovers, StreamsBroken: f.StreamsBroken,
+		BreakerNoticesSent: f.BreakerNoticesSent, BreakerNoticesReceived: f.BreakerNoticesReceived,
+		SlotLeases: f.SlotLeases, SlotsLeased: f.SlotsLeased,
 	}
 	if r.Cache != nil {
 		c := r.Cache.Stats()

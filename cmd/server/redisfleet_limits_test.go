@@ -94,7 +94,7 @@ func TestFleetSharesBreakers(t *testing.T) {
 	}
 	require.EqualValues(t, 3, ollama.calls.Load())
 	for _, g := range gws {
-		assert.Zero(t, g.srv.fleet.Stats().BreakerNoticesSent, "ordinary use sends no notice")
+		assert.Zero(t, clusterOf(t, g).GetBreakerNoticesSent(), "ordinary use sends no notice")
 	}
 
 	for range 5 { // ConsecutiveFailures
@@ -116,8 +116,8 @@ func TestFleetSharesBreakers(t *testing.T) {
 		}
 	}
 	assert.Equal(t, before, ollama.calls.Load(), "no backend call while the fleet's breaker is open")
-	assert.EqualValues(t, 1, gws[0].srv.fleet.Stats().BreakerNoticesSent)
-	assert.EqualValues(t, 1, gws[1].srv.fleet.Stats().BreakerNoticesReceived)
+	assert.EqualValues(t, 1, clusterOf(t, gws[0]).GetBreakerNoticesSent())
+	assert.EqualValues(t, 1, clusterOf(t, gws[1]).GetBreakerNoticesReceived())
 
 	// After the open time one replica probes for the fleet: calls go
 	// round the replicas until one is served (the probe; the others are
@@ -276,8 +276,9 @@ func TestFleetCapsBackendConcurrency(t *testing.T) {
 	assert.Zero(t, failed, "caller errors, the first: %v", firstErr)
 	assert.LessOrEqual(t, backend.peak.Load(), int64(capN+slack), "the backend's most calls at once, fleet of three")
 	t.Logf("fleet: %d served and %d refused as overload in 4 s, peak %d at the backend; slot leases of replica 1: %d",
-		served, shed, backend.peak.Load(), gws[0].srv.fleet.Stats().SlotLeases)
-	assert.Positive(t, gws[0].srv.fleet.Stats().SlotLeases)
+		served, shed, backend.peak.Load(), clusterOf(t, gws[0]).GetSlotLeases())
+	assert.Positive(t, clusterOf(t, gws[0]).GetSlotLeases())
+	assert.Positive(t, clusterOf(t, gws[0]).GetSlotsLeased())
 
 	proxy.Stop()
 	backend.peak.Store(0)

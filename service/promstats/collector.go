@@ -428,6 +428,14 @@ func NewCollector(snapshot func() *vegav1.Stats) prometheus.Collector {
 		func(s *vegav1.ClusterStats) float64 { return float64(s.GetStreamTakeovers()) })
 	c.cluster.counter("cluster_streams_broken_total", "Stream flights led here that ended broken (nothing to share, over the bounds, Redis failing).",
 		func(s *vegav1.ClusterStats) float64 { return float64(s.GetStreamsBroken()) })
+	c.cluster.counter("cluster_breaker_notices_sent_total", "This replica's circuit breaker trips and closes published to the fleet.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetBreakerNoticesSent()) })
+	c.cluster.counter("cluster_breaker_notices_received_total", "Other replicas' circuit breaker trips and closes applied here.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetBreakerNoticesReceived()) })
+	c.cluster.counter("cluster_slot_leases_total", "Concurrency slot leases granted to this replica by the fleet, renewals included.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetSlotLeases()) })
+	c.cluster.gauge("cluster_slots_leased", "Concurrency slots this replica's current leases hold, all backends.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetSlotsLeased()) })
 	c.clusterInfo = newFigures[*vegav1.ClusterStats](d, "replica", "prefix", labelMode)
 	c.clusterInfo.gauge("cluster_info", `Always 1; replica is this replica's id, prefix the fleet's (VEGA_REDIS_PREFIX), mode "redis" or "local".`,
 		func(*vegav1.ClusterStats) float64 { return 1 })

@@ -3112,8 +3112,16 @@ type ClusterStats struct {
 	StreamJoinsRefused int64 `protobuf:"varint,29,opt,name=stream_joins_refused,json=streamJoinsRefused,proto3" json:"stream_joins_refused,omitempty"`
 	StreamTakeovers    int64 `protobuf:"varint,30,opt,name=stream_takeovers,json=streamTakeovers,proto3" json:"stream_takeovers,omitempty"`
 	StreamsBroken      int64 `protobuf:"varint,31,opt,name=streams_broken,json=streamsBroken,proto3" json:"streams_broken,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Shared breakers: this replica's breaker trips and closes published to
+	// the fleet, and other replicas' applied here.
+	BreakerNoticesSent     int64 `protobuf:"varint,32,opt,name=breaker_notices_sent,json=breakerNoticesSent,proto3" json:"breaker_notices_sent,omitempty"`
+	BreakerNoticesReceived int64 `protobuf:"varint,33,opt,name=breaker_notices_received,json=breakerNoticesReceived,proto3" json:"breaker_notices_received,omitempty"`
+	// Concurrency slots: leases granted to this replica (renewals included),
+	// and the slots its current leases hold, all backends.
+	SlotLeases    int64 `protobuf:"varint,34,opt,name=slot_leases,json=slotLeases,proto3" json:"slot_leases,omitempty"`
+	SlotsLeased   int64 `protobuf:"varint,35,opt,name=slots_leased,json=slotsLeased,proto3" json:"slots_leased,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterStats) Reset() {
@@ -3359,6 +3367,34 @@ func (x *ClusterStats) GetStreamTakeovers() int64 {
 func (x *ClusterStats) GetStreamsBroken() int64 {
 	if x != nil {
 		return x.StreamsBroken
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetBreakerNoticesSent() int64 {
+	if x != nil {
+		return x.BreakerNoticesSent
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetBreakerNoticesReceived() int64 {
+	if x != nil {
+		return x.BreakerNoticesReceived
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetSlotLeases() int64 {
+	if x != nil {
+		return x.SlotLeases
+	}
+	return 0
+}
+
+func (x *ClusterStats) GetSlotsLeased() int64 {
+	if x != nil {
+		return x.SlotsLeased
 	}
 	return 0
 }
@@ -3621,7 +3657,8 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\flast_success\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vlastSuccess\x129\n" +
 	"\n" +
 	"last_error\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tlastError\x12,\n" +
-	"\x12last_error_message\x18\t \x01(\tR\x10lastErrorMessage\"\xda\b\n" +
+	"\x12last_error_message\x18\t \x01(\tR\x10lastErrorMessage\"\x8a\n" +
+	"\n" +
 	"\fClusterStats\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x01 \x01(\tR\treplicaId\x12\x16\n" +
@@ -3664,7 +3701,12 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\fstream_joins\x18\x1c \x01(\x03R\vstreamJoins\x120\n" +
 	"\x14stream_joins_refused\x18\x1d \x01(\x03R\x12streamJoinsRefused\x12)\n" +
 	"\x10stream_takeovers\x18\x1e \x01(\x03R\x0fstreamTakeovers\x12%\n" +
-	"\x0estreams_broken\x18\x1f \x01(\x03R\rstreamsBroken*~\n" +
+	"\x0estreams_broken\x18\x1f \x01(\x03R\rstreamsBroken\x120\n" +
+	"\x14breaker_notices_sent\x18  \x01(\x03R\x12breakerNoticesSent\x128\n" +
+	"\x18breaker_notices_received\x18! \x01(\x03R\x16breakerNoticesReceived\x12\x1f\n" +
+	"\vslot_leases\x18\" \x01(\x03R\n" +
+	"slotLeases\x12!\n" +
+	"\fslots_leased\x18# \x01(\x03R\vslotsLeased*~\n" +
 	"\vBreakerMode\x12\x1c\n" +
 	"\x18BREAKER_MODE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11BREAKER_MODE_AUTO\x10\x01\x12\x1b\n" +
