@@ -486,3 +486,52 @@ func TestFleetStreamLeaderKilled(t *testing.T) {
 		})
 	}
 }
+
+// TestFleetStreamLeadersCallerLeaves pins what a leader's caller leaving
+// does to the followers today (streams have no fleet-wide cancellation
+// yet): the leader's flight is cancelled and ends broken; a follower that
+// has sent nothing leads in turn and serves the whole stream, one that has
+// sent chunks ends its callers with UNAVAILABLE.
+func TestFleetStreamLeadersCallerLeaves(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		first int
+	}{
+		{"chunks sent: unavailable", 3},
+		{"nothing sent: leads in turn", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prefix := fleetRedisPrefix(t)
+			ollama := newDripOllama(t, tc.first, 2)
+			gws := startRedisFleet(t, newFleetRedisProxy(t), prefix, ollama.fakeLLM, fleetBudget)
+			ctx := ctxTimeout(t, 60*time.Second)
+			req := &vegav1.GenerateStreamRequest{Model: "llama3", Prompt: "the leader's caller leaves"}
+
+			leaderCtx, leave := context.WithCancel(ctx)
+			defer leave()
+			leader := startStream(leaderCtx, gws[0].generate(), req)
+			require.Eventually(t, func() bool { return ollama.calls.Load() == 1 && leader.n() == tc.first }, 20*time.Second, 5*time.Millisecond, "the leader never called")
+			follower := startStream(ctx, gws[1].generate(), req)
+			require.Eventually(t, func() bool { return clusterOf(t, gws[1]).GetStreamJoins() == 1 && follower.n() == tc.first }, 20*time.Second, 10*time.Millisecond, "replica 2 never followed")
+			leave()
+			leader.wait(t)
+			requireCode(t, leader.err, codes.Canceled)
+			require.Eventually(t, func() bool { return clusterOf(t, gws[0]).GetStreamsBroken() == 1 }, 10*time.Second, 10*time.Millisecond, "the leader's flight did not end broken")
+
+			if tc.first > 0 {
+				follower.wait(t)
+				requireCode(t, follower.err, codes.Unavailable)
+				assert.Len(t, follower.chunks, tc.first)
+				assert.EqualValues(t, 1, ollama.calls.Load(), "no second generation")
+				return
+			}
+			require.Eventually(t, func() bool { return ollama.calls.Load() == 2 }, 20*time.Second, 10*time.Millisecond, "replica 2 never led in turn")
+			ollama.open()
+			follower.wait(t)
+			require.NoError(t, follower.err)
+			assert.Equal(t, " w0 w1", follower.text())
+			assert.Equal(t, policy.FromBackend, follower.from)
+			assert.EqualValues(t, 1, clusterOf(t, gws[1]).GetStreamsLed())
+		})
+	}
+}
