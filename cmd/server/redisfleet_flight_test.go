@@ -122,14 +122,14 @@ func TestFleetSharesTheBackendError(t *testing.T) {
 			errs <- err
 		}()
 	}
-	// Every caller waits: on the leader's replica for its call, on the
-	// others for the leader's flight.
+	// Every caller waits: on the leader's replica for its call, which has
+	// reached the backend, on the others for the leader's flight.
 	require.Eventually(t, func() bool {
 		waiting := int64(0)
 		for _, p := range procs {
 			waiting += processStats(t, p).GetRequestCoalescing().GetWaiting()
 		}
-		return waiting == 3*perReplica
+		return waiting == 3*perReplica && backend.calls.Load() > 0
 	}, 20*time.Second, 20*time.Millisecond, "the callers never all waited")
 	require.EqualValues(t, 1, backend.calls.Load())
 	backend.open()

@@ -15,10 +15,13 @@ import (
 // PX leaseTTL, value = this replica's id and a random token) calls the
 // backend, renewing the lease every leaseRenew while the call runs; the
 // others wait, woken by a "done" notice on the events channel (or, if one
-// is lost, by a check every waitTick), and read the answer from the shared
-// cache tier. The owner finishes with one script: if the lease is still
-// its own, store the answer, drop the lease, publish the notice — so the
-// answer is visible before the notice. An owner that dies stops renewing:
+// is lost, by a check every waitTick), and read the answer — kept in the
+// shared cache tier, or handed over under the flight's token (an answer not
+// to keep, or the leader's error: the caller's encoding says which) — in
+// the check that finds the lease gone: one round trip after the notice.
+// The owner finishes with one script: if the lease is still its own, store
+// the answer, drop the lease, publish the notice — so the answer is
+// visible before the notice. An owner that dies stops renewing:
 // its lease expires within leaseTTL and the next check of a waiter finds
 // neither lease nor answer and takes the lease over, so a waiter takes
 // over within leaseTTL + waitTick (4s) of the owner's death.
