@@ -45,7 +45,11 @@ func TestTakeSharesTheRateAcrossReplicas(t *testing.T) {
 	}
 	wg.Wait()
 	want := rate*run.Seconds() + 10 // the burst comes on top
-	assert.InDelta(t, want, float64(total), 0.1*want, "granted over %v to three replicas", run)
+	// The ceiling is the property: never more than it. Fewer only says
+	// the three loops asked slowly (a loaded CI with the race detector
+	// once had them under 90%), so the floor is generous.
+	assert.LessOrEqual(t, float64(total), 1.1*want, "granted over %v to three replicas", run)
+	assert.GreaterOrEqual(t, float64(total), 0.5*want, "granted over %v to three replicas", run)
 }
 
 // A replica that lowers the rate lowers it for the fleet for 10 s: the
