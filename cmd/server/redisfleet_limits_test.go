@@ -288,3 +288,26 @@ func TestFleetCapsBackendConcurrency(t *testing.T) {
 	t.Logf("Redis cut: %d served and %d refused as overload in 3 s, peak %d", served, shed, backend.peak.Load())
 	require.NoError(t, proxy.Start())
 }
+
+// TestFleetSharesARetryAfter: a 429 with Retry-After: 3 answered to
+// replica 1 holds replica 2 too: its call, made right after, reaches the
+// backend only once the hold has passed (it waits; its deadline fits).
+// Ordinary use first: a call on replica 2 is served at once.
+func TestFleetSharesARetryAfter(t *testing.T) {
+	prefix := fleetRedisPrefix(t)
+	ollama := newFakeOllama(t)
+	gws := startLimitsFleet(t, newFleetRedisProxy(t), prefix, ollama.URL, nil)
+	ctx := ctxTimeout(t, 60*time.Second)
+
+	require.NoError(t, call(ctx, gws[2], "llama3"), "ordinary use")
+
+	st := requireCode(t, call(ctx, gws[0], "ratelimited"), codes.ResourceExhausted)
+	held := time.Now()
+	require.Contains(t, st.Message(), "429")
+	before := ollama.calls.Load()
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	require.NoError(t, call(cctx, gws[1], "llama3"), "replica 2 waits out the hold")
+	assert.GreaterOrEqual(t, time.Since(held), 2500*time.Millisecond, "replica 2's call was held (Retry-After: 3)")
+	assert.EqualValues(t, 1, ollama.calls.Load()-before)
+}
