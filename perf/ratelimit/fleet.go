@@ -55,9 +55,17 @@ type Fleet interface {
 //     share of the rate (rate / replicas seen), so the fleet stays near
 //     its ceiling without Redis, and callers see no error.
 //
+// The concurrency cap is the fleet's too, leased in slots (slots.go, where
+// the consistency is spelt out): a lease is asked for off the callers'
+// path and renewed about every second while the backend is used; the
+// leases sum to at most MaxConcurrency, except that a replica without one
+// yet runs at MaxConcurrency / replicas for a round trip (the slack); a
+// replica gets more only as the others renew or lapse (3 s), which is the
+// cost: a burst far above a fresh replica's share queues behind it.
+// Without the fleet each replica takes MaxConcurrency / replicas seen.
+//
 // The queues stay per replica, and so does the gradient of the
-// concurrency limit (each replica's own view of the backend's latency);
-// the concurrency cap is the fleet's, leased in slots (slots.go).
+// concurrency limit (each replica's own view of the backend's latency).
 const (
 	fleetBatch    = 20 * time.Millisecond // a batch is this much of the rate
 	creditLife    = time.Second           // an unused batch expires
