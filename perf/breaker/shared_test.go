@@ -24,7 +24,8 @@ type hub struct {
 	down       bool
 	probeOwner map[string]int
 	probeUntil map[string]time.Time
-	opened     []int // replica of each open notice sent
+	slow       time.Duration // every fleet call takes this long (a slow Redis)
+	opened     []int         // replica of each open notice sent
 	closed     []int // replica of each closed notice sent
 	claims     int
 }
@@ -46,6 +47,7 @@ func (m member) peers() []*breaker.Set {
 }
 
 func (m member) BreakerOpened(_ context.Context, key string, d time.Duration) bool {
+	time.Sleep(m.h.slow)
 	m.h.mu.Lock()
 	if m.h.down {
 		m.h.mu.Unlock()
@@ -78,6 +80,7 @@ func (m member) BreakerClosed(_ context.Context, key string) bool {
 }
 
 func (m member) ClaimProbe(_ context.Context, key string, ttl time.Duration) (bool, bool) {
+	time.Sleep(m.h.slow)
 	m.h.mu.Lock()
 	defer m.h.mu.Unlock()
 	if m.h.down {
@@ -283,5 +286,39 @@ func TestSharedForcedModesStayLocal(t *testing.T) {
 		call(t, sets[1], "ollama", policy.Success) // forced closed: admitted
 		sets[1].SetMode("ollama", breaker.Auto)
 		call(t, sets[1], "ollama", policy.Success) // the notice came while forced: not kept
+	})
+}
+
+// A slow fleet is never on a call's path: while the trip's notice and the
+// probe's claim take 2 s each, calls are admitted or refused at once.
+func TestSharedSlowFleetIsOffTheCallPath(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sets, h := newFleetSets(t, 2)
+		h.slow = 2 * time.Second
+		start := time.Now()
+		trip(t, sets[0], "ollama", 5)
+		call(t, sets[1], "ollama", policy.Success) // the notice is still on its way
+		_, err := sets[0].Allow("ollama")
+		requireRefused(t, err, 10*time.Second, "is open")
+		assert.Zero(t, time.Since(start), "no call waited for the fleet")
+		time.Sleep(2*time.Second + time.Millisecond)
+		_, err = sets[1].Allow("ollama")
+		requireRefused(t, err, 10*time.Second, "is open on the fleet") // the open time counts from the notice's arrival
+		time.Sleep(10 * time.Second) // its hold ends; its claim takes 2 s
+		_, err = sets[1].Allow("ollama")
+		require.Error(t, err, "held while the claim is asked (at most its grace)")
+		time.Sleep(3 * time.Second)
+		synctest.Wait()
+		h.mu.Lock()
+		prober := h.probeOwner["ollama"]
+		h.mu.Unlock()
+		probe, err := sets[prober].Allow("ollama")
+		require.NoError(t, err)
+		probe(policy.Success)
+		time.Sleep(2 * time.Second) // the close notice, slow as well
+		synctest.Wait()
+		for _, s := range sets {
+			call(t, s, "ollama", policy.Success)
+		}
 	})
 }
