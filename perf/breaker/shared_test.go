@@ -26,7 +26,7 @@ type hub struct {
 	probeUntil map[string]time.Time
 	slow       time.Duration // every fleet call takes this long (a slow Redis)
 	opened     []int         // replica of each open notice sent
-	closed     []int // replica of each closed notice sent
+	closed     []int         // replica of each closed notice sent
 	claims     int
 }
 
@@ -304,7 +304,7 @@ func TestSharedSlowFleetIsOffTheCallPath(t *testing.T) {
 		time.Sleep(2*time.Second + time.Millisecond)
 		_, err = sets[1].Allow("ollama")
 		requireRefused(t, err, 10*time.Second, "is open on the fleet") // the open time counts from the notice's arrival
-		time.Sleep(10 * time.Second) // its hold ends; its claim takes 2 s
+		time.Sleep(10 * time.Second)                                   // its hold ends; its claim takes 2 s
 		_, err = sets[1].Allow("ollama")
 		require.Error(t, err, "held while the claim is asked (at most its grace)")
 		time.Sleep(3 * time.Second)
