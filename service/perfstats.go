@@ -261,7 +261,7 @@ func (r ClusterReporter) Report(s *vegav1.Stats) {
 		StreamsLed: f.StreamsLed, StreamJoins: f.StreamJoins, StreamJoinsRefused: f.StreamJoinsRefused,
 		StreamTakeovers: f.StreamTakeovers, StreamsBroken: f.StreamsBroken,
 		BreakerNoticesSent: f.BreakerNoticesSent, BreakerNoticesReceived: f.BreakerNoticesReceived,
-		SlotLeases: f.SlotLeases, SlotsLeased: f.SlotsLeased,
+		SlotLeases: f.SlotLeases, SlotsLeased: f.SlotsLeased, FlightsHeld: f.Held,
 	}
 	if r.Cache != nil {
 		c := r.Cache.Stats()

@@ -231,6 +231,7 @@ func TestFleetCallOutlivesTheLeadersCaller(t *testing.T) {
 	}
 	assert.EqualValues(t, 1, backend.calls.Load(), "one backend call")
 	assert.Zero(t, backend.cancelled.Load())
+	assert.Positive(t, processStats(t, procs[0]).GetCluster().GetFlightsHeld(), "PerfAdmin's cluster section counts the call held for the fleet")
 }
 
 // TestFleetCallCancelledWhenEveryCallerLeft: the callers on the leader's

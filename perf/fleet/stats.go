@@ -58,8 +58,8 @@ type Stats struct {
 	SlotLeases             int64 // cluster_slot_leases_total: concurrency slot leases granted to this replica (renewals included)
 	SlotsLeased            int64 // cluster_slots_leased: slots this replica's current leases hold, all backends
 	// Held counts the flights whose backend call went on for other
-	// replicas' waiters after this replica's callers had all left (not
-	// exported to /metrics yet).
+	// replicas' waiters after this replica's callers had all left
+	// (cluster_flights_held_total).
 	Held int64
 }
 

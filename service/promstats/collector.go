@@ -428,6 +428,8 @@ func NewCollector(snapshot func() *vegav1.Stats) prometheus.Collector {
 		func(s *vegav1.ClusterStats) float64 { return float64(s.GetStreamTakeovers()) })
 	c.cluster.counter("cluster_streams_broken_total", "Stream flights led here that ended broken (nothing to share, over the bounds, Redis failing).",
 		func(s *vegav1.ClusterStats) float64 { return float64(s.GetStreamsBroken()) })
+	c.cluster.counter("cluster_flights_held_total", "Flights whose backend call went on for other replicas' waiters after this replica's callers had all left.",
+		func(s *vegav1.ClusterStats) float64 { return float64(s.GetFlightsHeld()) })
 	c.cluster.counter("cluster_breaker_notices_sent_total", "This replica's circuit breaker trips and closes published to the fleet.",
 		func(s *vegav1.ClusterStats) float64 { return float64(s.GetBreakerNoticesSent()) })
 	c.cluster.counter("cluster_breaker_notices_received_total", "Other replicas' circuit breaker trips and closes applied here.",

@@ -128,7 +128,7 @@ func fullStats() *vegav1.Stats {
 			WritesDropped: 4, PurgesSent: 1, PurgesReceived: 2,
 			LeasesWon: 5, LeasesLost: 6, RemoteWaits: 7, LeaseTakeovers: 1, FleetCoalesced: 6,
 			StreamsLed: 2, StreamJoins: 3, StreamJoinsRefused: 1, StreamTakeovers: 1, StreamsBroken: 1,
-			BreakerNoticesSent: 2, BreakerNoticesReceived: 3, SlotLeases: 40, SlotsLeased: 7,
+			BreakerNoticesSent: 2, BreakerNoticesReceived: 3, SlotLeases: 40, SlotsLeased: 7, FlightsHeld: 2,
 		},
 	}
 }
@@ -437,6 +437,7 @@ func TestCollectorExposesEveryFigure(t *testing.T) {
 		`vega_cluster_stream_joins_refused_total`:     counter(1),
 		`vega_cluster_stream_takeovers_total`:         counter(1),
 		`vega_cluster_streams_broken_total`:           counter(1),
+		`vega_cluster_flights_held_total`:             counter(2),
 		`vega_cluster_breaker_notices_sent_total`:     counter(2),
 		`vega_cluster_breaker_notices_received_total`: counter(3),
 		`vega_cluster_slot_leases_total`:              counter(40),

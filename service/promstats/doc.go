@@ -203,6 +203,7 @@
 //	vega_cluster_stream_joins_refused_total                     counter                             not followed (8 follows running): alone
 //	vega_cluster_stream_takeovers_total                         counter                             follows that found the leader gone
 //	vega_cluster_streams_broken_total                           counter                             stream flights led here that ended broken
+//	vega_cluster_flights_held_total                             counter                             calls kept running for other replicas' waiters
 //	vega_cluster_breaker_notices_sent_total                     counter                             breaker trips and closes published to the fleet
 //	vega_cluster_breaker_notices_received_total                 counter                             other replicas' breaker trips and closes applied here
 //	vega_cluster_slot_leases_total                              counter                             concurrency slot leases granted to this replica

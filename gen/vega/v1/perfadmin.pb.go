@@ -3118,8 +3118,11 @@ type ClusterStats struct {
 	BreakerNoticesReceived int64 `protobuf:"varint,33,opt,name=breaker_notices_received,json=breakerNoticesReceived,proto3" json:"breaker_notices_received,omitempty"`
 	// Concurrency slots: leases granted to this replica (renewals included),
 	// and the slots its current leases hold, all backends.
-	SlotLeases    int64 `protobuf:"varint,34,opt,name=slot_leases,json=slotLeases,proto3" json:"slot_leases,omitempty"`
-	SlotsLeased   int64 `protobuf:"varint,35,opt,name=slots_leased,json=slotsLeased,proto3" json:"slots_leased,omitempty"`
+	SlotLeases  int64 `protobuf:"varint,34,opt,name=slot_leases,json=slotLeases,proto3" json:"slot_leases,omitempty"`
+	SlotsLeased int64 `protobuf:"varint,35,opt,name=slots_leased,json=slotsLeased,proto3" json:"slots_leased,omitempty"`
+	// Flights whose backend call went on for other replicas' waiters after
+	// this replica's own callers had all left (fleet-wide cancellation).
+	FlightsHeld   int64 `protobuf:"varint,36,opt,name=flights_held,json=flightsHeld,proto3" json:"flights_held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3399,6 +3402,13 @@ func (x *ClusterStats) GetSlotsLeased() int64 {
 	return 0
 }
 
+func (x *ClusterStats) GetFlightsHeld() int64 {
+	if x != nil {
+		return x.FlightsHeld
+	}
+	return 0
+}
+
 var File_vega_v1_perfadmin_proto protoreflect.FileDescriptor
 
 const file_vega_v1_perfadmin_proto_rawDesc = "" +
@@ -3657,7 +3667,7 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\flast_success\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vlastSuccess\x129\n" +
 	"\n" +
 	"last_error\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tlastError\x12,\n" +
-	"\x12last_error_message\x18\t \x01(\tR\x10lastErrorMessage\"\x8a\n" +
+	"\x12last_error_message\x18\t \x01(\tR\x10lastErrorMessage\"\xad\n" +
 	"\n" +
 	"\fClusterStats\x12\x1d\n" +
 	"\n" +
@@ -3706,7 +3716,8 @@ const file_vega_v1_perfadmin_proto_rawDesc = "" +
 	"\x18breaker_notices_received\x18! \x01(\x03R\x16breakerNoticesReceived\x12\x1f\n" +
 	"\vslot_leases\x18\" \x01(\x03R\n" +
 	"slotLeases\x12!\n" +
-	"\fslots_leased\x18# \x01(\x03R\vslotsLeased*~\n" +
+	"\fslots_leased\x18# \x01(\x03R\vslotsLeased\x12!\n" +
+	"\fflights_held\x18$ \x01(\x03R\vflightsHeld*~\n" +
 	"\vBreakerMode\x12\x1c\n" +
 	"\x18BREAKER_MODE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11BREAKER_MODE_AUTO\x10\x01\x12\x1b\n" +
