@@ -2,6 +2,8 @@ package cache
 
 import (
 	"context"
+	"errors"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -18,10 +20,11 @@ type StreamFlights interface {
 	// LeadStream takes key's stream flight or finds who leads it.
 	//
 	// Leading, it returns send, which shares one encoded message without
-	// waiting, and end, called after the last send (its first call counts,
+	// waiting, end, called after the last send (its first call counts,
 	// later ones do nothing): shared with the status the leader's callers
 	// got (code 0: OK), or not shared (the flight has nothing to offer its
-	// followers).
+	// followers), and followed, which reports whether other gateways are
+	// following the flight now (false when the fleet cannot say).
 	//
 	// Not leading, it returns follow, which hands each encoded message of
 	// the leader's flight, from the first, to chunk and returns the
@@ -30,8 +33,12 @@ type StreamFlights interface {
 	// ending, or chunk's error).
 	//
 	// None means the fleet cannot help: the caller is alone.
-	LeadStream(ctx context.Context, key string) (send func(chunk []byte), end func(shared bool, code uint32, msg string), follow func(ctx context.Context, chunk func([]byte) error) (code uint32, msg string, err error))
+	LeadStream(ctx context.Context, key string) (send func(chunk []byte), end func(shared bool, code uint32, msg string), followed func(context.Context) bool, follow func(ctx context.Context, chunk func([]byte) error) (code uint32, msg string, err error))
 }
+
+// followedTick is how often a leader whose own callers have all left asks
+// whether other gateways still follow its flight.
+const followedTick = 250 * time.Millisecond
 
 // errMidStream is what the callers of a followed flight get when it could
 // not be followed to its end after they received part of it: retryable,
@@ -67,9 +74,9 @@ func FleetStreamServerInterceptor(c *Cache, fl StreamFlights) grpc.StreamServerI
 			return handler(srv, ss)
 		}
 		for range maxFleetAttempts {
-			send, end, follow := fl.LeadStream(ctx, d.Key)
+			send, end, followed, follow := fl.LeadStream(ctx, d.Key)
 			if send != nil {
-				return c.leadStream(ss, d, send, end, func(s grpc.ServerStream) error { return handler(srv, s) })
+				return c.leadStream(ss, d, send, end, followed, func(s grpc.ServerStream) error { return handler(srv, s) })
 			}
 			if follow == nil {
 				break
@@ -108,13 +115,43 @@ func FleetStreamServerInterceptor(c *Cache, fl StreamFlights) grpc.StreamServerI
 // leadStream runs the inner chain as the fleet's leader of d.Key: each
 // message it sends is shared, then its end (end's first call counts: a
 // flight broken midway was ended at once).
-func (c *Cache) leadStream(ss grpc.ServerStream, d *policy.Decision, send func([]byte), end func(bool, uint32, string), call func(grpc.ServerStream) error) error {
+//
+// The chain runs with a context of its own: the local flight's values,
+// cancelled once the local flight has ended (its callers all left) and no
+// other gateway follows the flight (checked then, and every
+// followedTick), so a leader's callers leaving does not cut the stream
+// its followers read; meanwhile its messages are only shared.
+func (c *Cache) leadStream(ss grpc.ServerStream, d *policy.Decision, send func([]byte), end func(bool, uint32, string), followed func(context.Context) bool, call func(grpc.ServerStream) error) error {
 	defer end(false, 0, "") // a panic in call: the followers go alone (end counts once)
-	ts := &sharingStream{ServerStream: ss, key: d.Key, max: c.set.RemoteMaxBytes, send: send, end: end}
+	local := ss.Context()
+	ctx, cancel := context.WithCancel(context.WithoutCancel(local))
+	defer cancel()
+	watching := make(chan struct{})
+	stop := context.AfterFunc(local, func() {
+		defer close(watching)
+		for followed(ctx) {
+			t := time.NewTimer(followedTick)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+		cancel()
+	})
+	defer func() {
+		cancel()
+		if !stop() { // the watch started: wait for it
+			<-watching
+		}
+	}()
+	ts := &sharingStream{ServerStream: ss, ctx: ctx, key: d.Key, max: c.set.RemoteMaxBytes, send: send, end: end}
 	err := call(ts)
-	switch {
-	case ts.failed || ss.Context().Err() != nil:
-		end(false, 0, "")
+	switch code := status.Code(err); {
+	case ts.failed || ctx.Err() != nil || code == codes.Canceled || code == codes.DeadlineExceeded ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		end(false, 0, "") // no end to share: the followers lead in turn
 	case err == nil:
 		end(true, 0, "")
 	default:
@@ -128,6 +165,7 @@ func (c *Cache) leadStream(ss grpc.ServerStream, d *policy.Decision, send func([
 // it. Only the handler's goroutine uses it.
 type sharingStream struct {
 	grpc.ServerStream
+	ctx    context.Context // the chain's: may outlive the local flight's
 	key    string
 	max    int
 	send   func([]byte)
@@ -135,8 +173,12 @@ type sharingStream struct {
 	failed bool // a message could not be shared: the flight is broken
 }
 
+func (s *sharingStream) Context() context.Context { return s.ctx }
+
 func (s *sharingStream) SendMsg(m any) error {
-	if err := s.ServerStream.SendMsg(m); err != nil {
+	if err := s.ServerStream.SendMsg(m); err != nil && s.ServerStream.Context().Err() == nil {
+		// (Once the local flight has ended, its callers are gone: the
+		// messages go on to the followers only.)
 		if !s.failed {
 			s.failed = true
 			s.end(false, 0, "")

@@ -3,8 +3,10 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -31,15 +33,16 @@ type followScript struct {
 // script: each LeadStream takes the next step ("lead", a follow, or
 // nothing: "down").
 type fakeStreamFlights struct {
-	mu       sync.Mutex
-	steps    []any    // guarded by mu: "lead", followScript or "down"
-	shared   [][]byte // guarded by mu: what the leader sent
-	ends     []string // guarded by mu: how the leader ended
-	follows  int      // guarded by mu
-	endCalls int      // guarded by mu
+	mu          sync.Mutex
+	steps       []any    // guarded by mu: "lead", followScript or "down"
+	shared      [][]byte // guarded by mu: what the leader sent
+	ends        []string // guarded by mu: how the leader ended
+	follows     int      // guarded by mu
+	endCalls    int      // guarded by mu
+	followedNow bool     // what followed reports
 }
 
-func (f *fakeStreamFlights) LeadStream(context.Context, string) (func([]byte), func(bool, uint32, string), func(context.Context, func([]byte) error) (uint32, string, error)) {
+func (f *fakeStreamFlights) LeadStream(context.Context, string) (func([]byte), func(bool, uint32, string), func(context.Context) bool, func(context.Context, func([]byte) error) (uint32, string, error)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var step any = "down"
@@ -49,7 +52,7 @@ func (f *fakeStreamFlights) LeadStream(context.Context, string) (func([]byte), f
 	switch s := step.(type) {
 	case followScript:
 		f.follows++
-		return nil, nil, func(ctx context.Context, chunk func([]byte) error) (uint32, string, error) {
+		return nil, nil, nil, func(ctx context.Context, chunk func([]byte) error) (uint32, string, error) {
 			for _, c := range s.chunks {
 				if err := chunk(c); err != nil {
 					return 0, "", err
@@ -75,21 +78,25 @@ func (f *fakeStreamFlights) LeadStream(context.Context, string) (func([]byte), f
 						return
 					}
 					f.ends = append(f.ends, codes.Code(code).String()+" "+msg)
-				}, nil
+				}, func(context.Context) bool { return f.followedNow }, nil
 		}
 	}
-	return nil, nil, nil
+	return nil, nil, nil, nil
 }
 
 // sentStream is the local flight's stream: it records what is sent.
 type sentStream struct {
 	grpc.ServerStream
-	ctx  context.Context
-	sent []*vegav1.GenerateStreamResponse
+	ctx             context.Context
+	sent            []*vegav1.GenerateStreamResponse
+	failAfterCancel bool // SendMsg fails once ctx ended, as a local flight's does
 }
 
 func (s *sentStream) Context() context.Context { return s.ctx }
 func (s *sentStream) SendMsg(m any) error {
+	if s.failAfterCancel && s.ctx.Err() != nil {
+		return s.ctx.Err()
+	}
 	s.sent = append(s.sent, m.(*vegav1.GenerateStreamResponse))
 	return nil
 }
@@ -170,12 +177,45 @@ func TestFleetStreamLeads(t *testing.T) {
 		}, "the panic goes on to the coalescer, which recovers it")
 		assert.Equal(t, []string{"broken"}, fl.ends, "and the followers are told to go alone")
 	})
-	t.Run("callers gone", func(t *testing.T) {
+	t.Run("callers gone, not followed", func(t *testing.T) {
 		fl := &fakeStreamFlights{steps: []any{"lead"}}
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		_, _, _, _, _ = runFleetStream(t, fl, ctx, []string{"a"}, context.Canceled)
+		c := newTestCache(t, &fakeClock{}, Settings{})
+		d := &policy.Decision{Key: streamKey, Coalesce: true, Request: &vegav1.GenerateStreamRequest{}}
+		err := FleetStreamServerInterceptor(c, fl)(nil, &sentStream{ctx: policy.NewContext(ctx, d)}, &grpc.StreamServerInfo{},
+			func(_ any, s grpc.ServerStream) error {
+				select { // the backend call is cancelled: nobody reads it
+				case <-s.Context().Done():
+					return status.FromContextError(s.Context().Err()).Err()
+				case <-time.After(10 * time.Second):
+					return errors.New("never cancelled")
+				}
+			})
+		assert.Equal(t, codes.Canceled, status.Code(err))
 		assert.Equal(t, []string{"broken"}, fl.ends, "a cancelled flight is no end to share")
+	})
+	t.Run("callers gone, followed", func(t *testing.T) {
+		fl := &fakeStreamFlights{steps: []any{"lead"}, followedNow: true}
+		ctx, cancel := context.WithCancel(context.Background())
+		c := newTestCache(t, &fakeClock{}, Settings{})
+		d := &policy.Decision{Key: streamKey, Coalesce: true, Request: &vegav1.GenerateStreamRequest{}}
+		ss := &sentStream{ctx: policy.NewContext(ctx, d), failAfterCancel: true}
+		err := FleetStreamServerInterceptor(c, fl)(nil, ss, &grpc.StreamServerInfo{}, func(_ any, s grpc.ServerStream) error {
+			if err := s.SendMsg(chunkMsg("a")); err != nil {
+				return err
+			}
+			cancel() // the leader's own callers all leave
+			time.Sleep(3 * followedTick)
+			if err := s.Context().Err(); err != nil {
+				return fmt.Errorf("the call was cancelled while followed: %w", err)
+			}
+			return s.SendMsg(chunkMsg("b"))
+		})
+		require.NoError(t, err)
+		assert.Equal(t, []string{"a"}, texts(ss.sent), "the local flight had only what came before its end")
+		assert.Len(t, fl.shared, 2, "the followers have it all")
+		assert.Equal(t, []string{"OK "}, fl.ends)
 	})
 }
 

@@ -2,6 +2,8 @@ package fleet
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"strconv"
 	"strings"
@@ -102,12 +104,16 @@ return 1
 
 // LeadStream takes key's lease for a stream flight, or finds who holds it.
 //
-// Leading, it returns send and end. send appends a chunk (encoded by the
-// caller) for the flight's followers, without waiting for Redis; end, to
-// be called once after the last send, appends the terminal entry: with
-// shared, the end the leader's callers got (code 0 for OK, else the gRPC
-// code and its message, which must hold no secret); without, "broken"
-// (nothing to share: the followers call the backend themselves).
+// Leading, it returns send, end and followed. send appends a chunk
+// (encoded by the caller) for the flight's followers, without waiting for
+// Redis; end, called after the last send (its first call counts), appends
+// the terminal entry: with shared, the end the leader's callers got (code
+// 0 for OK, else the gRPC code and its message, which must hold no
+// secret); without, "broken" (nothing to share: the followers call the
+// backend themselves). followed reports whether followers read the flight
+// now (each registers in "<stream>:w", a ZSET scored by Redis TIME +
+// followerTTL, every followerRenew while it reads; false when Redis
+// fails): a leader whose own callers left goes on while it is true.
 //
 // Not leading, it returns follow, which hands every chunk of the holder's
 // flight, from the first, to chunk, and returns the flight's end, or an
@@ -117,19 +123,19 @@ return 1
 //
 // None of the three means the fleet cannot help (Redis failing, or
 // maxStreamJoins follows already running): call the backend alone.
-func (f *Fleet) LeadStream(ctx context.Context, key string) (send func(chunk []byte), end func(shared bool, code uint32, msg string), follow func(ctx context.Context, chunk func([]byte) error) (code uint32, msg string, err error)) {
+func (f *Fleet) LeadStream(ctx context.Context, key string) (send func(chunk []byte), end func(shared bool, code uint32, msg string), followed func(context.Context) bool, follow func(ctx context.Context, chunk func([]byte) error) (code uint32, msg string, err error)) {
 	token, holder, err := f.takeLease(ctx, key)
 	switch {
 	case err != nil:
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	case token == "":
 		if f.streams.joins.Add(1) > maxStreamJoins {
 			f.streams.joins.Add(-1)
 			f.streams.refused.Add(1)
-			return nil, nil, nil
+			return nil, nil, nil, nil
 		}
 		var once sync.Once
-		return nil, nil, func(ctx context.Context, chunk func([]byte) error) (uint32, string, error) {
+		return nil, nil, nil, func(ctx context.Context, chunk func([]byte) error) (uint32, string, error) {
 			err := errors.New("fleet: follow called twice")
 			var code uint32
 			var msg string
@@ -143,18 +149,59 @@ func (f *Fleet) LeadStream(ctx context.Context, key string) (send func(chunk []b
 	stream := f.keys.stream(key, token)
 	stopRenew := f.holdLease(key, token, streamEndTTL, stream)
 	if stopRenew == nil {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
 	if !f.goAdd() {
 		stopRenew()
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
 	f.streams.led.Add(1)
 	l := &streamLead{f: f, key: key, token: token, stream: stream, stopRenew: stopRenew,
 		q: make(chan []byte, streamQueue), ended: make(chan struct{}), brokenCh: make(chan struct{})}
 	go l.write()
-	return l.send, l.end, nil
+	return l.send, l.end, l.followed, nil
 }
+
+// followed reports whether live followers read the flight (false when
+// Redis cannot say).
+func (l *streamLead) followed(ctx context.Context) bool {
+	var n int64
+	err := l.f.do(ctx, func(ctx context.Context) error {
+		var err error
+		n, err = followersScript.Run(ctx, l.f.rdb, []string{l.f.keys.followers(l.key, l.token)}).Int64()
+		return err
+	})
+	return err == nil && n > 0
+}
+
+// The followers of a stream flight: a ZSET per flight, each follower's id
+// scored by Redis TIME + followerTTL in ms, registered when it starts and
+// again every followerRenew while it reads, removed when it returns.
+const (
+	followerTTL   = 3 * time.Second
+	followerRenew = time.Second
+)
+
+func (k keys) followers(key, token string) string { return k.stream(key, token) + ":w" }
+
+// followerScript registers ARGV[1] as a follower of KEYS[1] until Redis
+// TIME + ARGV[2] ms.
+var followerScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+`)
+
+// followersScript drops the expired followers of KEYS[1] and counts the
+// rest.
+var followersScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZCARD', KEYS[1])
+`)
 
 // streamLead is a stream flight this replica leads.
 type streamLead struct {
@@ -354,8 +401,27 @@ func (l *streamLead) append(n int, entries []entry) error {
 // follow reads the stream of the flight led under holder from its first
 // entry to its terminal one.
 func (f *Fleet) follow(ctx context.Context, key, holder string, chunk func([]byte) error) (uint32, string, error) {
-	f.streams.joined.Add(1)
 	stream := f.keys.stream(key, holder)
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	me, registered := hex.EncodeToString(b[:]), time.Time{}
+	register := func() {
+		if time.Since(registered) < followerRenew {
+			return
+		}
+		if f.do(ctx, func(ctx context.Context) error {
+			return followerScript.Run(ctx, f.rdb, []string{f.keys.followers(key, holder)}, me, followerTTL.Milliseconds()).Err()
+		}) == nil {
+			registered = time.Now()
+		}
+	}
+	defer func() {
+		_ = f.do(context.WithoutCancel(ctx), func(ctx context.Context) error {
+			return f.rdb.ZRem(ctx, f.keys.followers(key, holder), me).Err()
+		})
+	}()
+	register() // before it counts as a join: the leader sees it from then on
+	f.streams.joined.Add(1)
 	last, seq := "0", 0
 	lastOK, lastEntry := time.Now(), time.Now()
 	read := func(block time.Duration) ([]redis.XMessage, error) {
@@ -374,6 +440,7 @@ func (f *Fleet) follow(ctx context.Context, key, holder string, chunk func([]byt
 		return res[0].Messages, nil
 	}
 	for {
+		register()
 		msgs, err := read(joinBlock)
 		if err == nil && len(msgs) == 0 && time.Since(lastEntry) > leaseTTL {
 			// Nothing new for a while: is the owner still there?

@@ -30,8 +30,8 @@ func BenchmarkStreamHop(b *testing.B) {
 		key := fmt.Sprintf("generatestream/bench/%d", flight)
 		flight++
 		var follow func(context.Context, func([]byte) error) (uint32, string, error)
-		send, end, _ = f1.LeadStream(ctx, key)
-		_, _, follow = f2.LeadStream(ctx, key)
+		send, end, _, _ = f1.LeadStream(ctx, key)
+		_, _, _, follow = f2.LeadStream(ctx, key)
 		if send == nil || follow == nil {
 			b.Fatal("no flight")
 		}

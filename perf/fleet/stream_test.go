@@ -56,18 +56,27 @@ func (r *followed) wait(t *testing.T, d time.Duration) {
 // leadStream asserts that f leads key's stream flight.
 func leadStream(t *testing.T, f *fleet.Fleet, key string) (func([]byte), func(bool, uint32, string)) {
 	t.Helper()
-	send, end, follow := f.LeadStream(context.Background(), key)
+	send, end, _ := leadStreamFollowed(t, f, key)
+	return send, end
+}
+
+// leadStreamFollowed is leadStream with the followed report.
+func leadStreamFollowed(t *testing.T, f *fleet.Fleet, key string) (func([]byte), func(bool, uint32, string), func(context.Context) bool) {
+	t.Helper()
+	send, end, followed, follow := f.LeadStream(context.Background(), key)
 	require.NotNil(t, send, "leads")
 	require.NotNil(t, end)
+	require.NotNil(t, followed)
 	require.Nil(t, follow)
-	return send, end
+	return send, end, followed
 }
 
 // joinStream asserts that f finds key's stream flight led elsewhere.
 func joinStream(t *testing.T, f *fleet.Fleet, key string) func(context.Context, func([]byte) error) (uint32, string, error) {
 	t.Helper()
-	send, end, follow := f.LeadStream(context.Background(), key)
+	send, end, followed, follow := f.LeadStream(context.Background(), key)
 	require.Nil(t, send, "the lease is another replica's")
+	require.Nil(t, followed)
 	require.Nil(t, end)
 	require.NotNil(t, follow)
 	return follow
@@ -109,7 +118,7 @@ func TestStreamFollowLiveAndLate(t *testing.T) {
 
 	// The lease is dropped at the end: the next flight of the key leads.
 	eventually(t, 5*time.Second, func() bool {
-		send, end, follow := f2.LeadStream(context.Background(), key)
+		send, end, _, follow := f2.LeadStream(context.Background(), key)
 		if send != nil {
 			end(true, 0, "")
 			return true
@@ -241,7 +250,7 @@ func TestStreamOwnerDies(t *testing.T) {
 	require.ErrorIs(t, r.err, fleet.ErrOwnerGone)
 	assert.Equal(t, []string{"before"}, r.chunks)
 	assert.EqualValues(t, 1, f2.Stats().StreamTakeovers)
-	send2, end2, _ := f2.LeadStream(context.Background(), key)
+	send2, end2, _, _ := f2.LeadStream(context.Background(), key)
 	require.NotNil(t, send2, "the key is led again")
 	end2(true, 0, "")
 }
@@ -274,8 +283,8 @@ func TestStreamJoinsBounded(t *testing.T) {
 	for range 8 {
 		rs = append(rs, startFollow(context.Background(), joinStream(t, f2, key)))
 	}
-	s, e, follow := f2.LeadStream(context.Background(), key)
-	assert.True(t, s == nil && e == nil && follow == nil, "the 9th follow is refused: alone")
+	s, e, fd, follow := f2.LeadStream(context.Background(), key)
+	assert.True(t, s == nil && e == nil && fd == nil && follow == nil, "the 9th follow is refused: alone")
 	assert.EqualValues(t, 1, f2.Stats().StreamJoinsRefused)
 	send([]byte("x"))
 	end(true, 0, "")
@@ -289,8 +298,8 @@ func TestStreamJoinsBounded(t *testing.T) {
 // TestStreamRedisDown: no Redis, no stream flight: the caller is alone.
 func TestStreamRedisDown(t *testing.T) {
 	f := newFleet(t, fleet.Settings{URL: "redis://127.0.0.1:1/0", Prefix: testPrefix(t), Timeout: 50 * time.Millisecond})
-	send, end, follow := f.LeadStream(context.Background(), "generatestream/t1/k")
-	assert.True(t, send == nil && end == nil && follow == nil)
+	send, end, followed, follow := f.LeadStream(context.Background(), "generatestream/t1/k")
+	assert.True(t, send == nil && end == nil && followed == nil && follow == nil)
 }
 
 // pttl is key's remaining lifetime.
@@ -328,4 +337,25 @@ func TestStreamLeaderRedisBlip(t *testing.T) {
 	require.NoError(t, r.err)
 	assert.Equal(t, []string{"a", "b", "c", "d"}, r.chunks)
 	assert.Zero(t, f1.Stats().StreamsBroken)
+}
+
+// TestStreamFollowersAreSeen: the leader sees a follower while it reads,
+// and none once it has returned (what keeps a flight going after the
+// leader's own callers left).
+func TestStreamFollowersAreSeen(t *testing.T) {
+	prefix := testPrefix(t)
+	f1 := newFleet(t, fleet.Settings{Prefix: prefix, ReplicaID: "r1"})
+	f2 := newFleet(t, fleet.Settings{Prefix: prefix, ReplicaID: "r2"})
+	key := "generatestream/t1/followed"
+	send, end, followed := leadStreamFollowed(t, f1, key)
+	ctx := context.Background()
+	assert.False(t, followed(ctx), "no follower yet")
+	r := startFollow(ctx, joinStream(t, f2, key))
+	send([]byte("a"))
+	eventually(t, 5*time.Second, func() bool { return r.n() == 1 }, "the chunk was not followed")
+	assert.True(t, followed(ctx), "a follower reading")
+	end(true, 0, "")
+	r.wait(t, 5*time.Second)
+	require.NoError(t, r.err)
+	assert.False(t, followed(ctx), "the follower left")
 }
