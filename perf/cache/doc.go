@@ -67,6 +67,8 @@
 // before it sent anything leads or follows again, then calls the backend
 // alone; one that fails after it sent a message ends its callers with
 // UNAVAILABLE (remotestream.go), never a second generation spliced on.
+// A leader whose own callers all left goes on while other gateways follow
+// it (StreamFlights' followed, asked every 250ms).
 //
 // The store is github.com/maypok86/otter/v2: a concurrent W-TinyLFU cache
 // whose hit ratio on skewed (Zipf) traffic beats LRU, with weights,

@@ -17,6 +17,7 @@
 //	<prefix>:v1:f:<key>:r:<tok> an answer not to keep, handed to its flight's waiters, PX 30s
 //	<prefix>:v1:f:<key>:w       ZSET of the fleet's waiters for key's flight, scored by expiry (Redis TIME + 3s, ms)
 //	<prefix>:v1:f:<key>:s:<tok> a stream flight's chunks then its end (Redis stream, MAXLEN 4097), PX 10s past its last write or lease renewal
+//	<prefix>:v1:f:<key>:s:<tok>:w ZSET of the stream flight's followers, scored by expiry (Redis TIME + 3s, ms)
 //	<prefix>:v1:b:<backend>     a backend's breaker is open fleet-wide (BreakerOpened; breaker.go), PX = the open time left
 //	<prefix>:v1:bp:<backend>    the fleet's half-open probe right of a backend (ClaimProbe), PX 5s
 //	<prefix>:v1:s:<backend>     a backend's concurrency slot leases (Lease; slots.go): replica -> slots:expiry:want, PX 6s
@@ -56,7 +57,9 @@
 // the deadline, not the cancellation, of a blocking read) and reports the
 // owner gone when, after 3s without a new entry, the lease is gone without
 // an end entry. What its caller does then (perf/cache: lead again if
-// nothing was sent, else UNAVAILABLE) is the caller's rule.
+// nothing was sent, else UNAVAILABLE) is the caller's rule. Followers
+// register in the flight's followers ZSET while they read, so a leader
+// whose own callers left can ask (followed) whether to go on.
 //
 // The client avoids go-redis's known pitfalls: context deadlines are
 // honoured (ContextTimeoutEnabled), no command is retried (MaxRetries -1:
