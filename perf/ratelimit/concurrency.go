@@ -65,8 +65,8 @@ func (l *limiter) finishLocked(p Permit, r policy.Result, latency time.Duration,
 		if !p.at.Before(l.changedAt) {
 			l.window.add(latency)
 		}
-		if l.hold == 0 {
-			l.hold = hold
+		if !l.answered {
+			l.answered, l.hold = true, hold
 		} else {
 			l.hold += (hold - l.hold) / 5
 		}

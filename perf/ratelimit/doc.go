@@ -47,11 +47,18 @@
 //
 // Shedding real overload (CoDel, RFC 8289, per tenant queue). A queue is
 // standing when the least queue delay of the calls dispatched in a window
-// (interval = max(100 ms, 2 × base)) stayed above the target (max(5 ms,
-// base/2) by default, Settings.QueueTarget) for two windows in a row while
-// more calls were offered than dispatched; it stops standing after a window
-// in which no more were offered than dispatched. A burst that drains and a
-// closed loop of callers never trip it. While a tenant's queue stands, its
+// (interval = max(100 ms, 2 × base), and at least the time to dispatch 8
+// calls at the backend's service rate, up to 1 s) stayed above the target
+// (max(5 ms, base/2) by default, Settings.QueueTarget) for two windows in
+// a row while more calls were offered than dispatched; it stops standing
+// after a window in which no more were offered than dispatched. Until the
+// first adaptation window gives a base, the service time of the calls
+// answered so far stands in for it, and nothing is judged before the
+// first answer. A burst that drains and a closed loop of callers never
+// trip it, nor does a burst far above a small limit (a replica's share of
+// a fleet's cap) that keeps arriving for a while: 20 calls over 600 ms to
+// 2 slots of 100 ms are all served (TestBurstAboveAReplicasShareIsServed);
+// windows of a dispatch or two took it for a standing queue. While a tenant's queue stands, its
 // arrivals are refused when their wait exceeds the target (each tenant
 // keeps one call queued, so the round-robin stays fair), and calls that
 // waited more than twice the target are dropped when their turn comes

@@ -69,6 +69,9 @@ func (l *limiter) tenantLocked(name string, now time.Time) *tenant {
 // codelLocked closes t's windows that ended by now and decides whether its
 // queue is standing:
 //
+//   - nothing is judged before the first call has been answered (the
+//     target and interval follow the backend's latency, unknown until
+//     then);
 //   - a window is "above" when the least queue delay of the calls
 //     dispatched in it exceeded the target (a window with no dispatch is
 //     above when its oldest queued call has waited longer than the target);
@@ -81,6 +84,12 @@ func (l *limiter) tenantLocked(name string, now time.Time) *tenant {
 //     dropped from the queue do not count as served, or dropping a backlog
 //     would end the state that dropped it.)
 func (l *limiter) codelLocked(t *tenant, now time.Time) {
+	if !l.answered {
+		// Nothing answered yet: no target nor interval to judge by (the
+		// first calls' queue delay is the fleet's round trip for tokens,
+		// or a slow backend's first service time). The window goes on.
+		return
+	}
 	interval := l.intervalLocked()
 	if now.Sub(t.winStart) < interval {
 		return
@@ -185,20 +194,27 @@ func (l *limiter) expectedWaitLocked(t *tenant, now time.Time) (wait, held time.
 		backlogged++
 	}
 	ahead := min(l.queued+1, (t.live+1)*backlogged)
-	perSecond := l.rate
-	if service := l.hold; service > 0 {
-		// What the backend serves: the limit over the service time, or
-		// what it was seen to deliver in the last window when that is
-		// more (the service time can lag behind a limit just cut, and
-		// underrate a backend that is in fact serving at full speed).
-		perSecond = min(perSecond, max(float64(l.limitLocked())/service.Seconds(), l.throughput))
-	}
-	wait = time.Duration(float64(ahead) / perSecond * float64(time.Second))
+	wait = time.Duration(float64(ahead) / l.serviceRateLocked() * float64(time.Second))
 	if l.blockedUntil.After(now) {
 		held = l.blockedUntil.Sub(now)
 		wait += held
 	}
 	return wait, held
+}
+
+// serviceRateLocked is the rate in calls/s at which the backend is served:
+// the rate ceiling, or the concurrency limit in force (capped by the
+// fleet's lease) over the service time when that is lower — or what the
+// backend was seen to deliver in the last window when that is more (the
+// service time can lag behind a limit just cut, and underrate a backend
+// that is in fact serving at full speed). The rate ceiling alone before
+// the first answer.
+func (l *limiter) serviceRateLocked() float64 {
+	perSecond := l.rate
+	if service := l.hold; service > 0 {
+		perSecond = min(perSecond, max(float64(l.limitLocked())/service.Seconds(), l.throughput))
+	}
+	return perSecond
 }
 
 // dispatchLocked admits a call of t to the backend after sojourn in the
@@ -362,13 +378,40 @@ func (l *limiter) targetLocked() time.Duration {
 	if t := l.set.s.QueueTarget; t > 0 {
 		return t
 	}
-	return max(5*time.Millisecond, l.base/2)
+	return max(5*time.Millisecond, l.latencyLocked()/2)
 }
 
-// intervalLocked is CoDel's interval: twice the unloaded latency, at least
-// 100ms (and at least twice a configured target).
+// codelDispatches is how many dispatches a CoDel window lasts at least (at
+// the backend's service rate, up to minWindow): "more offered than
+// dispatched" means little over a window of one or two dispatches. Under
+// a concurrency limit or fleet lease of 2 slots of 100 ms, windows of
+// 100 ms took a burst of 20 calls arriving over 300 ms (faster than the
+// 20/s served, well within their deadlines) for a queue that does not
+// drain, and refused 14 of them (TestBurstAboveAReplicasShareIsServed).
+// With 8, a window of twice the latency already holds as many at the
+// default limit of 4, so only smaller limits get longer windows: a burst
+// must now keep arriving faster than it is served for more than two
+// windows (0.8 s at 2 slots of 100 ms) to look standing.
+const codelDispatches = 8
+
+// intervalLocked is CoDel's interval: twice the backend's usual latency,
+// at least 100ms (and at least twice a configured target), and long
+// enough for codelDispatches dispatches at the rate the backend is served,
+// up to minWindow.
 func (l *limiter) intervalLocked() time.Duration {
-	return max(100*time.Millisecond, 2*l.base, 2*l.set.s.QueueTarget)
+	serve := min(minWindow, time.Duration(codelDispatches/l.serviceRateLocked()*float64(time.Second)))
+	return max(100*time.Millisecond, 2*l.latencyLocked(), 2*l.set.s.QueueTarget, serve)
+}
+
+// latencyLocked is the backend's usual latency, which the queue's target
+// and interval follow: the base once the first adaptation window has
+// closed, before that the service time of the calls answered so far (0
+// before the first answer).
+func (l *limiter) latencyLocked() time.Duration {
+	if l.base > 0 {
+		return l.base
+	}
+	return l.hold
 }
 
 // delayRing keeps the queue delays of the last dispatches.

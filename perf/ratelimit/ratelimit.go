@@ -157,6 +157,7 @@ type limiter struct {
 	sample     time.Duration // the last window's p50; 0 until the first window
 	atMin      int           // windows in a row that ended at MinConcurrency
 	hold       time.Duration // how long a successful call holds its slot: a moving average
+	answered   bool          // a call has succeeded: hold is known
 	changedAt  time.Time     // when the limit last moved: earlier calls give no latency sample
 	throughput float64       // successes per second in the last window
 	cuts       int64         // limit and rate decreases so far (Permit.epoch)
