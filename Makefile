@@ -30,7 +30,7 @@ test: ## Run every test with the race detector (the product and the bench driver
 
 .PHONY: bench
 bench: BENCH_STARTED := $(shell date +%s.%N)
-bench: $(BIN)/ghz $(BIN)/benchstat ## Run the benchmark suite (Go benchmarks + ghz end to end, about 12 min on 2 cores) and write perf/bench/REPORT.md with plots
+bench: $(BIN)/ghz $(BIN)/benchstat ## Run the benchmark suite (Go benchmarks + ghz end to end + fleet scenarios on Redis, about 15-18 min on 2 cores) and write perf/bench/REPORT.md with plots
 	cd perf/bench && go test -count=1 ./... && go run . --root ../.. --started $(BENCH_STARTED)
 
 .PHONY: faults
