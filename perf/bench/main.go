@@ -95,7 +95,7 @@ func run() int {
 	d.report.Date = time.Now()
 	d.report.Machine = machineInfo(ctx, d.root)
 	d.report.Settings = []string{
-		fmt.Sprintf("Go benchmarks: `-count %d -benchtime %s` (the default -count 5 is the fewest samples for which benchstat's Mann-Whitney test can report a difference at p < 0.05 with room for one outlier; 3 can never go below p = 0.1; the short benchtime keeps the Go step to about 4 minutes of a `make bench` of about 12 on 2 cores)", d.count, d.benchtime),
+		fmt.Sprintf("Go benchmarks: `-count %d -benchtime %s` (the default -count 5 is the fewest samples for which benchstat's Mann-Whitney test can report a difference at p < 0.05 with room for one outlier; 3 can never go below p = 0.1; the short benchtime keeps the Go step to about 4 minutes of a `make bench` of about 15–18 on 2 cores)", d.count, d.benchtime),
 		endToEndSetting(d.serverCPU, d.clientCPU),
 		"fleet scenarios: " + d.fleetPlacement(),
 	}

@@ -86,7 +86,7 @@ func (r *Report) render(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "- date: %s\n", r.Date.UTC().Format("2006-01-02 15:04 MST"))
 	if r.WallTime > 0 {
-		fmt.Fprintf(&b, "- wall time of `make bench`: **%s** (about 14 min expected on 2 cores since the fleet scenarios; tools already built)\n", r.WallTime.Round(time.Second))
+		fmt.Fprintf(&b, "- wall time of `make bench`: **%s** (about 15–18 min expected on 2 cores with the fleet scenarios; tools already built)\n", r.WallTime.Round(time.Second))
 	}
 	if len(r.Settings) > 0 {
 		b.WriteString("\n## Settings\n\n")
