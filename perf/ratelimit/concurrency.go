@@ -52,7 +52,6 @@ func (w *window) add(d time.Duration) {
 // concurrency limit.
 func (l *limiter) finishLocked(p Permit, r policy.Result, latency time.Duration, expired bool, now time.Time) {
 	l.inflight--
-	l.finished = true
 	hold := now.Sub(p.at)
 	switch r.Outcome {
 	case policy.Success:

@@ -54,7 +54,7 @@
 // after a window in which no more were offered than dispatched. Until the
 // first adaptation window gives a base, the service time of the calls
 // answered so far stands in for it, and nothing is judged before the
-// first call comes back. A burst that drains and a closed loop of callers never
+// first answer. A burst that drains and a closed loop of callers never
 // trip it, nor does a burst far above a small limit (a replica's share of
 // a fleet's cap) that keeps arriving for a while: 20 calls over 600 ms to
 // 2 slots of 100 ms are all served (TestBurstAboveAReplicasShareIsServed);

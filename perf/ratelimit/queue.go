@@ -69,9 +69,9 @@ func (l *limiter) tenantLocked(name string, now time.Time) *tenant {
 // codelLocked closes t's windows that ended by now and decides whether its
 // queue is standing:
 //
-//   - nothing is judged before the first call has come back from the
-//     backend, whatever its outcome (the target and interval follow the
-//     backend's latency, unknown until then);
+//   - nothing is judged before the first call has been answered (the
+//     target and interval follow the backend's latency, unknown until
+//     then);
 //   - a window is "above" when the least queue delay of the calls
 //     dispatched in it exceeded the target (a window with no dispatch is
 //     above when its oldest queued call has waited longer than the target);
@@ -84,10 +84,10 @@ func (l *limiter) tenantLocked(name string, now time.Time) *tenant {
 //     dropped from the queue do not count as served, or dropping a backlog
 //     would end the state that dropped it.)
 func (l *limiter) codelLocked(t *tenant, now time.Time) {
-	if !l.finished {
-		// No call has come back yet: nothing to judge the first calls'
-		// queue delay by (it is the fleet's round trip for tokens, or a
-		// slow backend's first service time). The window goes on.
+	if !l.answered {
+		// Nothing answered yet: no target nor interval to judge by (the
+		// first calls' queue delay is the fleet's round trip for tokens,
+		// or a slow backend's first service time). The window goes on.
 		return
 	}
 	interval := l.intervalLocked()

@@ -158,7 +158,6 @@ type limiter struct {
 	atMin      int           // windows in a row that ended at MinConcurrency
 	hold       time.Duration // how long a successful call holds its slot: a moving average
 	answered   bool          // a call has succeeded: hold is known
-	finished   bool          // a call has come back from the backend, whatever its outcome
 	changedAt  time.Time     // when the limit last moved: earlier calls give no latency sample
 	throughput float64       // successes per second in the last window
 	cuts       int64         // limit and rate decreases so far (Permit.epoch)
